@@ -1,0 +1,93 @@
+"""Model factory: one registry from config name to constructor, for every task's networks."""
+from __future__ import annotations
+
+from typing import Callable, Dict
+
+import torch
+from torch import nn
+
+from repl.errors import ConfigError
+from repl.models.cifar_resnet import CifarResNet
+from repl.models.config import ModelConfig
+
+Builder = Callable[..., nn.Module]
+
+
+def _cifar(depth: int) -> Builder:
+    def build(num_classes: int, in_chans: int, image_size: int, pretrained: bool, **kwargs) -> nn.Module:
+        if pretrained:
+            raise ConfigError(f"model.pretrained=true: no pretrained weights exist for resnet{depth}; use model.weights=FILE")
+        return CifarResNet(depth, num_classes=num_classes, in_chans=in_chans, **kwargs)
+
+    return build
+
+
+def _timm(arch: str) -> Builder:
+    def build(num_classes: int, in_chans: int, image_size: int, pretrained: bool, **kwargs) -> nn.Module:
+        import timm
+
+        return timm.create_model(arch, pretrained=pretrained, num_classes=num_classes, in_chans=in_chans, **kwargs)
+
+    return build
+
+
+def _torchvision(arch: str) -> Builder:
+    def build(num_classes: int, in_chans: int, image_size: int, pretrained: bool, **kwargs) -> nn.Module:
+        import torchvision
+
+        if in_chans != 3:
+            raise ConfigError(f"model.name=tv_{arch} takes 3 input channels, the dataset has {in_chans}")
+        weights = "DEFAULT" if pretrained else None
+        model = torchvision.models.get_model(arch, weights=weights, **kwargs)
+        if model.fc.out_features != num_classes:
+            model.fc = nn.Linear(model.fc.in_features, num_classes)
+        return model
+
+    return build
+
+
+MODELS: Dict[str, Builder] = {
+    "resnet20": _cifar(20),
+    "resnet32": _cifar(32),
+    "resnet56": _cifar(56),
+    "resnet110": _cifar(110),
+    "resnet18": _timm("resnet18"),
+    "resnet50": _timm("resnet50"),
+    "resnet101": _timm("resnet101"),
+    "tv_resnet18": _torchvision("resnet18"),
+    "tv_resnet50": _torchvision("resnet50"),
+    "tv_resnet101": _torchvision("resnet101"),
+}
+
+
+def build_model(cfg: ModelConfig, *, num_classes: int, in_chans: int = 3, image_size: int = 32) -> nn.Module:
+    """Build the configured network, randomly initialised unless pretrained or weights are given."""
+    if cfg.name not in MODELS:
+        raise ConfigError(f"model.name={cfg.name!r} is unknown; choose one of {', '.join(sorted(MODELS))}")
+    try:
+        model = MODELS[cfg.name](
+            num_classes=num_classes, in_chans=in_chans, image_size=image_size, pretrained=cfg.pretrained, **dict(cfg.kwargs)
+        )
+    except TypeError as err:  # an unknown model.kwargs entry
+        raise ConfigError(f"model.kwargs for {cfg.name!r} not accepted: {err}") from None
+    if cfg.weights:
+        load_weights(model, cfg.weights)
+    return model
+
+
+def load_weights(model: nn.Module, path: str) -> None:
+    """Load a state_dict file into a model, skipping a classifier head of another shape."""
+    from pathlib import Path
+
+    if not Path(path).is_file():
+        raise ConfigError(f"model.weights={path!r}: no such file")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unreadable file is a user error here
+        raise ConfigError(f"model.weights={path!r} is not a readable state_dict: {type(err).__name__}") from None
+    state = state.get("model", state) if isinstance(state, dict) else state
+    own = model.state_dict()
+    compatible = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if not compatible:
+        raise ConfigError(f"model.weights={path!r} shares no tensor with model; is it for another architecture?")
+    model.load_state_dict(compatible, strict=False)
