@@ -1,0 +1,52 @@
+"""Optimizer over the trainable parameters, and a per-step learning-rate schedule."""
+from __future__ import annotations
+
+import math
+from typing import List
+
+import torch
+from torch import nn
+from torch.optim.lr_scheduler import LambdaLR
+
+from repl.engine.config import OptimConfig
+
+
+def param_groups(model: nn.Module, weight_decay: float, decay_1d: bool) -> List[dict]:
+    """Trainable parameters split into decayed (>= 2-d) and undecayed (biases, norms, fusion coefficients)."""
+    decay, no_decay = [], []
+    for _, param in model.named_parameters():  # named_parameters yields each tensor once
+        if not param.requires_grad:
+            continue
+        (decay if param.ndim >= 2 or decay_1d else no_decay).append(param)
+    groups = [{"params": decay, "weight_decay": weight_decay}]
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0})
+    return groups
+
+
+def build_optimizer(cfg: OptimConfig, model: nn.Module, device: torch.device) -> torch.optim.Optimizer:
+    """SGD (Nesterov) or AdamW; fused kernels on CUDA."""
+    groups = param_groups(model, cfg.weight_decay, cfg.decay_1d)
+    fused = device.type == "cuda"
+    if cfg.name == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum,
+                               nesterov=cfg.nesterov and cfg.momentum > 0, fused=fused)
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, fused=fused)
+
+
+def lr_factor(cfg: OptimConfig, step: int, total_steps: int, warmup_steps: int) -> float:
+    """Multiplier of the base lr at optimizer step `step` (0-based): linear warm-up, then the schedule."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    if cfg.schedule == "cosine":
+        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+    if cfg.schedule == "step":
+        return cfg.gamma ** sum(progress >= m for m in cfg.milestones)
+    return 1.0
+
+
+def build_schedule(cfg: OptimConfig, optimizer: torch.optim.Optimizer, total_steps: int, steps_per_epoch: int) -> LambdaLR:
+    """A LambdaLR stepped once per optimizer step; its state is part of every checkpoint."""
+    warmup = round(cfg.warmup_epochs * steps_per_epoch)
+    return LambdaLR(optimizer, lambda step: lr_factor(cfg, step, total_steps, warmup))

@@ -1,0 +1,81 @@
+"""summary.json as CONTRACT.md specifies it, and the short table printed at the end of a run."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+from torch import nn
+
+from repl.config import TrainConfig
+from repl.engine import measure
+from repl.engine.checkpoint import atomic_write_json
+from repl.engine.distributed import DistInfo
+from repl.method.plan import Plan
+
+
+class RunSummary:
+    """Collects what a run measured and writes it as the contract's summary.json."""
+
+    def __init__(self, cfg: TrainConfig, plan: Plan, task, dist: DistInfo) -> None:
+        self.cfg, self.plan, self.task, self.dist = cfg, plan, task, dist
+        self.env = measure.environment_info(dist.device)
+        self.probe: Optional[Dict[str, Any]] = None  # flops and memory estimate of one training step
+
+    def build(self, *, status: str, model: nn.Module, metrics: Dict[str, float], timer, train_s: float,
+              epochs_done: int, steps_done: int) -> Dict[str, Any]:
+        """The summary dict for the run's current state."""
+        params = measure.count_parameters(model)
+        probe = self.probe or {}
+        estimate = probe.get("memory", {}).get("total", 0)
+        peak = measure.peak_memory_bytes(self.dist.device) if self.dist.device.type == "cuda" else None
+        primary = self.task.primary
+        timing = timer.summary()
+        return {
+            "status": status,
+            "task": self.task.name,
+            "dataset": self.cfg.dataset.name,
+            "model": self.cfg.model.name,
+            "method": self.plan.method,
+            "plan": self.plan.to_dict(),
+            "params": {"total": params["total"], "trainable": params["trainable"],
+                       "replaced": self.plan.params_replaced, "fusion": self.plan.params_fusion},
+            "memory": {"peak_bytes": int(peak if peak is not None else estimate), "estimate_bytes": int(estimate),
+                       "peak_source": "cuda_allocator" if peak is not None else "estimate",
+                       "estimate_breakdown": probe.get("memory", {}), "device": self.env["device"]},
+            "flops": {"train_step": int(probe.get("flops", 0))},
+            "time": {"train_s": float(train_s), "epoch_s": float(timing["epoch_s"]), "step_s": float(timing["step_s"])},
+            "throughput": {"train_per_s": float(timing["throughput"]), "unit": self.task.unit},
+            "metrics": metrics,
+            "primary": {"name": primary, "value": metrics.get(primary), "higher_is_better": self.task.higher_is_better},
+            "epochs_done": int(epochs_done),
+            "steps_done": int(steps_done),
+            "seed": self.cfg.seed,
+            "world_size": self.dist.world_size,
+            "env": self.env,
+        }
+
+    @staticmethod
+    def write(path: Path, summary: Dict[str, Any]) -> None:
+        atomic_write_json(path, summary)
+
+    @staticmethod
+    def table(summary: Dict[str, Any]) -> str:
+        """A few lines a researcher reads at the end of a run."""
+        p, t, m = summary["params"], summary["time"], summary["memory"]
+        primary = summary["primary"]
+        value = "n/a" if primary["value"] is None else f"{primary['value']:.2f}"
+        rows = [
+            ("status", summary["status"]),
+            ("model / data", f"{summary['model']} on {summary['dataset']}"),
+            ("method", f"{summary['method']} (blocks {summary['plan'].get('blocks', [])})"),
+            (primary["name"], value),
+            ("params total / trainable", f"{p['total']:,} / {p['trainable']:,}"),
+            ("params replaced / fusion", f"{p['replaced']:,} / {p['fusion']:,}"),
+            ("train FLOPs / step", f"{summary['flops']['train_step'] / 1e9:.3f} G"),
+            (f"memory ({m['peak_source']})", f"{m['peak_bytes'] / 2**20:.1f} MiB"),
+            ("time train / step", f"{t['train_s']:.1f} s / {t['step_s'] * 1e3:.1f} ms"),
+            ("throughput", f"{summary['throughput']['train_per_s']:.1f} {summary['throughput']['unit']}/s"),
+            ("epochs / steps", f"{summary['epochs_done']} / {summary['steps_done']}"),
+        ]
+        width = max(len(k) for k, _ in rows)
+        return "\n".join(f"  {k.ljust(width)}  {v}" for k, v in rows)

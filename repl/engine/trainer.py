@@ -1,0 +1,308 @@
+"""The training loop: steps, evaluation, resumable checkpoints, measurement and the run summary.
+
+Order inside a run never changes (ARCHITECTURE.md): the model arrives with the method already
+applied; here it goes to the device, is compiled, wrapped in DDP, gets an optimizer over its
+trainable parameters, and only then is a checkpoint loaded.
+"""
+from __future__ import annotations
+
+import math
+import signal
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import torch
+from omegaconf import OmegaConf
+from torch import nn
+from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import apply_activation_checkpointing
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from tqdm import tqdm
+
+from repl.config import TrainConfig
+from repl.engine import measure
+from repl.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from repl.engine.distributed import DistInfo
+from repl.engine.loggers import MetricsLog
+from repl.engine.optim import build_optimizer, build_schedule
+from repl.engine.summary import RunSummary
+from repl.errors import CheckpointError
+from repl.method.blocks import get_module
+from repl.method.plan import Plan
+
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "16": torch.float16}
+
+
+class Trainer:
+    """Trains one model on one task; rank 0 writes the run directory."""
+
+    def __init__(self, cfg: TrainConfig, model: nn.Module, plan: Plan, data, task, dist: DistInfo,
+                 run_dir: Path, block_paths: Optional[list] = None) -> None:
+        self.cfg, self.plan, self.data, self.task, self.dist = cfg, plan, data, task, dist
+        self.tcfg = cfg.trainer
+        self.run_dir = Path(run_dir)
+        self.device = dist.device
+        memory_format = torch.channels_last if self.tcfg.channels_last else torch.preserve_format
+        self.model = model.to(self.device, memory_format=memory_format)
+        if self.tcfg.checkpointing:
+            enable_activation_checkpointing(self.model, block_paths or [])
+        self.forward_model = torch.compile(self.model) if self.tcfg.compile else self.model
+        self.train_model = self.forward_model
+        if dist.world_size > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.train_model = nn.parallel.DistributedDataParallel(self.forward_model, device_ids=ids)
+        self.optimizer = build_optimizer(cfg.optim, self.model, self.device)
+        steps_per_epoch = data.steps_per_epoch
+        self.total_steps = self.tcfg.epochs * steps_per_epoch
+        if self.tcfg.max_steps is not None:
+            self.total_steps = min(self.total_steps, self.tcfg.max_steps)
+        self.schedule = build_schedule(cfg.optim, self.optimizer, self.total_steps, steps_per_epoch)
+        self.scaler = torch.amp.GradScaler(self.device.type) if self.tcfg.precision == "16" else None
+        self.ema = None
+        if self.tcfg.ema_decay is not None:
+            self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(self.tcfg.ema_decay), use_buffers=True)
+        self.clip_params = [p for p in self.model.parameters() if p.requires_grad]
+        # progress
+        self.epoch = 0  # completed epochs
+        self.step_in_epoch = 0
+        self.step = 0  # optimizer steps over the whole run
+        self.train_s = 0.0
+        self.eval_metrics: Dict[str, float] = {}
+        self.best: Optional[float] = None
+        self.summary = RunSummary(cfg, plan, task, dist)
+        self.log = MetricsLog(self.run_dir / "metrics.jsonl", cfg.logger, OmegaConf.to_container(OmegaConf.structured(cfg)))\
+            if dist.is_main else None
+        self._stop_signal: Optional[int] = None
+        self._last_ckpt_time = time.monotonic()
+
+    # ------------------------------------------------------------------ steps
+    def autocast(self):
+        """Mixed-precision context for trainer.precision (a no-op at 32)."""
+        dtype = AUTOCAST_DTYPES.get(self.tcfg.precision)
+        return torch.autocast(self.device.type, dtype=dtype) if dtype is not None else nullcontext()
+
+    def train_step(self, batch) -> torch.Tensor:
+        """One optimizer step on one batch; returns the detached loss (no host sync)."""
+        with self.autocast():
+            loss = self.task.loss(self.train_model, batch)
+        if self.scaler is None:
+            loss.backward()
+            if self.tcfg.grad_clip is not None:
+                nn.utils.clip_grad_norm_(self.clip_params, self.tcfg.grad_clip)
+            self.optimizer.step()
+        else:
+            self.scaler.scale(loss).backward()
+            if self.tcfg.grad_clip is not None:
+                self.scaler.unscale_(self.optimizer)
+                nn.utils.clip_grad_norm_(self.clip_params, self.tcfg.grad_clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.schedule.step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
+        return loss.detach()
+
+    def evaluate(self) -> Dict[str, float]:
+        """Task metrics on the eval split (the EMA weights when EMA is on)."""
+        model = self.ema.module if self.ema is not None else self.forward_model
+        model.eval()
+        try:
+            return self.task.evaluate(model, self.data.eval_batches(), self.autocast())
+        finally:
+            model.train()
+
+    # ------------------------------------------------------------------ checkpoints
+    @property
+    def ckpt_path(self) -> Path:
+        return self.run_dir / "checkpoints" / "last.pt"
+
+    def state_dict(self) -> Dict[str, Any]:
+        state = {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "progress": {"epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "step": self.step,
+                         "train_s": self.train_s, "best": self.best, "eval_metrics": dict(self.eval_metrics)},
+            "plan": self.plan.to_dict(),
+            "rng": rng_state(),
+            "config": OmegaConf.to_container(OmegaConf.structured(self.cfg)),
+        }
+        if self.scaler is not None:
+            state["scaler"] = self.scaler.state_dict()
+        if self.ema is not None:
+            state["ema"] = self.ema.state_dict()
+        return state
+
+    def save(self) -> None:
+        """Checkpoint atomically (rank 0); every rank keeps its place."""
+        if self.dist.is_main:
+            save_checkpoint(self.ckpt_path, self.state_dict())
+        self._last_ckpt_time = time.monotonic()
+
+    def resume(self) -> bool:
+        """Load checkpoints/last.pt if resuming is on and it exists; refuse one made with another plan."""
+        if not (self.tcfg.resume and self.ckpt_path.exists()):
+            return False
+        state = load_checkpoint(self.ckpt_path)
+        saved_plan = Plan.from_dict(state["plan"])
+        if not saved_plan.same_as(self.plan):
+            raise CheckpointError(
+                f"checkpoint {self.ckpt_path} was trained with another plan (blocks {saved_plan.blocks}, "
+                f"method {saved_plan.method}) than this run (blocks {self.plan.blocks}, method {self.plan.method}); "
+                "use another run directory or trainer.resume=false"
+            )
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as err:
+            raise CheckpointError(f"checkpoint {self.ckpt_path} does not match this model: {str(err).splitlines()[0]}") from None
+        self.schedule.load_state_dict(state["schedule"])
+        if self.scaler is not None and "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])
+        if self.ema is not None and "ema" in state:
+            self.ema.load_state_dict(state["ema"])
+        progress = state["progress"]
+        self.epoch, self.step_in_epoch, self.step = progress["epoch"], progress["step_in_epoch"], progress["step"]
+        self.train_s, self.best = progress["train_s"], progress["best"]
+        self.eval_metrics = dict(progress["eval_metrics"])
+        set_rng_state(state["rng"])
+        if self.log is not None:
+            self.log.truncate_after(self.step)
+        return True
+
+    # ------------------------------------------------------------------ loop
+    def _want_checkpoint(self) -> bool:
+        every = self.tcfg.checkpoint_every
+        if every and self.step % every == 0:
+            return True
+        return time.monotonic() - self._last_ckpt_time >= self.tcfg.checkpoint_interval_s
+
+    def _on_signal(self, signum, _frame) -> None:
+        self._stop_signal = signum
+
+    def fit(self) -> Dict[str, Any]:
+        """Train to the configured length (resuming if possible) and return the final summary."""
+        resumed = self.resume()
+        self._print_start(resumed)
+        handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGUSR1)}
+        timer = measure.StepTimer(self.device, warmup_steps=self.tcfg.timing_warmup, unit=self.task.unit)
+        measure.reset_peak_memory(self.device)
+        try:
+            self._loop(timer)
+        finally:
+            for s, h in handlers.items():
+                signal.signal(s, h)
+        if self._stop_signal is not None:
+            self.save()
+            self._write_summary("running", timer)
+            print(f"stopped by signal {self._stop_signal}; checkpoint saved, rerun the same command to resume", file=sys.stderr)
+            sys.exit(128 + self._stop_signal)
+        if not self.eval_metrics or self.eval_metrics.get("_step") != self.step:
+            self._record_eval()
+        self.save()
+        summary = self._write_summary("completed", timer)
+        if self.log is not None:
+            self.log.close(summary)
+        if self.dist.is_main:
+            print(self.summary.table(summary))
+        return summary
+
+    def _loop(self, timer: "measure.StepTimer") -> None:
+        epochs = self.tcfg.epochs
+        per_epoch = self.data.steps_per_epoch
+        main = self.dist.is_main
+        while self.epoch < epochs and self.step < self.total_steps and self._stop_signal is None:
+            start = self.step_in_epoch
+            bar = tqdm(total=min(per_epoch, self.total_steps - self.step + start), initial=start,
+                       desc=f"epoch {self.epoch + 1}/{epochs}", disable=not (main and self.tcfg.progress),
+                       dynamic_ncols=True, leave=False, mininterval=0.5 if sys.stderr.isatty() else 30)
+            loss_sum = torch.zeros((), device=self.device)
+            logged_at = start
+            timer.start_epoch()
+            window_start = time.perf_counter()
+            for batch in self.data.train_batches(self.epoch, start_step=start):
+                if self.summary.probe is None:  # once per process, on its first batch; disturbs nothing
+                    with timer.paused():
+                        self.summary.probe = measure.probe_step(self.model, self.task.loss, batch, self.optimizer)
+                loss_sum += self.train_step(batch)
+                self.step += 1
+                self.step_in_epoch += 1
+                timer.step(self.task.batch_size(batch) * self.dist.world_size)
+                if self.step_in_epoch % self.tcfg.log_every == 0 or self.step_in_epoch == per_epoch:
+                    loss = (loss_sum / (self.step_in_epoch - logged_at)).item()  # syncs: the window's time is real
+                    loss_sum.zero_()
+                    now = time.perf_counter()
+                    rate = (self.step_in_epoch - logged_at) * self.task.batch_size(batch) * self.dist.world_size / (now - window_start)
+                    self._log_step(loss, rate, bar, self.step_in_epoch - logged_at)
+                    logged_at, window_start = self.step_in_epoch, now
+                if self.step >= self.total_steps or self._stop_signal is not None:
+                    break
+                if self._want_checkpoint() and self.step_in_epoch < per_epoch:
+                    with timer.paused():
+                        self.save()
+                    window_start = time.perf_counter()
+            bar.close()
+            self.train_s += timer.end_epoch()
+            if self.step_in_epoch < per_epoch:  # stopped early: max_steps or a signal
+                if self.step_in_epoch > logged_at:
+                    self._log_step((loss_sum / (self.step_in_epoch - logged_at)).item(), None, None, 0)
+                return
+            self.epoch += 1
+            self.step_in_epoch = 0
+            if self.epoch % self.tcfg.eval_every == 0 or self.epoch == epochs:
+                self._record_eval()
+            self.save()
+            self._write_summary("running", timer)
+
+    # ------------------------------------------------------------------ records
+    def _log_step(self, loss: float, rate: Optional[float], bar, advanced: int) -> None:
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"training loss is {loss} at step {self.step}; lower optim.lr or set trainer.grad_clip")
+        lr = self.optimizer.param_groups[0]["lr"]
+        if bar is not None:
+            bar.update(advanced)
+            bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.3g}", **{f"{self.task.unit}/s": f"{rate:.0f}"})
+        if self.log is not None:
+            self.log.log({"step": self.step, "epoch": self.epoch + self.step_in_epoch / self.data.steps_per_epoch,
+                          "train/loss": loss, "lr": lr})
+
+    def _record_eval(self) -> None:
+        metrics = self.evaluate()
+        value = metrics[self.task.primary]
+        better = self.best is None or (value > self.best if self.task.higher_is_better else value < self.best)
+        if better:
+            self.best = value
+        self.eval_metrics = {**metrics, "_step": self.step}
+        if self.log is not None:
+            self.log.log({"step": self.step, "epoch": self.epoch, **{f"eval/{k}": v for k, v in metrics.items()}})
+        if self.dist.is_main and self.tcfg.progress:
+            text = " ".join(f"{k}={v:.4g}" for k, v in metrics.items())
+            tqdm.write(f"epoch {self.epoch}: {text}")
+
+    def _write_summary(self, status: str, timer) -> Dict[str, Any]:
+        metrics = {k: v for k, v in self.eval_metrics.items() if not k.startswith("_")}
+        if self.best is not None:
+            metrics[f"{self.task.primary}_best"] = self.best
+        summary = self.summary.build(status=status, model=self.model, metrics=metrics, timer=timer,
+                                     train_s=self.train_s, epochs_done=self.epoch, steps_done=self.step)
+        if self.dist.is_main:
+            self.summary.write(self.run_dir / "summary.json", summary)
+        return summary
+
+    def _print_start(self, resumed: bool) -> None:
+        if not self.dist.is_main:
+            return
+        where = f"resumed at epoch {self.epoch}, step {self.step}" if resumed else "from scratch"
+        print(f"run dir: {self.run_dir}  ({where})")
+        print(self.plan.describe())
+        print(f"training {self.total_steps} steps ({self.data.steps_per_epoch}/epoch) on {self.device}, "
+              f"precision {self.tcfg.precision}{', compiled' if self.tcfg.compile else ''}, world size {self.dist.world_size}")
+
+
+def enable_activation_checkpointing(model: nn.Module, block_paths: list) -> None:
+    """Recompute every block's activations in backward instead of storing them (state_dict keys unchanged)."""
+    targets = {id(get_module(model, path)) for path in block_paths}
+    apply_activation_checkpointing(model, check_fn=lambda module: id(module) in targets)

@@ -1,0 +1,88 @@
+"""One training run from a composed config: build, apply the method, train, summarise."""
+from __future__ import annotations
+
+import random
+import sys
+import traceback
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+
+from repl import apply_replacement
+from repl.config import TrainConfig, to_config
+from repl.data import build_data
+from repl.engine import distributed
+from repl.engine.checkpoint import atomic_write_json
+from repl.engine.trainer import Trainer
+from repl.errors import ReplError
+from repl.method.blocks import discover_blocks
+from repl.models import build_model
+from repl.tasks import build_task
+
+
+def seed_everything(seed: int) -> None:
+    """Seed every RNG training draws from (python, numpy, torch on all devices)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def train(cfg: TrainConfig, run_dir: Path) -> Dict[str, Any]:
+    """Train as configured, writing metrics.jsonl, summary.json and checkpoints/ into run_dir."""
+    run_dir = Path(run_dir)
+    dist = distributed.setup(cfg.trainer.device)
+    try:
+        if cfg.trainer.deterministic:
+            torch.use_deterministic_algorithms(True)
+        seed_everything(cfg.seed)
+        data_cfg = cfg.dataset
+        model = build_model(cfg.model, num_classes=data_cfg.num_classes, in_chans=data_cfg.in_chans,
+                            image_size=data_cfg.image_size)
+        block_paths = [b.path for b in discover_blocks(model)] if cfg.trainer.checkpointing else None
+        plan = apply_replacement(model, cfg.repl)  # validates the plan before any data is read
+        data = build_data(data_cfg, seed=cfg.seed, device=dist.device, rank=dist.rank, world_size=dist.world_size)
+        task = build_task(cfg.task)
+        trainer = Trainer(cfg, model, plan, data, task, dist, run_dir, block_paths=block_paths)
+        try:
+            return trainer.fit()
+        except ReplError:
+            raise
+        except Exception as err:  # a crash mid-run: leave a summary that says so, then re-raise
+            if dist.is_main:
+                atomic_write_json(run_dir / "summary.json", {"status": "failed", "error": f"{type(err).__name__}: {err}",
+                                                              "steps_done": trainer.step, "epochs_done": trainer.epoch})
+            raise
+    finally:
+        distributed.cleanup()
+
+
+def train_from_dictconfig(cfg: DictConfig, run_dir: Path) -> Dict[str, Any]:
+    """Validate a composed Hydra config and train; ConfigError before anything is built."""
+    return train(to_config(cfg), run_dir)
+
+
+def compose(overrides: Optional[List[str]] = None) -> DictConfig:
+    """Compose configs/train.yaml with overrides, as train.py would (for tests and notebooks)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(config_dir()), version_base=None):
+        return hydra_compose(config_name="train", overrides=list(overrides or []))
+
+
+def config_dir() -> Path:
+    """The configs/ directory of this checkout."""
+    return Path(__file__).resolve().parent.parent / "configs"
+
+
+def report_user_error(err: ReplError) -> None:
+    """One line, no traceback: the user can fix it from the message alone."""
+    print(f"error: {err}", file=sys.stderr)
+
+
+def report_crash(err: BaseException) -> None:
+    """A bug, not a user mistake: the full traceback matters."""
+    traceback.print_exception(err)

@@ -1,0 +1,52 @@
+"""Image classification: cross-entropy loss, top-1/top-5 accuracy reduced over ranks."""
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from typing import Dict, Iterable, Tuple
+
+import torch
+from torch import nn
+
+from repl.engine.config import TaskConfig
+from repl.engine.distributed import all_reduce_sum
+
+Batch = Tuple[torch.Tensor, torch.Tensor]
+
+
+class ClassificationTask:
+    """Loss and evaluation for classifiers; the primary metric is top-1 accuracy in percent."""
+
+    name = "classification"
+    primary = "top1"
+    higher_is_better = True
+    unit = "samples"
+
+    def __init__(self, cfg: TaskConfig) -> None:
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+
+    def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+        """Mean training loss of one batch."""
+        images, labels = batch
+        return self.criterion(model(images), labels)
+
+    @staticmethod
+    def batch_size(batch: Batch) -> int:
+        return batch[1].shape[0]
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, batches: Iterable[Batch], autocast: AbstractContextManager) -> Dict[str, float]:
+        """Loss, top-1 and top-5 (percent) over every eval sample of every rank."""
+        device = next(model.parameters()).device
+        totals = torch.zeros(4, dtype=torch.float64, device=device)  # loss sum, top1, top5, count
+        for images, labels in batches:
+            with autocast:
+                logits = model(images)
+            totals[0] += nn.functional.cross_entropy(logits.float(), labels, reduction="sum")
+            top = logits.topk(min(5, logits.shape[1]), dim=1).indices
+            hits = top.eq(labels[:, None])
+            totals[1] += hits[:, 0].sum()
+            totals[2] += hits.any(dim=1).sum()
+            totals[3] += labels.shape[0]
+        loss, top1, top5, count = all_reduce_sum(totals).tolist()
+        count = max(count, 1.0)
+        return {"loss": loss / count, "top1": 100.0 * top1 / count, "top5": 100.0 * top5 / count}

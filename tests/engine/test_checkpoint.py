@@ -1,0 +1,54 @@
+"""Atomic writes and checkpoint loading."""
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from repl.engine.checkpoint import atomic_write_json, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from repl.errors import CheckpointError
+
+
+def test_failed_write_leaves_previous_file_intact(tmp_path):
+    path = tmp_path / "summary.json"
+    atomic_write_json(path, {"status": "running", "epochs_done": 1})
+
+    class Unserialisable:
+        pass
+
+    with pytest.raises(TypeError):
+        atomic_write_json(path, {"status": "completed", "bad": Unserialisable()})
+    assert json.loads(path.read_text()) == {"status": "running", "epochs_done": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]  # no temporary file left behind
+
+
+def test_checkpoint_round_trip(tmp_path):
+    path = tmp_path / "checkpoints" / "last.pt"
+    state = {"model": {"w": torch.arange(3.0)}, "progress": {"step": 7}}
+    save_checkpoint(path, state)
+    loaded = load_checkpoint(path)
+    assert torch.equal(loaded["model"]["w"], state["model"]["w"]) and loaded["progress"]["step"] == 7
+
+
+@pytest.mark.parametrize("content", [b"", b"not a checkpoint at all", None])
+def test_corrupt_checkpoint_is_one_clear_error(tmp_path, content):
+    path = tmp_path / "last.pt"
+    if content is None:  # a valid torch file that is not a training checkpoint
+        torch.save({"weights": torch.zeros(1)}, path)
+    else:
+        path.write_bytes(content)
+    with pytest.raises(CheckpointError, match=str(path)) as info:
+        load_checkpoint(path)
+    assert "\n" not in str(info.value)
+
+
+def test_rng_state_round_trip_through_a_weights_only_file(tmp_path):
+    random.seed(1)
+    np.random.seed(2)
+    torch.manual_seed(3)
+    random.gauss(0, 1)  # leaves a cached gaussian in python's state
+    save_checkpoint(tmp_path / "rng.pt", {"model": {}, "progress": {}, "rng": rng_state()})
+    expected = (random.random(), random.gauss(0, 1), np.random.rand(), torch.rand(2).tolist())
+    set_rng_state(load_checkpoint(tmp_path / "rng.pt")["rng"])
+    assert (random.random(), random.gauss(0, 1), np.random.rand(), torch.rand(2).tolist()) == expected

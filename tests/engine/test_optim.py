@@ -1,0 +1,62 @@
+"""Learning-rate schedules and parameter groups."""
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from repl.engine.config import OptimConfig
+from repl.engine.optim import build_optimizer, build_schedule, lr_factor, param_groups
+from repl.errors import ConfigError
+
+
+def test_cosine_warmup_shape():
+    cfg = OptimConfig(schedule="cosine", warmup_epochs=1.0)
+    total, warmup = 110, 10
+    factors = [lr_factor(cfg, s, total, warmup) for s in range(total)]
+    assert factors[:10] == pytest.approx([(s + 1) / 10 for s in range(10)])
+    assert factors[10] == pytest.approx(1.0)
+    midpoint = 10 + 50
+    assert factors[midpoint] == pytest.approx(0.5)
+    assert all(a >= b for a, b in zip(factors[10:], factors[11:]))  # monotone decay after warm-up
+    assert factors[-1] == pytest.approx(0.5 * (1 + math.cos(math.pi * 99 / 100)))
+
+
+def test_step_schedule_milestones():
+    cfg = OptimConfig(schedule="step", milestones=[0.5, 0.75], gamma=0.1)
+    total = 100
+    assert lr_factor(cfg, 49, total, 0) == pytest.approx(1.0)
+    assert lr_factor(cfg, 50, total, 0) == pytest.approx(0.1)
+    assert lr_factor(cfg, 75, total, 0) == pytest.approx(0.01)
+
+
+def test_schedule_applies_to_optimizer():
+    model = nn.Linear(4, 2)
+    cfg = OptimConfig(lr=0.2, schedule="step", milestones=[0.5], gamma=0.5)
+    opt = build_optimizer(cfg, model, torch.device("cpu"))
+    sched = build_schedule(cfg, opt, total_steps=4, steps_per_epoch=2)
+    lrs = []
+    for _ in range(4):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs == pytest.approx([0.2, 0.2, 0.1, 0.1])
+
+
+def test_no_weight_decay_on_1d_tensors():
+    model = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3))
+    frozen = nn.Parameter(torch.zeros(3, 3), requires_grad=False)
+    model.register_parameter("frozen", frozen)
+    groups = param_groups(model, weight_decay=0.1, decay_1d=False)
+    decayed = {id(p) for p in groups[0]["params"]}
+    undecayed = {id(p) for p in groups[1]["params"]}
+    assert decayed == {id(model[0].weight)}
+    assert undecayed == {id(model[0].bias), id(model[1].weight), id(model[1].bias)}
+    assert groups[1]["weight_decay"] == 0.0
+    assert id(frozen) not in decayed | undecayed
+
+
+@pytest.mark.parametrize("field,value", [("lr", -0.1), ("lr", 0.0), ("schedule", "linear"), ("name", "lamb")])
+def test_bad_values_name_the_key(field, value):
+    with pytest.raises(ConfigError, match=f"optim.{field}"):
+        OptimConfig(**{field: value}).validate()
