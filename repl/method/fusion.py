@@ -1,0 +1,144 @@
+"""Fusion: synthesize a replaced block's weights from its two neighbours (METHOD.md, "Fusion").
+
+For every weight `name` of the surrogate, `W = a * A(prev[name]) + b * A(next[name])`, where `A`
+(`adapt`) maps a neighbour's tensor onto the target's channel counts. Channel dims are 0 (output)
+and 1 (input, for tensors of rank >= 2); the remaining (kernel) dims must agree.
+
+`tile` adapt: along each mismatched channel dim, target channel j reads source channel j mod S (the
+first T of a larger source, a cyclic repeat of a smaller one). A weight with fan-in
+F = C_in * k_h * k_w gives outputs of variance F * Var(w) * E[x^2] (independent zero-mean weights,
+independent inputs); keeping F * Var(w) unchanged when C_in goes from S to T means scaling the
+weight by sqrt(S / T). Only the input dim changes the fan-in, so out-dim tiling is not rescaled.
+
+`learned` adapt: the same gather, then a learned gain per target channel on each mismatched dim
+(initialised to the tile factor, so training starts exactly at `tile`). It costs T parameters per
+dim, where a full [T, S] mixing matrix would cost T * S: at a ResNet-50 bottleneck boundary
+(conv3 256 -> 512 outputs) that is 131k parameters, twice the tensor it feeds. Dims that already
+agree get no map in either mode.
+"""
+from __future__ import annotations
+
+import math
+from typing import Dict, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+
+from repl.method.config import ReplConfig
+
+SLOTS = ("prev", "next")  # neighbour i-1 (coefficient a) and i+1 (coefficient b)
+DIM_NAMES = {0: "out", 1: "in"}
+
+
+def compatible(source: torch.Size, target: torch.Size) -> bool:
+    """True when `source` can be adapted to `target`: same rank and same non-channel dims."""
+    return len(source) == len(target) and source[2:] == target[2:]
+
+
+def tile_index(target: int, source: int, device: Optional[torch.device] = None) -> torch.Tensor:
+    """Indices of the source channels read by each target channel: j mod `source`."""
+    return torch.arange(target, device=device) % source
+
+
+def tile_gains(source: torch.Size, target: torch.Size) -> Dict[int, float]:
+    """Tile factor per mismatched channel dim: sqrt(S/T) on the input dim (fan-in kept), 1 on the output dim."""
+    dims = [d for d in DIM_NAMES if d < len(target) and source[d] != target[d]]
+    return {d: math.sqrt(source[d] / target[d]) if d == 1 else 1.0 for d in dims}
+
+
+def _broadcast_shape(dim: int, size: int, rank: int) -> Tuple[int, ...]:
+    shape = [1] * rank
+    shape[dim] = size
+    return tuple(shape)
+
+
+class ChannelAdapter(nn.Module):
+    """A: gathers a neighbour's tensor onto the target's channel counts and rescales it (tile or learned)."""
+
+    def __init__(self, source: torch.Size, target: torch.Size, learned: bool, like: torch.Tensor) -> None:
+        super().__init__()
+        gains = tile_gains(source, target)
+        self.dims = tuple(gains)
+        for d in self.dims:
+            self.register_buffer(f"index_{DIM_NAMES[d]}", tile_index(target[d], source[d], like.device), persistent=False)
+        self.learned = learned
+        if learned:
+            for d, init in gains.items():
+                shape = _broadcast_shape(d, target[d], len(target))
+                setattr(self, f"gain_{DIM_NAMES[d]}", nn.Parameter(torch.full(shape, init, device=like.device, dtype=like.dtype)))
+        else:
+            self.scale = math.prod(gains.values())
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        for d in self.dims:
+            t = t.index_select(d, getattr(self, f"index_{DIM_NAMES[d]}"))
+        if self.learned:
+            for d in self.dims:
+                t = t * getattr(self, f"gain_{DIM_NAMES[d]}")
+        elif self.scale != 1.0:
+            t = t * self.scale
+        return t
+
+
+def _key(name: str) -> str:
+    return name.replace(".", "_")
+
+
+class Fusion(nn.Module):
+    """The learnable part of one replaced block: coefficients (a for prev, b for next) and adapters.
+
+    Calling it with the two neighbour modules returns {name: synthesized tensor}; neighbour weights
+    are read at call time, so the result always follows the live (trained) neighbours.
+    """
+
+    def __init__(self, params: Dict[str, torch.Tensor], neighbours: Sequence[nn.Module], cfg: ReplConfig) -> None:
+        """Fusion for those of the block's `params` that a neighbour has (same name, adaptable shape)."""
+        super().__init__()
+        self.mode = cfg.fusion
+        self.neighbor_grad = cfg.neighbor_grad
+        self.a = nn.ParameterDict()
+        self.b = nn.ParameterDict()
+        self.adapters = nn.ModuleDict()
+        self.sources: Dict[str, Tuple[str, ...]] = {}
+        init = {"prev": cfg.init_a, "next": cfg.init_b}
+        available = [dict(neighbour.named_parameters()) for neighbour in neighbours]
+        for name, target in params.items():
+            slots = tuple(
+                slot for slot, have in zip(SLOTS, available) if name in have and compatible(have[name].shape, target.shape)
+            )
+            if slots:
+                self.sources[name] = slots
+            for slot in slots:
+                coefficients = self._coefficients(slot)
+                key = self._coefficient_key(name)
+                if key not in coefficients:
+                    shape = (target.shape[0],) + (1,) * (target.dim() - 1) if self.mode == "channel" else ()
+                    coefficients[key] = nn.Parameter(torch.full(shape, init[slot], device=target.device, dtype=target.dtype))
+                source = available[SLOTS.index(slot)][name].shape
+                if source != target.shape:
+                    self.adapters[f"{slot}_{_key(name)}"] = ChannelAdapter(source, target.shape, cfg.adapt == "learned", target)
+
+    def _coefficients(self, slot: str) -> nn.ParameterDict:
+        return self.a if slot == "prev" else self.b
+
+    def _coefficient_key(self, name: str) -> str:
+        return "block" if self.mode == "scalar" else _key(name)
+
+    def forward(self, neighbours: Sequence[nn.Module]) -> Dict[str, torch.Tensor]:
+        weights = {}
+        for name, slots in self.sources.items():
+            total = None
+            for slot in slots:
+                t = neighbours[SLOTS.index(slot)].get_parameter(name)
+                if not self.neighbor_grad:
+                    t = t.detach()
+                adapter = f"{slot}_{_key(name)}"
+                if adapter in self.adapters:
+                    t = self.adapters[adapter](t)
+                term = t * self._coefficients(slot)[self._coefficient_key(name)]
+                total = term if total is None else total + term
+            weights[name] = total
+        return weights
+
+    def extra_repr(self) -> str:
+        return f"mode={self.mode}, neighbor_grad={self.neighbor_grad}, tensors={len(self.sources)}"

@@ -1,0 +1,76 @@
+"""Surrogates: what stands in a replaced block's place (METHOD.md, "The operator").
+
+A `Surrogate` owns a `body` (the block's computation, `full`, or its lite sub-layer) from which the
+synthesized weights have been removed, and a `Fusion` that makes those weights from the neighbours
+at every forward. The neighbour modules are held in a plain (unregistered) attribute and their
+parameters are looked up by name at call time, so every parameter is registered exactly once and
+`.to()`, `deepcopy` (one memo for the whole model), `load_state_dict` and DDP keep them tied.
+"""
+from __future__ import annotations
+
+from typing import Dict, Sequence
+
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from repl.errors import ConfigError
+from repl.method.blocks import BlockInfo
+from repl.method.config import ReplConfig
+from repl.method.fusion import Fusion
+from repl.models.lite import LiteBasicBlock, LiteBottleneck
+
+# Branch modules the lite operator accounts for; anything else (se, drop_path, aa, drop_block) it would lose.
+_LITE_KNOWN = {"conv1", "bn1", "conv2", "bn2", "conv3", "bn3", "relu", "act1", "act2", "act3"}
+
+
+class Surrogate(nn.Module):
+    """A replaced block: `body` run with weights synthesized from the neighbours (i-1, i+1)."""
+
+    def __init__(self, body: nn.Module, fusion: Fusion, neighbours: Sequence[nn.Module], operator: str) -> None:
+        super().__init__()
+        self.body = body
+        self.fusion = fusion
+        self.operator = operator
+        self._neighbours = tuple(neighbours)  # references only: a tuple is not registered as submodules
+
+    def synthesized(self) -> Dict[str, torch.Tensor]:
+        """The body's missing weights, computed from the live neighbour parameters."""
+        return self.fusion(self._neighbours)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return functional_call(self.body, self.synthesized(), (x,))
+
+    def extra_repr(self) -> str:
+        return f"operator={self.operator}"
+
+
+def lite_body(block: nn.Module, info: BlockInfo) -> nn.Module:
+    """The block's lite sub-layer, built from its own modules (the block is consumed).
+
+    BasicBlock keeps conv1/bn1; Bottleneck keeps conv1/bn1/act/conv3/bn3, and the stride of the
+    dropped 3x3 conv2 moves onto conv1 (a strided 1x1 conv, as in the projection shortcut).
+    """
+    unknown = [name for name in info.branch if name not in _LITE_KNOWN]
+    if unknown:
+        raise ConfigError(
+            f"repl.surrogate=lite cannot carry {', '.join(unknown)} of block {info.path}; use repl.surrogate=full"
+        )
+    shortcut = getattr(block, info.shortcut) if info.shortcut else None
+    act = getattr(block, info.out_act)
+    if info.kind == "basic":
+        return LiteBasicBlock(block.conv1, block.bn1, act, shortcut)
+    if info.stride_conv not in (None, "conv1"):
+        block.conv1.stride = (info.stride, info.stride)
+    inner_act = getattr(block, info.branch[info.branch.index("bn1") + 1])
+    return LiteBottleneck(block.conv1, block.bn1, inner_act, block.conv3, block.bn3, act, shortcut)
+
+
+def make_surrogate(block: nn.Module, info: BlockInfo, neighbours: Sequence[nn.Module], cfg: ReplConfig) -> Surrogate:
+    """Replace `block` by a surrogate: its tensors that a neighbour has become synthesized, the rest stay its own."""
+    body = lite_body(block, info) if cfg.surrogate == "lite" else block
+    fusion = Fusion(dict(body.named_parameters()), neighbours, cfg)
+    for name in fusion.sources:
+        owner, _, leaf = name.rpartition(".")
+        body.get_submodule(owner).register_parameter(leaf, None)  # a slot that functional_call fills
+    return Surrogate(body, fusion, neighbours, cfg.surrogate)

@@ -1,0 +1,49 @@
+"""Plain modules for RepL's `lite` operator (METHOD.md, "The operator"): one residual sub-layer of a block.
+
+A trained `lite` surrogate bakes into one of these; they depend on torch.nn only. Submodule names are
+the original block's (conv1/bn1, conv3/bn3, downsample), so weights keep their names.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import nn
+
+
+class LiteBasicBlock(nn.Module):
+    """act(bn1(conv1(x)) + shortcut(x)): a BasicBlock with one 3x3 conv instead of two."""
+
+    def __init__(self, conv1: nn.Module, bn1: nn.Module, act: nn.Module, downsample: Optional[nn.Module] = None) -> None:
+        super().__init__()
+        self.conv1 = conv1
+        self.bn1 = bn1
+        self.act = act
+        self.downsample = downsample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = x if self.downsample is None else self.downsample(x)
+        return self.act(self.bn1(self.conv1(x)) + shortcut)
+
+
+class LiteBottleneck(nn.Module):
+    """act(bn3(conv3(act1(bn1(conv1(x))))) + shortcut(x)): a Bottleneck without its 3x3 conv.
+
+    The block's stride sits on conv1 (a strided 1x1 conv, like the projection shortcut).
+    """
+
+    def __init__(self, conv1: nn.Module, bn1: nn.Module, act1: nn.Module, conv3: nn.Module, bn3: nn.Module,
+                 act: nn.Module, downsample: Optional[nn.Module] = None) -> None:
+        super().__init__()
+        self.conv1 = conv1
+        self.bn1 = bn1
+        self.act1 = act1
+        self.conv3 = conv3
+        self.bn3 = bn3
+        self.act = act
+        self.downsample = downsample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = x if self.downsample is None else self.downsample(x)
+        out = self.bn3(self.conv3(self.act1(self.bn1(self.conv1(x)))))
+        return self.act(out + shortcut)
