@@ -1,0 +1,150 @@
+"""Block discovery: counts, shapes, strides, and that each BlockInfo's description recomposes the block."""
+import pytest
+import timm
+import torch
+import torchvision
+from torch import nn
+
+from repl.errors import UnsupportedModelError
+from repl.method.blocks import FAMILIES, BlockInfo, FamilyAdapter, discover_blocks, get_module, register_family, set_module
+from repl.models.cifar_resnet import CifarResNet
+
+
+def recompose(block: nn.Module, info: BlockInfo, x: torch.Tensor) -> torch.Tensor:
+    """The block's output computed only from the BlockInfo's names."""
+    h = x
+    for name in info.branch:
+        h = getattr(block, name)(h)
+    shortcut = x if info.shortcut is None else getattr(block, info.shortcut)(x)
+    return getattr(block, info.out_act)(h + shortcut)
+
+
+def block_io(model: nn.Module, blocks, x: torch.Tensor):
+    """Input and output of every block during one eval forward."""
+    seen = {}
+    hooks = [
+        get_module(model, b.path).register_forward_hook(lambda m, i, o, p=b.path: seen.__setitem__(p, (i[0].clone(), o.clone())))
+        for b in blocks
+    ]
+    with torch.no_grad():
+        model.eval()(x)
+    for h in hooks:
+        h.remove()
+    return seen
+
+
+MODELS = {
+    "resnet32": (lambda: CifarResNet(32), "cifar_resnet", 15, 32),
+    "resnet110": (lambda: CifarResNet(110), "cifar_resnet", 54, 32),
+    "tv_resnet50": (lambda: torchvision.models.resnet50(num_classes=10), "torchvision_resnet", 16, 64),
+    "timm_resnet18": (lambda: timm.create_model("resnet18", num_classes=10), "timm_resnet", 8, 64),
+    "timm_resnet50": (lambda: timm.create_model("resnet50", num_classes=10), "timm_resnet", 16, 64),
+}
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_discovery_counts_order_and_family(name):
+    build, family, count, _ = MODELS[name]
+    model = build()
+    blocks = discover_blocks(model)
+    assert len(blocks) == count
+    assert [b.index for b in blocks] == list(range(count))
+    assert {b.family for b in blocks} == {family}
+    assert blocks[0].path == "layer1.0"
+    last_stage = "layer4" if hasattr(model, "layer4") else "layer3"
+    assert blocks[-1].path == f"{last_stage}.{len(getattr(model, last_stage)) - 1}"
+    for b in blocks:
+        module = get_module(model, b.path)
+        assert b.param_shapes == tuple(sorted((n, tuple(p.shape)) for n, p in module.named_parameters()))
+        assert b.has_projection == (getattr(module, "downsample", None) is not None)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_description_recomposes_every_block(name):
+    build, _, _, size = MODELS[name]
+    model = build()
+    blocks = discover_blocks(model)
+    for block, (x, y) in zip(blocks, block_io(model, blocks, torch.randn(2, 3, size, size)).values()):
+        module = get_module(model, block.path)
+        with torch.no_grad():
+            torch.testing.assert_close(recompose(module, block, x), y)
+        assert y.shape[1] == block.out_channels and x.shape[1] == block.in_channels
+        assert x.shape[-1] == y.shape[-1] * block.stride
+
+
+def test_cifar_resnet32_stage_boundaries():
+    blocks = discover_blocks(CifarResNet(32))
+    assert [b.index for b in blocks if b.has_projection] == [5, 10]
+    assert [(b.stride, b.stride_conv) for b in blocks if b.has_projection] == [(2, "conv1"), (2, "conv1")]
+    assert all(b.kind == "basic" and b.stride_conv is None for b in blocks if not b.has_projection)
+
+
+@pytest.mark.parametrize("build", [lambda: torchvision.models.resnet50(), lambda: timm.create_model("resnet50")])
+def test_bottleneck_stride_is_on_the_3x3_conv(build):
+    blocks = discover_blocks(build())
+    strided = [b for b in blocks if b.stride == 2]
+    assert [b.index for b in strided] == [3, 7, 13]
+    assert {b.stride_conv for b in strided} == {"conv2"} and {b.kind for b in blocks} == {"bottleneck"}
+    assert blocks[0].has_projection and blocks[0].stride == 1  # channel change 64 -> 256 only
+
+
+def test_timm_regularisers_are_part_of_the_branch():
+    model = timm.create_model("resnet50", drop_path_rate=0.1, drop_block_rate=0.1)
+    blocks = discover_blocks(model)
+    assert "drop_path" in blocks[-1].branch
+    assert any("drop_block" in b.branch for b in blocks)
+    assert all("aa" not in b.branch and "se" not in b.branch for b in blocks)
+
+
+def test_timm_anti_aliased_downsampling_is_refused():
+    with pytest.raises(UnsupportedModelError, match="aa_layer"):
+        discover_blocks(timm.create_model("resnetaa50"))
+
+
+def test_unsupported_model_names_every_family():
+    with pytest.raises(UnsupportedModelError) as err:
+        discover_blocks(nn.Sequential(nn.Linear(4, 4)))
+    message = str(err.value)
+    assert "\n" not in message
+    for adapter in FAMILIES:
+        assert adapter.name in message
+
+
+def test_unknown_block_type_inside_a_supported_family_is_refused():
+    model = CifarResNet(20)
+    model.layer2[1] = nn.Identity()
+    with pytest.raises(UnsupportedModelError, match="layer2.1 is a Identity"):
+        discover_blocks(model)
+
+
+def test_a_new_family_registers_without_touching_the_core():
+    class Toy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.blocks = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4))
+
+    def enumerate_toy(model):
+        return [
+            BlockInfo(i, f"blocks.{i}", "toy", "linear", 4, 4, 1, False, (("bias", (4,)), ("weight", (4, 4))))
+            for i in range(len(model.blocks))
+        ]
+
+    register_family(FamilyAdapter("toy", "test-only", lambda m: isinstance(m, Toy), enumerate_toy))
+    try:
+        assert [b.path for b in discover_blocks(Toy())] == ["blocks.0", "blocks.1"]
+        with pytest.raises(ValueError):
+            register_family(FamilyAdapter("toy", "again", lambda m: False, enumerate_toy))
+    finally:
+        FAMILIES.pop()
+
+
+def test_get_and_set_module_by_dotted_path():
+    model = CifarResNet(20)
+    old = get_module(model, "layer2.1")
+    set_module(model, "layer2.1", nn.Identity())
+    assert isinstance(model.layer2[1], nn.Identity) and old is not model.layer2[1]
+    assert not any(k.startswith("layer2.1.") for k in model.state_dict())
+    with pytest.raises(AttributeError):
+        set_module(model, "layer2.9", nn.Identity())
+    with pytest.raises(ValueError):
+        set_module(model, "", nn.Identity())
