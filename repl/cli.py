@@ -8,7 +8,8 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from repl.errors import ReplError
-from repl.run import config_dir, report_user_error, train_from_dictconfig
+from repl.config import config_dir
+from repl.run import report_user_error, train_from_dictconfig
 
 
 @hydra.main(version_base=None, config_path=str(config_dir()), config_name="train")

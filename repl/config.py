@@ -7,7 +7,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Optional
 
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
@@ -44,6 +48,17 @@ def register() -> None:
     ConfigStore.instance().store(name="train_schema", node=TrainConfig)
     if not OmegaConf.has_resolver("rundir"):
         OmegaConf.register_new_resolver("rundir", run_dirname)
+
+
+def config_dir() -> Path:
+    """The configs/ directory of this checkout (the package is used from a clone, `pip install -e .`)."""
+    return Path(__file__).resolve().parent.parent / "configs"
+
+
+def compose(overrides: Optional[List[str]] = None) -> DictConfig:
+    """Compose configs/train.yaml with overrides, as train.py would (for tests and notebooks)."""
+    with initialize_config_dir(config_dir=str(config_dir()), version_base=None):
+        return hydra_compose(config_name="train", overrides=list(overrides or []))
 
 
 def to_config(cfg: DictConfig) -> TrainConfig:

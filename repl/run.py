@@ -5,7 +5,7 @@ import random
 import sys
 import traceback
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict
 
 import numpy as np
 import torch
@@ -62,20 +62,6 @@ def train(cfg: TrainConfig, run_dir: Path) -> Dict[str, Any]:
 def train_from_dictconfig(cfg: DictConfig, run_dir: Path) -> Dict[str, Any]:
     """Validate a composed Hydra config and train; ConfigError before anything is built."""
     return train(to_config(cfg), run_dir)
-
-
-def compose(overrides: Optional[List[str]] = None) -> DictConfig:
-    """Compose configs/train.yaml with overrides, as train.py would (for tests and notebooks)."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
-    with initialize_config_dir(config_dir=str(config_dir()), version_base=None):
-        return hydra_compose(config_name="train", overrides=list(overrides or []))
-
-
-def config_dir() -> Path:
-    """The configs/ directory of this checkout."""
-    return Path(__file__).resolve().parent.parent / "configs"
 
 
 def report_user_error(err: ReplError) -> None:
