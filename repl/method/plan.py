@@ -1,0 +1,223 @@
+"""The plan: which blocks a method acts on (METHOD.md, "Plan"). Pure, JSON-serialisable data.
+
+Rules for `repl`, `drop` and `freeze` (all three get the same blocks for the same config):
+- k = round(ratio * N) with round half up (computed in decimal, so 0.25 * 10 gives 3, not 2);
+- the first and last blocks are never replaced and no two replaced blocks are adjacent, so at
+  most floor((N - 1) / 2) blocks;
+- `boundary=avoid` prefers blocks whose two neighbours have the same parameter shapes as the
+  block itself (this excludes stage-boundary blocks and the blocks next to them); the fewest
+  other blocks are taken, only when k cannot be met otherwise. `allow` treats all alike.
+- `select=uniform` spreads the k blocks evenly: slot j aims at the centre of the j-th of k equal
+  segments of the sequence, (j + 1/2) * N / k - 1/2, and the valid set with the fewest
+  non-preferred blocks and then the least total distance to those targets is chosen (exact
+  integer dynamic programme, deterministic). `random` uses the same programme with seeded random
+  weights per block in place of distances. `explicit` takes `repl.blocks` as given (checked
+  against the rules; `boundary` does not apply and `ratio` is ignored).
+
+`stochastic_depth` (Huang et al. 2016) acts on the whole sequence: every block gets a survival
+probability decaying linearly from the first to `survival_last` at the last; `ratio`, `select`
+and `boundary` do not apply. `bp` and ratio 0 give an empty plan.
+"""
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any, Callable, Dict, List, Sequence, Tuple
+
+from repl.errors import CheckpointError, ConfigError
+from repl.method.blocks import BlockInfo
+from repl.method.config import ReplConfig
+
+SETTING_KEYS = (
+    "select", "boundary", "fusion", "adapt", "surrogate", "neighbor_grad", "seed", "init_a", "init_b", "survival_last"
+)
+ACTIONS = {"repl": "replaced", "drop": "dropped", "freeze": "frozen"}
+
+
+@dataclass
+class Plan:
+    """Which blocks a method acts on, and the switches it was made with."""
+
+    method: str
+    family: str
+    num_blocks: int
+    ratio: float  # the configured ratio; len(blocks) / num_blocks for explicit and stochastic_depth plans
+    blocks: List[int]
+    paths: List[str]
+    max_ratio: float  # max_replaceable(num_blocks) / num_blocks
+    settings: Dict[str, Any] = field(default_factory=dict)  # the ReplConfig switches as applied (SETTING_KEYS)
+    params_replaced: int = 0  # set by whoever applies the plan
+    params_fusion: int = 0
+
+    def to_dict(self) -> Dict[str, Any]:
+        """Plain JSON-serialisable dict (for checkpoints and summary.json)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "Plan":
+        """Inverse of to_dict; CheckpointError if a required field is missing."""
+        required = [f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING]
+        missing = [name for name in required if name not in d]
+        if missing:
+            raise CheckpointError(f"saved plan lacks {', '.join(missing)}; it was not written by this version of repl")
+        return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
+
+    def describe(self) -> str:
+        """Human lines printed at the start of a run."""
+        n, family = self.num_blocks, self.family
+        if self.method == "stochastic_depth":
+            return (
+                f"plan: method=stochastic_depth on all {n} {family} blocks, survival decaying linearly "
+                f"to {self.settings.get('survival_last')} at the last"
+            )
+        if not self.blocks:
+            return f"plan: method={self.method}, nothing replaced: all {n} {family} blocks trained end to end"
+        allowed = max_replaceable(n)
+        lines = [
+            f"plan: method={self.method}, {len(self.blocks)} of {n} {family} blocks {ACTIONS[self.method]} "
+            f"(ratio {self.ratio:g}; at most {allowed}, ratio {self.max_ratio:.3f})",
+            "  blocks: " + ", ".join(f"{i} {p}" for i, p in zip(self.blocks, self.paths)),
+            "  settings: " + " ".join(f"{k}={v}" for k, v in self.settings.items()),
+        ]
+        if self.params_replaced or self.params_fusion:
+            lines.append(f"  params: replaced={self.params_replaced:,} fusion={self.params_fusion:,}")
+        return "\n".join(lines)
+
+    def same_as(self, other: "Plan") -> bool:
+        """Whether a checkpoint made under `other` can resume under this plan."""
+        keys = ("method", "family", "num_blocks", "blocks", "paths", "settings")
+        return all(getattr(self, k) == getattr(other, k) for k in keys)
+
+
+def max_replaceable(num_blocks: int) -> int:
+    """floor((N - 1) / 2): first and last are never replaced and no two replaced blocks are adjacent."""
+    return max(0, (num_blocks - 1) // 2)
+
+
+def replace_count(ratio: float, num_blocks: int) -> int:
+    """k = round(ratio * N), rounding halves up, computed in decimal."""
+    return int((Decimal(str(ratio)) * num_blocks).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
+def make_plan(blocks: Sequence[BlockInfo], cfg: ReplConfig) -> Plan:
+    """The plan for a model's block sequence under a validated config; ConfigError names the bad key."""
+    cfg.validate()
+    n = len(blocks)
+    family = blocks[0].family if blocks else ""
+    ratio = float(cfg.ratio)
+    if cfg.method == "bp":
+        chosen, ratio = [], 0.0
+    elif cfg.method == "stochastic_depth":
+        chosen = list(range(n))
+    elif cfg.select == "explicit":
+        chosen = _checked_explicit(list(cfg.blocks), n, family)
+    else:
+        chosen = _choose(_checked_count(ratio, n, family), blocks, cfg)
+    if cfg.method == "stochastic_depth" or cfg.select == "explicit":
+        ratio = len(chosen) / n if n else 0.0
+    return Plan(
+        method=cfg.method,
+        family=family,
+        num_blocks=n,
+        ratio=ratio,
+        blocks=chosen,
+        paths=[blocks[i].path for i in chosen],
+        max_ratio=max_replaceable(n) / n if n else 0.0,
+        settings={k: getattr(cfg, k) for k in SETTING_KEYS},
+    )
+
+
+def planned_blocks(plan: Plan, blocks: Sequence[BlockInfo]) -> List[BlockInfo]:
+    """The BlockInfo of each planned block; ConfigError if the plan was made for another model."""
+    if plan.num_blocks != len(blocks) or any(blocks[i].path != p for i, p in zip(plan.blocks, plan.paths)):
+        raise ConfigError(
+            f"the plan (repl.*) was made for {plan.num_blocks} {plan.family} blocks at {plan.paths}, "
+            f"which this model of {len(blocks)} blocks does not have"
+        )
+    return [blocks[i] for i in plan.blocks]
+
+
+def _checked_count(ratio: float, n: int, family: str) -> int:
+    """k for the ratio, or ConfigError if it is more than the model allows or rounds to none."""
+    k, allowed = replace_count(ratio, n), max_replaceable(n)
+    if k > allowed:
+        limit = f"repl.ratio <= {math.floor(allowed / n * 1000) / 1000:.3f}" if allowed else "use repl.ratio=0"
+        raise ConfigError(f"repl.ratio={ratio:g} asks for {k} of {n} blocks; this {family} model allows at most {allowed} ({limit})")
+    if ratio > 0 and k == 0:
+        raise ConfigError(
+            f"repl.ratio={ratio:g} rounds to 0 of {n} blocks; use repl.ratio=0 for plain backprop "
+            f"or repl.ratio >= {math.ceil(0.5 / n * 1000) / 1000:.3f}"
+        )
+    return k
+
+
+def _checked_explicit(indices: List[Any], n: int, family: str) -> List[int]:
+    """repl.blocks sorted, or ConfigError naming the first rule it breaks."""
+    shown = f"repl.blocks={indices}"
+    if not all(isinstance(i, int) and not isinstance(i, bool) for i in indices):
+        raise ConfigError(f"{shown}: must be block indices (integers 1..{n - 2})")
+    chosen = sorted(indices)
+    for i in chosen:
+        if not 0 <= i < n:
+            raise ConfigError(f"{shown}: block {i} is out of range; this {family} model has blocks 0..{n - 1}")
+        if i in (0, n - 1):
+            raise ConfigError(f"{shown}: block {i} is the first or last block, never replaced (choose from 1..{n - 2})")
+    for a, b in zip(chosen, chosen[1:]):
+        if a == b:
+            raise ConfigError(f"{shown}: block {a} is listed twice")
+        if b == a + 1:
+            raise ConfigError(f"{shown}: blocks {a} and {b} are adjacent; each replaced block needs two trained neighbours")
+    return chosen
+
+
+def _choose(k: int, blocks: Sequence[BlockInfo], cfg: ReplConfig) -> List[int]:
+    """k valid blocks: fewest non-preferred (boundary=avoid), then least cost (uniform or random)."""
+    n = len(blocks)
+    if k == 0:
+        return []
+    preferred = [
+        cfg.boundary == "allow" or (0 < i < n - 1 and blocks[i - 1].param_shapes == b.param_shapes == blocks[i + 1].param_shapes)
+        for i, b in enumerate(blocks)
+    ]
+    if cfg.select == "uniform":
+        def cost(slot: int, i: int) -> Tuple[int, float]:  # |i - target| scaled by 2k to stay integer
+            return (not preferred[i], abs(2 * k * i - ((2 * slot + 1) * n - k)))
+    else:
+        rng = random.Random(cfg.seed)
+        weight = [rng.random() for _ in range(n)]
+
+        def cost(slot: int, i: int) -> Tuple[int, float]:
+            return (not preferred[i], weight[i])
+
+    return _least_cost_independent_set(n, k, cost)
+
+
+def _least_cost_independent_set(n: int, k: int, cost: Callable[[int, int], Tuple[int, float]]) -> List[int]:
+    """Increasing positions p_0 < ... < p_{k-1} in 1..n-2, pairwise non-adjacent, minimising sum cost(j, p_j).
+
+    best[i][j]: least cost of filling slots 0..j-1 with positions < i. Ties keep the earlier position.
+    """
+    inf = (math.inf, math.inf)
+    best = [[inf] * (k + 1) for _ in range(n + 1)]
+    take = [[False] * (k + 1) for _ in range(n + 1)]
+    for i in range(n + 1):
+        best[i][0] = (0, 0)
+    for i in range(2, n):  # position i - 1 in 1..n-2 considered for slot j - 1
+        for j in range(1, k + 1):
+            best[i][j] = best[i - 1][j]
+            prev = best[i - 2][j - 1]
+            if prev != inf:
+                c = cost(j - 1, i - 1)
+                candidate = (prev[0] + c[0], prev[1] + c[1])
+                if candidate < best[i][j]:
+                    best[i][j], take[i][j] = candidate, True
+    chosen, i, j = [], n - 1, k
+    while j:
+        if take[i][j]:
+            chosen.append(i - 1)
+            i, j = i - 2, j - 1
+        else:
+            i -= 1
+    return chosen[::-1]
