@@ -42,8 +42,8 @@ def test_shared_parameters_are_counted_once() -> None:
     frozen = nn.Linear(4, 2)
     frozen.requires_grad_(False)
     model = nn.ModuleList([emb, head, first, PlainRef(first), alias, frozen])
-    expected_total = 10 * 4 + (16 + 4) + 4 + 4 + (8 + 2)  # emb, first, PlainRef bias, alias bias, frozen
-    assert measure.count_parameters(model) == {"total": expected_total, "trainable": expected_total - 10}
+    total = 10 * 4 + (16 + 4) + 4 + 4 + (8 + 2)  # emb, first, PlainRef bias, alias bias, frozen
+    assert measure.count_parameters(model) == {"total": total, "trainable": total - 10}
 
 
 def test_wrappers_are_unwrapped(tmp_path) -> None:
@@ -121,6 +121,12 @@ def test_adam_state_is_two_moments_plus_step_counters() -> None:
     assert before == measure.optimizer_state_bytes(opt) == expected
 
 
+def test_optimizer_that_cannot_step_on_meta_warns_and_counts_zero() -> None:
+    opt = torch.optim.LBFGS(_mlp().parameters())  # step() needs a closure
+    with pytest.warns(UserWarning, match="LBFGS"):
+        assert measure.optimizer_state_bytes(opt) == 0
+
+
 # ---- FLOPs ------------------------------------------------------------------------------------
 
 def test_linear_train_flops_are_three_matmuls() -> None:
@@ -166,7 +172,8 @@ def test_probe_leaves_grads_buffers_and_rngs_untouched() -> None:
     grad_values = [g.clone() for g in grads]
     buffers = {k: v.clone() for k, v in model.named_buffers()}
     batch = torch.randn(4, 8)
-    py_state, np_state, torch_state = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    py_state, np_state = random.getstate(), np.random.get_state()
+    torch_state = torch.get_rng_state()
     out = measure.probe_step(model, lambda m, x: m(x).sum(), batch)
     assert all(p.grad is g for p, g in zip(model.parameters(), grads))
     assert all(torch.equal(g, v) for g, v in zip(grads, grad_values))
@@ -226,7 +233,8 @@ def test_device_helpers_are_noops_on_cpu() -> None:
 
 def test_environment_info(monkeypatch, tmp_path) -> None:
     info = measure.environment_info("cpu")
-    assert {"torch", "device", "git_sha", "git_dirty", "hostname", "python", "cuda", "num_threads"} <= info.keys()
+    keys = {"torch", "device", "git_sha", "git_dirty", "hostname", "python", "cuda", "num_threads"}
+    assert keys <= info.keys()
     assert info["device"] == "cpu" and isinstance(info["git_dirty"], bool)
     monkeypatch.setattr(env_module, "_PACKAGE_DIR", tmp_path)  # not a git checkout
     assert measure.git_revision() == ("unknown", False)

@@ -1,5 +1,10 @@
 """Measurement every run reports: parameters, memory, FLOPs, time, environment."""
-from repl.engine.measure.device import device_name, peak_memory_bytes, reset_peak_memory, synchronize
+from repl.engine.measure.device import (
+    device_name,
+    peak_memory_bytes,
+    reset_peak_memory,
+    synchronize,
+)
 from repl.engine.measure.env import environment_info, git_revision
 from repl.engine.measure.flops import train_flops
 from repl.engine.measure.memory import (

@@ -9,7 +9,9 @@ DeviceLike = torch.device | str | int | None
 def _cuda(device: DeviceLike) -> torch.device | None:
     """The CUDA device meant by `device` (None = current CUDA device if any), else None."""
     if device is None:
-        return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else None
+        if not torch.cuda.is_available():
+            return None
+        return torch.device("cuda", torch.cuda.current_device())
     device = torch.device("cuda", device) if isinstance(device, int) else torch.device(device)
     return device if device.type == "cuda" else None
 

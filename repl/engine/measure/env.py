@@ -17,7 +17,8 @@ _PACKAGE_DIR = Path(__file__).resolve().parents[2]  # .../repl
 def _git(*args: str) -> str:
     """Output of a git command run in the package's directory (raises if it fails)."""
     done = subprocess.run(
-        ["git", "-C", str(_PACKAGE_DIR), *args], capture_output=True, text=True, timeout=10, check=True
+        ["git", "-C", str(_PACKAGE_DIR), *args],
+        capture_output=True, text=True, timeout=10, check=True,
     )
     return done.stdout.strip()
 
@@ -27,7 +28,8 @@ def git_revision() -> tuple[str, bool]:
     False) when the package is not tracked by git (e.g. installed into site-packages)."""
     try:
         _git("ls-files", "--error-unmatch", "__init__.py")  # our checkout, not an enclosing repo
-        return _git("rev-parse", "HEAD"), bool(_git("status", "--porcelain", "--untracked-files=no"))
+        sha = _git("rev-parse", "HEAD")
+        return sha, bool(_git("status", "--porcelain", "--untracked-files=no"))
     except (OSError, subprocess.SubprocessError):
         return "unknown", False
 

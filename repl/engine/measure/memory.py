@@ -6,6 +6,7 @@ same dtype) + optimizer state. Buffers are reported separately and are not in th
 """
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Hashable
 from types import TracebackType
 from typing import Any
@@ -45,21 +46,26 @@ class SavedTensorMeter:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self._hooks.__exit__(exc_type, exc, tb)
         self.bytes = sum(n for _, n in self._saved.values())
         self._saved.clear()
 
 
-def _meta_copy(optimizer: torch.optim.Optimizer) -> tuple[torch.optim.Optimizer, list[nn.Parameter]]:
+def _meta_copy(
+    optimizer: torch.optim.Optimizer,
+) -> tuple[torch.optim.Optimizer, list[nn.Parameter]]:
     """Same optimizer class and hyper-parameters over meta clones of the parameters."""
     groups, clones = [], []
     for group in optimizer.param_groups:
-        metas = []
-        for p in group["params"]:
-            m = nn.Parameter(torch.empty_like(p, device="meta"), requires_grad=p.requires_grad)
-            metas.append(m)
+        metas = [
+            nn.Parameter(torch.empty_like(p, device="meta"), requires_grad=p.requires_grad)
+            for p in group["params"]
+        ]
         clones.extend(metas)
         settings = {k: v for k, v in group.items() if k != "params"}
         # Device-specific kernels do not run on meta; state shapes and dtypes are the same.
@@ -73,24 +79,34 @@ def optimizer_state_bytes(optimizer: torch.optim.Optimizer | None) -> int:
 
     Before the first step (state empty) the state is derived by stepping a copy of the optimizer
     over meta tensors: no memory, no compute, and it never touches the real parameters. Only
-    trainable parameters get a gradient there, as in a real step.
+    trainable parameters get a gradient there, as in a real step. An optimizer that cannot step
+    that way (e.g. one needing a closure) gives 0 with a warning: measure after a real step.
     """
     if optimizer is None:
         return 0
     if not optimizer.state:
-        optimizer, clones = _meta_copy(optimizer)
-        for p in clones:
-            if p.requires_grad:
-                p.grad = torch.empty_like(p)
-        optimizer.step()
-    tensors = [v for s in optimizer.state.values() for v in s.values() if isinstance(v, torch.Tensor)]
+        try:
+            optimizer, clones = _meta_copy(optimizer)
+            for p in clones:
+                if p.requires_grad:
+                    p.grad = torch.empty_like(p)
+            optimizer.step()
+        except Exception as err:  # any optimizer class may be passed in; measuring must not fail
+            warnings.warn(
+                f"optimizer state of {type(optimizer).__name__} unknown before its first step "
+                f"({err}); counted as 0 bytes",
+                stacklevel=2,
+            )
+            return 0
+    states = optimizer.state.values()
+    tensors = [v for s in states for v in s.values() if isinstance(v, torch.Tensor)]
     return distinct_storage_bytes(tensors)
 
 
 def memory_breakdown(
     model: nn.Module, activation_bytes: int, optimizer: torch.optim.Optimizer | None = None
 ) -> dict[str, int]:
-    """{activations, params, grads, optimizer, buffers, total} in bytes, given measured activations."""
+    """{activations, params, grads, optimizer, buffers, total} in bytes for measured activations."""
     params = distinct_parameters(model)
     out = {
         "activations": int(activation_bytes),
