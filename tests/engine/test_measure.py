@@ -183,6 +183,15 @@ def test_probe_leaves_grads_buffers_and_rngs_untouched() -> None:
     assert out["memory"]["optimizer"] == 0 and out["memory"]["buffers"] == (16 + 16) * F32 + 8
 
 
+def test_probe_matches_direct_measurements() -> None:
+    model, x = _mlp(with_bn=True), torch.randn(4, 8)
+    opt = torch.optim.Adam(model.parameters())
+    out = measure.probe_step(model, lambda m, batch: m(batch).sum(), x, opt)
+    step = lambda: model(x).sum().backward()  # noqa: E731
+    assert out["flops"] == measure.train_flops(step)
+    assert out["memory"] == measure.memory_estimate(model, step, opt)
+
+
 # ---- timer ------------------------------------------------------------------------------------
 
 class FakeClock:

@@ -62,8 +62,10 @@ def probe_step(
     """
     module = unwrap_model(model)
     with preserved_training_state(module):
-        with FlopCounterMode(display=False) as counter, SavedTensorMeter(module) as meter:
-            loss_fn(module, batch).backward()
+        with FlopCounterMode(display=False) as counter:
+            with SavedTensorMeter(module) as meter:
+                loss = loss_fn(module, batch)
+            loss.backward()  # meter closed: its references do not keep activations alive here
     return {
         "flops": int(counter.get_total_flops()),
         "memory": memory_breakdown(module, meter.bytes, optimizer),
