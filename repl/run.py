@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import random
 import sys
-import traceback
+from importlib import metadata
 from pathlib import Path
 from typing import Any, Dict
 
@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 from repl import apply_replacement
 from repl.config import TrainConfig, to_config
 from repl.data import build_data
-from repl.engine import distributed
+from repl.engine import distributed, measure
 from repl.engine.checkpoint import atomic_write_json
 from repl.engine.trainer import Trainer
 from repl.errors import ReplError
@@ -30,6 +30,13 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def write_environment(run_dir: Path, device: torch.device) -> None:
+    """env.json beside the results: what ran (versions, device, git state) so a run can be reproduced."""
+    packages = sorted(f"{d.metadata['Name']}=={d.version}" for d in metadata.distributions() if d.metadata["Name"])
+    atomic_write_json(run_dir / "env.json", {**measure.environment_info(device), "packages": packages,
+                                              "argv": sys.argv})
+
+
 def train(cfg: TrainConfig, run_dir: Path) -> Dict[str, Any]:
     """Train as configured, writing metrics.jsonl, summary.json and checkpoints/ into run_dir."""
     run_dir = Path(run_dir)
@@ -43,6 +50,8 @@ def train(cfg: TrainConfig, run_dir: Path) -> Dict[str, Any]:
                             image_size=data_cfg.image_size)
         block_paths = [b.path for b in discover_blocks(model)] if cfg.trainer.checkpointing else None
         plan = apply_replacement(model, cfg.repl)  # validates the plan before any data is read
+        if dist.is_main:
+            write_environment(run_dir, dist.device)
         data = build_data(data_cfg, seed=cfg.seed, device=dist.device, rank=dist.rank, world_size=dist.world_size)
         task = build_task(cfg.task)
         trainer = Trainer(cfg, model, plan, data, task, dist, run_dir, block_paths=block_paths)
@@ -69,6 +78,3 @@ def report_user_error(err: ReplError) -> None:
     print(f"error: {err}", file=sys.stderr)
 
 
-def report_crash(err: BaseException) -> None:
-    """A bug, not a user mistake: the full traceback matters."""
-    traceback.print_exception(err)

@@ -83,10 +83,14 @@ class Trainer:
         dtype = AUTOCAST_DTYPES.get(self.tcfg.precision)
         return torch.autocast(self.device.type, dtype=dtype) if dtype is not None else nullcontext()
 
+    def forward_loss(self, model: nn.Module, batch) -> torch.Tensor:
+        """The task's loss under the run's precision: what every step (and the measurement probe) computes."""
+        with self.autocast():
+            return self.task.loss(model, batch)
+
     def train_step(self, batch) -> torch.Tensor:
         """One optimizer step on one batch; returns the detached loss (no host sync)."""
-        with self.autocast():
-            loss = self.task.loss(self.train_model, batch)
+        loss = self.forward_loss(self.train_model, batch)
         if self.scaler is None:
             loss.backward()
             if self.tcfg.grad_clip is not None:
@@ -226,7 +230,7 @@ class Trainer:
             for batch in self.data.train_batches(self.epoch, start_step=start):
                 if self.summary.probe is None:  # once per process, on its first batch; disturbs nothing
                     with timer.paused():
-                        self.summary.probe = measure.probe_step(self.model, self.task.loss, batch, self.optimizer)
+                        self.summary.probe = measure.probe_step(self.model, self.forward_loss, batch, self.optimizer)
                 loss_sum += self.train_step(batch)
                 self.step += 1
                 self.step_in_epoch += 1
