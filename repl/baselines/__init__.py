@@ -1,0 +1,14 @@
+"""Baselines run on the same plan as RepL (METHOD.md, "Baselines in the same harness")."""
+from repl.baselines.drop import ShortcutOnly, apply_drop
+from repl.baselines.freeze import EvalBatchNorm2d, apply_freeze
+from repl.baselines.stochastic_depth import StochasticDepthBlock, apply_stochastic_depth, survival_probabilities
+
+__all__ = [
+    "EvalBatchNorm2d",
+    "ShortcutOnly",
+    "StochasticDepthBlock",
+    "apply_drop",
+    "apply_freeze",
+    "apply_stochastic_depth",
+    "survival_probabilities",
+]

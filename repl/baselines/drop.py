@@ -1,0 +1,38 @@
+"""`drop`: the planned blocks removed outright ("directly skipping or removing layers").
+
+A dropped block becomes a `ShortcutOnly`: with a projection shortcut it keeps only the projection
+(and the block's output activation), so shapes still match; otherwise it is the identity. Its
+state_dict holds only `<path>.downsample.*` (same keys as in the original block), or nothing.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from repl.baselines.residual import ResidualParts
+from repl.method.blocks import BlockInfo, get_module, set_module
+from repl.method.plan import Plan, planned_blocks
+
+
+class ShortcutOnly(ResidualParts):
+    """What is left of a residual block without its residual branch."""
+
+    def __init__(self, block: nn.Module, info: BlockInfo) -> None:
+        kept = [info.shortcut, info.out_act] if info.shortcut is not None else []
+        super().__init__(block, info, kept)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.merge(x, None)
+
+
+def apply_drop(model: nn.Module, plan: Plan, blocks: Sequence[BlockInfo]) -> int:
+    """Replace each planned block by its ShortcutOnly, in place; returns the number of parameters removed."""
+    removed = 0
+    for info in planned_blocks(plan, blocks):
+        block = get_module(model, info.path)
+        kept = ShortcutOnly(block, info)
+        removed += sum(p.numel() for p in block.parameters()) - sum(p.numel() for p in kept.parameters())
+        set_module(model, info.path, kept)
+    return removed
