@@ -1,0 +1,161 @@
+"""apply_replacement: shapes, ratio 0 = plain backprop bit for bit, parameter accounting, which tensors get gradient."""
+import copy
+from typing import Dict
+
+import pytest
+import timm
+import torch
+import torchvision
+from torch import nn
+
+from repl import ReplConfig, apply_replacement, bake
+from repl.errors import ConfigError, UnsupportedModelError
+from repl.method.blocks import discover_blocks, get_module
+from repl.method.surrogates import Surrogate
+from repl.models.cifar_resnet import CifarResNet
+
+MODELS = {  # name: (builder, input size)
+    "resnet32": (lambda: CifarResNet(32), 32),
+    "resnet110": (lambda: CifarResNet(110), 32),
+    "tv_resnet50": (lambda: torchvision.models.resnet50(num_classes=10), 64),
+    "timm_resnet18": (lambda: timm.create_model("resnet18", num_classes=10), 64),
+}
+BOUNDARY = {"resnet32": [5, 10], "resnet110": [18, 36], "tv_resnet50": [3, 7], "timm_resnet18": [2, 4]}  # first block of a stage
+
+
+def built(name):
+    build, size = MODELS[name]
+    torch.manual_seed(0)
+    return build(), torch.randn(2, 3, size, size)
+
+
+def trainable(model) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.parametrize("surrogate", ["lite", "full"])
+def test_output_shape_unchanged(name, surrogate):
+    model, x = built(name)
+    expected = model.eval()(x).shape
+    plan = apply_replacement(model, ratio=0.25, surrogate=surrogate)
+    assert plan.blocks and all(isinstance(get_module(model, p), Surrogate) for p in plan.paths)
+    assert model(x).shape == expected
+
+
+def sgd_steps(model, x, steps=3):
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    for _ in range(steps):
+        opt.zero_grad()
+        model(x).logsumexp(1).mean().backward()
+        opt.step()
+    return model
+
+
+@pytest.mark.parametrize("name", ["resnet32", "timm_resnet18"])
+@pytest.mark.parametrize("overrides", [{"ratio": 0.0}, {"method": "bp", "ratio": 0.4}])
+def test_plain_backprop_is_bit_identical(name, overrides):
+    plain, x = built(name)
+    treated = copy.deepcopy(plain)
+    plan = apply_replacement(treated, **overrides)
+    assert plan.blocks == [] and plan.params_replaced == plan.params_fusion == 0
+    sgd_steps(plain, x)
+    sgd_steps(treated, x)
+    assert list(plain.state_dict()) == list(treated.state_dict())
+    assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), treated.state_dict().values()))
+    assert torch.equal(plain(x), treated(x))
+
+
+def expected_accounting(model, blocks, cfg: ReplConfig):
+    """(replaced, fusion) from the block shapes, written out from METHOD.md's rules."""
+    replaced = fusion = 0
+    for i in blocks:
+        prev, block, nxt = (dict(get_module(model, b.path).named_parameters()) for b in discover_blocks(model)[i - 1:i + 2])
+        kept = {n: p for n, p in block.items() if n.startswith("downsample.")}
+        replaced += sum(p.numel() for p in block.values()) - sum(p.numel() for p in kept.values())
+        used = {n: p for n, p in block.items() if n not in kept}
+        if cfg.surrogate == "lite":
+            used = {n: p for n, p in used.items() if n.split(".")[0] in ("conv1", "bn1", "conv3", "bn3")}
+        per_tensor = {"scalar": lambda p: 0, "tensor": lambda p: 2, "channel": lambda p: 2 * p.shape[0]}[cfg.fusion]
+        fusion += 2 if cfg.fusion == "scalar" else sum(per_tensor(p) for p in used.values())
+        if cfg.adapt == "learned":  # a gain vector per mismatched channel dim of each source
+            fusion += sum(p.shape[d] for n, p in used.items() for src in (prev, nxt)
+                          for d in range(min(2, p.dim())) if src[n].shape[d] != p.shape[d])
+    return replaced, fusion
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.parametrize("fusion", ["scalar", "tensor", "channel"])
+@pytest.mark.parametrize("adapt", ["tile", "learned"])
+@pytest.mark.parametrize("surrogate", ["lite", "full"])
+def test_trainable_parameters_follow_the_formula(name, fusion, adapt, surrogate):
+    model, _ = built(name)
+    before = trainable(model)
+    cfg = ReplConfig(select="explicit", blocks=BOUNDARY[name], fusion=fusion, adapt=adapt, surrogate=surrogate)
+    replaced, fusion_params = expected_accounting(model, cfg.blocks, cfg)
+    plan = apply_replacement(model, cfg)
+    assert (plan.params_replaced, plan.params_fusion) == (replaced, fusion_params)
+    assert trainable(model) == before - replaced + fusion_params
+
+
+def grads(model, x) -> Dict[str, torch.Tensor]:
+    model.zero_grad(set_to_none=True)
+    model(x).logsumexp(1).mean().backward()
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.parametrize("neighbor_grad", [True, False])
+def test_gradients_reach_exactly_the_intended_tensors(name, neighbor_grad):
+    """Reference: the baked model, where the surrogate's weights are independent leaves (the surrogate path detached)."""
+    model, x = built(name)
+    plan = apply_replacement(model, select="explicit", blocks=BOUNDARY[name], neighbor_grad=neighbor_grad, fusion="tensor")
+    reference = bake(model)  # train mode kept: same batch statistics, same loss
+    got, ref = grads(model, x), grads(reference, x)
+    assert set(got) == set(dict(model.named_parameters()))  # every trainable tensor, fusion included, gets gradient
+    extra = dict.fromkeys(ref, 0.0)
+    for path in plan.paths:
+        surrogate = get_module(model, path)
+        assert got[f"{path}.fusion.a.conv1_weight"].abs() > 0 < got[f"{path}.fusion.b.conv1_weight"].abs()
+        if neighbor_grad:  # chain rule through the fusion: d loss / d neighbour += J^T (d loss / d synthesized)
+            weights = surrogate.synthesized()
+            neighbours = {f"{p}.{n}": t for p, m in model.named_modules() for k in (0, 1)
+                          if m is surrogate._neighbours[k] for n, t in m.named_parameters()}
+            through = torch.autograd.grad(list(weights.values()), list(neighbours.values()),
+                                          [ref[f"{path}.{n}"] for n in weights], allow_unused=True)
+            for n, g in zip(neighbours, through):
+                extra[n] = extra[n] + (0.0 if g is None else g)
+    for n in got:
+        if ".fusion." not in n:
+            r = ref[n.replace(".body.", ".")]  # a surrogate's own tensors sit under its body
+            torch.testing.assert_close(got[n], r + extra.get(n, 0.0), rtol=1e-4, atol=1e-6 * r.abs().max().item())
+    if neighbor_grad:
+        assert any(not isinstance(e, float) for e in extra.values())
+
+
+@pytest.mark.parametrize("name", ["resnet32", "tv_resnet50"])
+def test_works_on_a_model_already_converted(name):
+    model, x = built(name)
+    model = model.to(torch.float64)
+    plan = apply_replacement(model, select="explicit", blocks=BOUNDARY[name], fusion="channel", adapt="learned")
+    fusion = [p for path in plan.paths for p in get_module(model, path).fusion.parameters()]
+    assert fusion and all(p.dtype == torch.float64 for p in fusion)
+    assert model(x.double()).dtype == torch.float64
+
+
+def test_user_mistakes_name_the_key():
+    model, _ = built("resnet32")
+    with pytest.raises(ConfigError, match=r"repl\.fusoin"):
+        apply_replacement(model, fusoin="tensor")
+    with pytest.raises(ConfigError, match=r"repl\.fusion"):
+        apply_replacement(model, fusion="matrix")
+    with pytest.raises(ConfigError, match=r"repl\.ratio"):
+        apply_replacement(model, ratio=0.6)
+    apply_replacement(model)
+    with pytest.raises(ConfigError, match="already applied"):
+        apply_replacement(model)
+
+
+def test_unsupported_model_is_refused():
+    with pytest.raises(UnsupportedModelError, match="supported"):
+        apply_replacement(nn.Sequential(nn.Linear(4, 4)))
