@@ -6,11 +6,15 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from torch import nn
 
+from repl.baselines import apply_drop, apply_freeze, apply_stochastic_depth
 from repl.errors import ConfigError
 from repl.method.blocks import BlockInfo, discover_blocks, get_module, set_module
 from repl.method.config import ReplConfig
-from repl.method.plan import Plan, make_plan
+from repl.method.plan import Plan, make_plan, planned_blocks
 from repl.method.surrogates import Surrogate, make_surrogate
+
+BASELINES = {"drop": apply_drop, "freeze": apply_freeze, "stochastic_depth": apply_stochastic_depth}
+
 
 def _numel(params) -> int:
     return sum(p.numel() for p in params)
@@ -30,10 +34,11 @@ def replace_blocks(model: nn.Module, plan: Plan, blocks: Sequence[BlockInfo], cf
     """Swap each planned block for a surrogate; returns (params replaced, fusion params) in elements."""
     modules = [get_module(model, info.path) for info in blocks]
     replaced = fusion = 0
-    for i in plan.blocks:
+    for info in planned_blocks(plan, blocks):
+        i = info.index
         block_params = _numel(modules[i].parameters())
-        surrogate = make_surrogate(modules[i], blocks[i], (modules[i - 1], modules[i + 1]), cfg)
-        set_module(model, blocks[i].path, surrogate)
+        surrogate = make_surrogate(modules[i], info, (modules[i - 1], modules[i + 1]), cfg)
+        set_module(model, info.path, surrogate)
         replaced += block_params - _numel(surrogate.body.parameters())
         fusion += _numel(surrogate.fusion.parameters())
     return replaced, fusion
@@ -56,8 +61,5 @@ def apply_replacement(model: nn.Module, cfg: Optional[ReplConfig] = None, **over
     if cfg.method == "repl":
         plan.params_replaced, plan.params_fusion = replace_blocks(model, plan, blocks, cfg)
     else:
-        from repl.baselines import apply_drop, apply_freeze, apply_stochastic_depth  # TEMP until baselines land
-
-        baseline = {"drop": apply_drop, "freeze": apply_freeze, "stochastic_depth": apply_stochastic_depth}[cfg.method]
-        plan.params_replaced = baseline(model, plan, blocks)
+        plan.params_replaced = BASELINES[cfg.method](model, plan, blocks)
     return plan

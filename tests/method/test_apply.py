@@ -143,6 +143,18 @@ def test_works_on_a_model_already_converted(name):
     assert model(x.double()).dtype == torch.float64
 
 
+@pytest.mark.parametrize("method", ["drop", "freeze", "stochastic_depth"])
+def test_baselines_are_dispatched_and_accounted(method):
+    model, x = built("resnet32")
+    before = trainable(model)
+    plan = apply_replacement(model, method=method, ratio=0.25)
+    assert plan.method == method and plan.params_fusion == 0
+    assert trainable(model) == before - plan.params_replaced
+    assert (plan.params_replaced > 0) == (method != "stochastic_depth")
+    assert not any(isinstance(m, Surrogate) for m in model.modules())
+    assert model(x).shape == (2, 10)
+
+
 def test_user_mistakes_name_the_key():
     model, _ = built("resnet32")
     with pytest.raises(ConfigError, match=r"repl\.fusoin"):
