@@ -1,0 +1,72 @@
+"""DatasetConfig: the schema of the Hydra `dataset` group, validated before any data is read."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from repl.errors import ConfigError
+
+DATASETS = ("synthetic", "cifar10", "svhn", "stl10", "imagenet")
+RESIDENT_CHOICES = ("auto", "true", "false")
+
+
+@dataclass
+class DatasetConfig:
+    """Which images to train on and how to batch them. Shape fields are static: models are built from them."""
+
+    name: str = "synthetic"  # synthetic | cifar10 | svhn | stl10 | imagenet
+    root: str = "data"  # folder holding the dataset files (not used by synthetic)
+    download: bool = False  # let torchvision fetch missing files (needs internet)
+    batch_size: int = 128  # GLOBAL training batch over all ranks
+    eval_batch_size: Optional[int] = None  # GLOBAL evaluation batch; None = batch_size
+    num_workers: int = 2  # DataLoader workers of the streaming path
+    image_size: int = 32  # side of the square images the model sees
+    in_chans: int = 3
+    num_classes: int = 10
+    num_train: Optional[int] = None  # training subset size; synthetic: dataset size (None = 5000)
+    num_eval: Optional[int] = None  # evaluation subset size; synthetic: dataset size (None = 1000)
+    augment: bool = True  # random crop (+ flip where the dataset allows) on training batches
+    resident: str = "auto"  # auto | true | false: hold the dataset on the device and augment there
+    noise: float = 0.3  # synthetic: per-pixel noise, relative to the class pattern's amplitude
+    clutter: float = 0.5  # synthetic: strength of a per-sample random pattern over the class pattern
+
+    @property
+    def resident_mode(self) -> str:
+        """`resident` lower-cased: the command line turns `true` into a bool that OmegaConf stores as 'True'."""
+        return str(self.resident).lower()
+
+    @property
+    def eval_batch(self) -> int:
+        """The global evaluation batch size."""
+        return self.eval_batch_size if self.eval_batch_size is not None else self.batch_size
+
+    def validate(self, world_size: int = 1) -> "DatasetConfig":
+        """Raise ConfigError naming the key if any value is outside what is accepted."""
+        if self.name not in DATASETS:
+            raise ConfigError(f"dataset.name={self.name!r} is not supported; choose one of {', '.join(DATASETS)}")
+        if self.resident_mode not in RESIDENT_CHOICES:
+            raise ConfigError(
+                f"dataset.resident={self.resident!r} is not supported; choose one of {', '.join(RESIDENT_CHOICES)}"
+            )
+        positive = {
+            "batch_size": self.batch_size,
+            "eval_batch_size": self.eval_batch,
+            "image_size": self.image_size,
+            "in_chans": self.in_chans,
+            "num_train": self.num_train,
+            "num_eval": self.num_eval,
+        }
+        for key, value in positive.items():
+            if value is not None and value < 1:
+                raise ConfigError(f"dataset.{key}={value} must be a positive integer")
+        if self.num_classes < 2:
+            raise ConfigError(f"dataset.num_classes={self.num_classes} must be at least 2")
+        if self.num_workers < 0:
+            raise ConfigError(f"dataset.num_workers={self.num_workers} must be 0 or more")
+        if self.batch_size % world_size != 0:
+            raise ConfigError(
+                f"dataset.batch_size={self.batch_size} must be divisible by the number of processes ({world_size})"
+            )
+        if self.noise < 0 or self.clutter < 0:
+            raise ConfigError(f"dataset.noise={self.noise} and dataset.clutter={self.clutter} must be 0 or more")
+        return self

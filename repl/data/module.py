@@ -1,0 +1,53 @@
+"""DataModule: the one interface the trainer reads data through, whatever the dataset or data path."""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Iterator, Tuple
+
+import torch
+
+from repl.data.order import BatchOrder
+
+Batch = Tuple[torch.Tensor, torch.Tensor]
+
+
+class DataModule(ABC):
+    """Static shapes, dataset sizes, and batches already on the device (float32 NCHW images, int64 labels).
+
+    Sizes and batch sizes are global (over all ranks); each rank yields its own disjoint shard.
+    """
+
+    unit: str = "samples"
+
+    def __init__(
+        self,
+        *,
+        num_classes: int,
+        image_size: int,
+        in_chans: int,
+        num_eval: int,
+        order: BatchOrder,
+        eval_batch_size: int,
+        rank: int,
+        world_size: int,
+        device: torch.device,
+    ) -> None:
+        self.num_classes = num_classes
+        self.image_size = image_size
+        self.in_chans = in_chans
+        self.num_train = order.num_train
+        self.num_eval = num_eval
+        self.steps_per_epoch = order.steps_per_epoch
+        self.order = order
+        self.eval_batch_size = eval_batch_size
+        self.rank = rank
+        self.world_size = world_size
+        self.device = device
+
+    @abstractmethod
+    def train_batches(self, epoch: int, start_step: int = 0) -> Iterator[Batch]:
+        """This rank's training batches of `epoch` from `start_step` on (drop_last), shuffled by (seed, epoch)."""
+
+    @abstractmethod
+    def eval_batches(self) -> Iterator[Batch]:
+        """This rank's evaluation batches, in order; over all ranks every evaluation sample appears once."""

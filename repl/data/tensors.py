@@ -1,0 +1,23 @@
+"""TensorSplit: one split of an image-classification dataset held as two tensors."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class TensorSplit:
+    """uint8 NCHW images and their int64 class labels, on one device."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, indices: torch.Tensor) -> "TensorSplit":
+        return TensorSplit(self.images[indices], self.labels[indices])
+
+    def to(self, device: torch.device) -> "TensorSplit":
+        return TensorSplit(self.images.to(device), self.labels.to(device))

@@ -1,0 +1,228 @@
+"""Real image datasets read with torchvision: CIFAR-10, SVHN, STL-10 and ImageNet (folder layout).
+
+Files already on disk are accepted when present: the torchvision classes below check presence
+instead of the md5 of the official release (so subsets, re-packed copies and test fixtures load, and
+nothing hashes gigabytes at every start). Downloads, when `dataset.download=true`, are still checked
+against the published md5 by torchvision.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+from dataclasses import dataclass
+from typing import Callable, Optional, Tuple
+
+import torch
+from scipy.io.matlab import MatReadError
+from torch.utils.data import Dataset
+from torchvision import datasets, transforms
+
+from repl.data.config import DatasetConfig
+from repl.data.tensors import TensorSplit
+from repl.errors import ConfigError, DataError
+
+CIFAR10_FILES = tuple(f"cifar-10-batches-py/{name}" for name in (
+    "data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch", "batches.meta"
+))
+SVHN_FILES = ("train_32x32.mat", "test_32x32.mat")
+STL10_FILES = tuple(f"stl10_binary/{name}" for name in ("train_X.bin", "train_y.bin", "test_X.bin", "test_y.bin"))
+IMAGENET_FOLDERS = ("train", "val")
+# Errors of reading a file that is present but not in the expected format.
+MALFORMED = (OSError, EOFError, ValueError, KeyError, IndexError, pickle.UnpicklingError, MatReadError)
+
+
+def missing_path(root: str, relative_paths: Tuple[str, ...]) -> Optional[str]:
+    """The first of `relative_paths` under `root` that does not exist, else None."""
+    for relative in relative_paths:
+        path = os.path.join(root, relative)
+        if not os.path.exists(path):
+            return path
+    return None
+
+
+class _PresentFiles:
+    """Mixin for torchvision datasets: the data counts as intact when the `required` files exist."""
+
+    required: Tuple[str, ...] = ()
+    root: str
+
+    def _check_integrity(self) -> bool:
+        return missing_path(self.root, self.required) is None
+
+
+class LocalCIFAR10(_PresentFiles, datasets.CIFAR10):
+    """torchvision's CIFAR10 (python pickled batches) accepting any present batch files."""
+
+    required = CIFAR10_FILES
+    meta = {**datasets.CIFAR10.meta, "md5": None}
+
+    def tensors(self) -> TensorSplit:
+        return TensorSplit(torch.from_numpy(self.data).permute(0, 3, 1, 2).contiguous(), torch.tensor(self.targets))
+
+
+class LocalSVHN(_PresentFiles, datasets.SVHN):
+    """torchvision's SVHN (cropped digits, .mat files; digit 0 stored as label 10 becomes 0)."""
+
+    required = SVHN_FILES
+
+    def tensors(self) -> TensorSplit:
+        return TensorSplit(torch.from_numpy(self.data).contiguous(), torch.from_numpy(self.labels).long())
+
+
+class LocalSTL10(_PresentFiles, datasets.STL10):
+    """torchvision's STL10 (binary, 96x96, labelled splits only: the unlabelled file is not required)."""
+
+    required = STL10_FILES
+
+    def tensors(self) -> TensorSplit:
+        return TensorSplit(torch.from_numpy(self.data).contiguous(), torch.from_numpy(self.labels).long())
+
+
+@dataclass(frozen=True)
+class VisionSpec:
+    """What the loaders need to know about one real dataset."""
+
+    title: str
+    open_split: Callable[..., Dataset]  # (root, train, transform, download) -> torchvision dataset
+    required: Tuple[str, ...]  # paths under root that must exist
+    where: str  # how to get the data, completed with the root folder
+    mean: Tuple[float, float, float]
+    std: Tuple[float, float, float]
+    crop_pad: int  # padding of the random crop (datasets of fixed size)
+    flip: bool  # horizontal flips are label-preserving
+    image_size: Optional[int] = None  # native side; None = any (resized)
+    num_classes: Optional[int] = None  # None = the number of class folders
+    downloadable: bool = True
+    fits_in_memory: bool = True
+
+
+def _open_imagenet(root: str, train: bool, transform: Optional[Callable], download: bool) -> Dataset:
+    return datasets.ImageFolder(os.path.join(root, "train" if train else "val"), transform=transform)
+
+
+VISION = {
+    "cifar10": VisionSpec(
+        title="CIFAR-10",
+        open_split=lambda root, train, transform, download: LocalCIFAR10(root, train, transform, download=download),
+        required=CIFAR10_FILES,
+        where="place the CIFAR-10 python batches (cifar-10-python.tar.gz, extracted) in",
+        mean=(0.4914, 0.4822, 0.4465),
+        std=(0.2470, 0.2435, 0.2616),
+        crop_pad=4,
+        flip=True,
+        image_size=32,
+        num_classes=10,
+    ),
+    "svhn": VisionSpec(
+        title="SVHN",
+        open_split=lambda root, train, transform, download: LocalSVHN(
+            root, "train" if train else "test", transform, download=download
+        ),
+        required=SVHN_FILES,
+        where="place train_32x32.mat and test_32x32.mat (SVHN format 2, cropped digits) in",
+        mean=(0.4377, 0.4438, 0.4728),
+        std=(0.1980, 0.2010, 0.1970),
+        crop_pad=4,
+        flip=False,
+        image_size=32,
+        num_classes=10,
+    ),
+    "stl10": VisionSpec(
+        title="STL-10",
+        open_split=lambda root, train, transform, download: LocalSTL10(
+            root, "train" if train else "test", transform=transform, download=download
+        ),
+        required=STL10_FILES,
+        where="place the STL-10 binaries (stl10_binary.tar.gz, extracted) in",
+        mean=(0.4467, 0.4398, 0.4066),
+        std=(0.2603, 0.2566, 0.2713),
+        crop_pad=12,
+        flip=True,
+        image_size=96,
+        num_classes=10,
+    ),
+    "imagenet": VisionSpec(
+        title="ImageNet",
+        open_split=_open_imagenet,
+        required=IMAGENET_FOLDERS,
+        where="torchvision cannot download it; place train/<wnid>/*.JPEG and val/<wnid>/*.JPEG (val sorted into class folders) in",
+        mean=(0.485, 0.456, 0.406),
+        std=(0.229, 0.224, 0.225),
+        crop_pad=0,
+        flip=True,
+        downloadable=False,
+        fits_in_memory=False,
+    ),
+}
+
+
+def check_shape(cfg: DatasetConfig, spec: VisionSpec) -> None:
+    """Raise ConfigError if the static shape keys disagree with the dataset's images."""
+    expected = {"image_size": spec.image_size, "in_chans": 3, "num_classes": spec.num_classes}
+    for key, value in expected.items():
+        if value is not None and getattr(cfg, key) != value:
+            raise ConfigError(f"dataset.{key}={getattr(cfg, key)} does not match {cfg.name} ({key} {value}); set dataset.{key}={value}")
+
+
+def open_vision(cfg: DatasetConfig, spec: VisionSpec, *, streaming: bool) -> Tuple[Dataset, Dataset]:
+    """The (train, eval) torchvision datasets; with `streaming` they carry the per-sample transforms."""
+    root = os.path.abspath(os.path.expanduser(cfg.root))
+    if cfg.download and spec.downloadable and missing_path(root, spec.required) is not None:
+        try:
+            for train in (True, False):
+                spec.open_split(root, train, None, True)
+        except (OSError, RuntimeError) as err:
+            raise DataError(f"downloading {spec.title} to {root} failed ({_first_line(err)}); {spec.where} {root}") from None
+    missing = missing_path(root, spec.required)
+    if missing is not None:
+        how = spec.where if not spec.downloadable else f"set dataset.download=true or {spec.where}"
+        raise DataError(f"{spec.title} not found: {missing} does not exist; {how} {root}")
+    train_tf, eval_tf = (train_transform(cfg, spec), eval_transform(cfg, spec)) if streaming else (None, None)
+    try:
+        train, evaluation = spec.open_split(root, True, train_tf, False), spec.open_split(root, False, eval_tf, False)
+    except MALFORMED as err:
+        raise DataError(f"{spec.title} under {root} is malformed or incomplete ({_first_line(err)}); {spec.where} {root}") from None
+    if spec.num_classes is None:
+        check_folder_classes(cfg, train, evaluation)
+    return train, evaluation
+
+
+def check_folder_classes(cfg: DatasetConfig, train: datasets.ImageFolder, evaluation: datasets.ImageFolder) -> None:
+    """Both splits must have the same class folders, as many as `dataset.num_classes`."""
+    if train.classes != evaluation.classes:
+        raise DataError(
+            f"the class folders of {train.root} ({len(train.classes)}) and {evaluation.root} "
+            f"({len(evaluation.classes)}) differ; both need one folder per class with the same names"
+        )
+    if cfg.num_classes != len(train.classes):
+        raise ConfigError(
+            f"dataset.num_classes={cfg.num_classes} but {train.root} has {len(train.classes)} class folders; "
+            f"set dataset.num_classes={len(train.classes)}"
+        )
+
+
+def _first_line(err: Exception) -> str:
+    """A one-line description of an exception from a third-party reader."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def train_transform(cfg: DatasetConfig, spec: VisionSpec) -> Callable:
+    """Per-sample PIL -> normalised tensor transform of training images (the streaming path)."""
+    if not cfg.augment:
+        return eval_transform(cfg, spec)
+    if spec.image_size is None:
+        steps = [transforms.RandomResizedCrop(cfg.image_size)]
+    else:
+        steps = [transforms.RandomCrop(cfg.image_size, padding=spec.crop_pad)]
+    if spec.flip:
+        steps.append(transforms.RandomHorizontalFlip())
+    return transforms.Compose([*steps, transforms.ToTensor(), transforms.Normalize(spec.mean, spec.std)])
+
+
+def eval_transform(cfg: DatasetConfig, spec: VisionSpec) -> Callable:
+    """Per-sample transform of evaluation images: resize + centre crop (resized datasets), normalise."""
+    steps = []
+    if spec.image_size is None:
+        steps = [transforms.Resize(round(cfg.image_size / 0.875)), transforms.CenterCrop(cfg.image_size)]
+    return transforms.Compose([*steps, transforms.ToTensor(), transforms.Normalize(spec.mean, spec.std)])
