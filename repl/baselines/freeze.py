@@ -43,7 +43,8 @@ def apply_freeze(model: nn.Module, plan: Plan, blocks: Sequence[BlockInfo]) -> i
                 set_module(block, name, EvalBatchNorm2d.from_batchnorm(module))
             elif isinstance(module, _BatchNorm):
                 raise UnsupportedModelError(
-                    f"repl.method=freeze keeps BatchNorm2d in eval mode; {info.path}.{name} is a {type(module).__name__}"
+                    f"repl.method=freeze keeps BatchNorm2d in eval mode; "
+                    f"{info.path}.{name} is a {type(module).__name__}"
                 )
         for p in block.parameters():
             p.requires_grad_(False)

@@ -25,7 +25,9 @@ class ResidualParts(nn.Module):
     def __init__(self, block: nn.Module, info: BlockInfo, names: Iterable[str]) -> None:
         super().__init__()
         if not info.branch or info.out_act is None:
-            raise UnsupportedModelError(f"{info.family} block {info.path} ({info.kind}) is not a described residual block")
+            raise UnsupportedModelError(
+                f"{info.family} block {info.path} ({info.kind}) is not a described residual block"
+            )
         if next(block.parameters(recurse=False), None) is not None:
             raise UnsupportedModelError(f"{info.family} block {info.path} has parameters outside its submodules")
         self.info = info

@@ -153,7 +153,10 @@ def _resnet_block_info(index: int, path: str, family: str, block: nn.Module, lay
 
 
 def _resnet_adapter(
-    name: str, description: str, model_class: Callable[[], Optional[type]], layouts: Callable[[], Dict[Type, _ResNetLayout]]
+    name: str,
+    description: str,
+    model_class: Callable[[], Optional[type]],
+    layouts: Callable[[], Dict[Type, _ResNetLayout]],
 ) -> FamilyAdapter:
     """A family whose blocks live in `layer1..layerK` Sequentials (project, torchvision and timm ResNets)."""
 

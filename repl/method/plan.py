@@ -144,7 +144,9 @@ def _checked_count(ratio: float, n: int, family: str) -> int:
     k, allowed = replace_count(ratio, n), max_replaceable(n)
     if k > allowed:
         limit = f"repl.ratio <= {math.floor(allowed / n * 1000) / 1000:.3f}" if allowed else "use repl.ratio=0"
-        raise ConfigError(f"repl.ratio={ratio:g} asks for {k} of {n} blocks; this {family} model allows at most {allowed} ({limit})")
+        raise ConfigError(
+            f"repl.ratio={ratio:g} asks for {k} of {n} blocks; this {family} model allows at most {allowed} ({limit})"
+        )
     if ratio > 0 and k == 0:
         raise ConfigError(
             f"repl.ratio={ratio:g} rounds to 0 of {n} blocks; use repl.ratio=0 for plain backprop "
@@ -168,7 +170,9 @@ def _checked_explicit(indices: List[Any], n: int, family: str) -> List[int]:
         if a == b:
             raise ConfigError(f"{shown}: block {a} is listed twice")
         if b == a + 1:
-            raise ConfigError(f"{shown}: blocks {a} and {b} are adjacent; each replaced block needs two trained neighbours")
+            raise ConfigError(
+                f"{shown}: blocks {a} and {b} are adjacent; each replaced block needs two trained neighbours"
+            )
     return chosen
 
 
@@ -177,9 +181,9 @@ def _choose(k: int, blocks: Sequence[BlockInfo], cfg: ReplConfig) -> List[int]:
     n = len(blocks)
     if k == 0:
         return []
+    shapes = [b.param_shapes for b in blocks]
     preferred = [
-        cfg.boundary == "allow" or (0 < i < n - 1 and blocks[i - 1].param_shapes == b.param_shapes == blocks[i + 1].param_shapes)
-        for i, b in enumerate(blocks)
+        cfg.boundary == "allow" or (0 < i < n - 1 and shapes[i - 1] == shapes[i] == shapes[i + 1]) for i in range(n)
     ]
     if cfg.select == "uniform":
         def cost(slot: int, i: int) -> Tuple[int, float]:  # |i - target| scaled by 2k to stay integer

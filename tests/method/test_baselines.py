@@ -40,8 +40,9 @@ def explicit(model, method, indices):
 
 def with_projection_and_identity(blocks):
     """One planned block with a projection shortcut and one without, both replaceable."""
-    proj = next(b.index for b in blocks if b.has_projection and 0 < b.index < len(blocks) - 1)
-    ident = next(b.index for b in blocks if not b.has_projection and abs(b.index - proj) > 1 and 0 < b.index < len(blocks) - 1)
+    inner = [b for b in blocks if 0 < b.index < len(blocks) - 1]
+    proj = next(b.index for b in inner if b.has_projection)
+    ident = next(b.index for b in inner if not b.has_projection and abs(b.index - proj) > 1)
     return sorted([proj, ident])
 
 
@@ -51,9 +52,9 @@ def test_drop_removes_exactly_the_planned_parameters(name):
     model = build()
     before = model.state_dict()
     plan, blocks = explicit(model, "drop", with_projection_and_identity(discover_blocks(model)))
-    planned = {b.path: get_module(model, b.path) for b in blocks if b.index in plan.blocks}
-    block_params = numel(p for m in planned.values() for p in m.parameters())
-    kept_params = numel(p for b in blocks if b.index in plan.blocks and b.has_projection for p in get_module(model, b.path).downsample.parameters())
+    planned = [get_module(model, path) for path in plan.paths]
+    block_params = numel(p for m in planned for p in m.parameters())
+    kept_params = numel(p for m in planned if m.downsample is not None for p in m.downsample.parameters())
     total = numel(model.parameters())
 
     removed = apply_drop(model, plan, blocks)

@@ -6,7 +6,15 @@ import torchvision
 from torch import nn
 
 from repl.errors import UnsupportedModelError
-from repl.method.blocks import FAMILIES, BlockInfo, FamilyAdapter, discover_blocks, get_module, register_family, set_module
+from repl.method.blocks import (
+    FAMILIES,
+    BlockInfo,
+    FamilyAdapter,
+    discover_blocks,
+    get_module,
+    register_family,
+    set_module,
+)
 from repl.models.cifar_resnet import CifarResNet
 
 
@@ -22,10 +30,11 @@ def recompose(block: nn.Module, info: BlockInfo, x: torch.Tensor) -> torch.Tenso
 def block_io(model: nn.Module, blocks, x: torch.Tensor):
     """Input and output of every block during one eval forward."""
     seen = {}
-    hooks = [
-        get_module(model, b.path).register_forward_hook(lambda m, i, o, p=b.path: seen.__setitem__(p, (i[0].clone(), o.clone())))
-        for b in blocks
-    ]
+
+    def record(path):
+        return lambda module, inputs, output: seen.__setitem__(path, (inputs[0].clone(), output.clone()))
+
+    hooks = [get_module(model, b.path).register_forward_hook(record(b.path)) for b in blocks]
     with torch.no_grad():
         model.eval()(x)
     for h in hooks:

@@ -174,7 +174,8 @@ def test_bp_and_ratio_zero_give_empty_plans(resnet32):
 
 def test_baselines_act_on_the_same_blocks_as_repl(resnet50):
     for select in ("uniform", "random"):
-        plans = [make_plan(resnet50, ReplConfig(method=m, ratio=0.3, select=select, seed=4)) for m in ("repl", "drop", "freeze")]
+        cfgs = [ReplConfig(method=m, ratio=0.3, select=select, seed=4) for m in ("repl", "drop", "freeze")]
+        plans = [make_plan(resnet50, cfg) for cfg in cfgs]
         assert plans[0].blocks == plans[1].blocks == plans[2].blocks
 
 
