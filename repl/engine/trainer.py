@@ -52,7 +52,10 @@ class Trainer:
         self.train_model = self.forward_model
         if dist.world_size > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.train_model = nn.parallel.DistributedDataParallel(self.forward_model, device_ids=ids)
+            # Stochastic depth skips whole branches, leaving their parameters without gradient on that step.
+            unused = plan.method == "stochastic_depth"
+            self.train_model = nn.parallel.DistributedDataParallel(self.forward_model, device_ids=ids,
+                                                                   find_unused_parameters=unused)
         self.optimizer = build_optimizer(cfg.optim, self.model, self.device)
         steps_per_epoch = data.steps_per_epoch
         self.total_steps = self.tcfg.epochs * steps_per_epoch
