@@ -1,0 +1,46 @@
+"""Benchmarks run end to end at tiny sizes and write complete results (times are never asserted)."""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from repl.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["model=resnet20", "dataset.image_size=16", "dataset.batch_size=32", "dataset.num_train=64",
+        "dataset.num_eval=32", "--rounds", "2", "--steps", "3", "--warmup", "1", "--batches", "2"]
+
+
+def load(name: str) -> ModuleType:
+    """Import benchmarks/<name>.py (benchmarks/ is scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_trainer_overhead_writes_json_and_markdown(tmp_path):
+    result = load("trainer_overhead").main([*TINY, "--out-dir", str(tmp_path)])
+    on_disk = json.loads((tmp_path / "trainer_overhead_cpu.json").read_text())
+    assert on_disk == json.loads(json.dumps(result))
+    assert {"hardware", "software", "settings", "configs", "goal_met", "load_before", "method"} <= on_disk.keys()
+    assert on_disk["hardware"]["cpu"] and on_disk["hardware"]["cpu_cores"] >= 1
+    assert on_disk["software"]["torch"] and on_disk["software"]["git_sha"]
+    assert on_disk["settings"]["rounds"] == 2 and on_disk["settings"]["steps"] == 3
+    assert [c["method"] for c in on_disk["configs"]] == ["bp", "repl"]  # no repl= override: both measured
+    for config in on_disk["configs"]:
+        assert config["model"] == "resnet20" and config["batch_size"] == 32 and config["config"]["trainer"]
+        assert config["trainer_step_s"] > 0 and config["bare_step_s"] > 0 and config["ratio"]["median"] > 0
+        assert len(config["rounds_s"]["trainer"]) == len(config["rounds_s"]["bare"]) == 2
+    table = (tmp_path / "trainer_overhead_cpu.md").read_text()
+    rows = [line for line in table.splitlines() if line.startswith("| model=resnet20")]
+    assert len(rows) == 2 and "repl=none" in rows[0] and "repl=repl" in rows[1]
+
+
+def test_trainer_overhead_refuses_settings_the_bare_loop_lacks(tmp_path):
+    with pytest.raises(ConfigError, match="trainer.grad_clip"):
+        load("trainer_overhead").main([*TINY, "repl=none", "trainer.grad_clip=1.0", "--out-dir", str(tmp_path)])
