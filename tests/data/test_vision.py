@@ -1,0 +1,193 @@
+"""Real-dataset readers on small files fabricated in each dataset's on-disk format."""
+import pickle
+from urllib.error import URLError
+
+import numpy as np
+import pytest
+import torch
+
+from repl.data import DatasetConfig, build_data
+from repl.data.resident import ResidentData
+from repl.data.streaming import StreamingData
+from repl.data.vision import VISION, LocalCIFAR10
+from repl.errors import ConfigError, DataError
+from tests.data.fabricate import make_cifar10, make_imagenet, make_stl10, make_svhn
+
+CPU = torch.device("cpu")
+FABRICATE = {"cifar10": make_cifar10, "svhn": make_svhn, "stl10": make_stl10}
+SIZE = {"cifar10": 32, "svhn": 32, "stl10": 96}
+
+
+def config(name, root, **overrides):
+    return DatasetConfig(**{"name": name, "root": str(root), "image_size": SIZE.get(name, 32), "batch_size": 10,
+                            "num_workers": 0, **overrides})
+
+
+def normalised(name, images):
+    spec = VISION[name]
+    mean, std = torch.tensor(spec.mean).view(1, 3, 1, 1), torch.tensor(spec.std).view(1, 3, 1, 1)
+    return (torch.from_numpy(images).float() / 255 - mean) / std
+
+
+def collect(batches):
+    pairs = list(batches)
+    return torch.cat([x for x, _ in pairs]), torch.cat([y for _, y in pairs])
+
+
+@pytest.mark.parametrize("name", FABRICATE)
+@pytest.mark.parametrize("resident", ["true", "false"])
+def test_reads_images_and_labels_in_order(name, resident, tmp_path):
+    expected = FABRICATE[name](tmp_path)
+    data = build_data(config(name, tmp_path, resident=resident, augment=False), seed=0, device=CPU)
+    assert isinstance(data, ResidentData if resident == "true" else StreamingData)
+    images, labels = collect(data.eval_batches())
+    test_images, test_labels = expected["test"]
+    assert images.dtype == torch.float32 and labels.dtype == torch.int64
+    assert torch.equal(labels, torch.from_numpy(test_labels))
+    assert torch.allclose(images, normalised(name, test_images), atol=1e-5)
+    train_images, train_labels = expected["train"]
+    order = data.order.permutation(0)
+    for step, (x, y) in enumerate(data.train_batches(0)):
+        picked = order[step * 10 : (step + 1) * 10].numpy()
+        assert torch.equal(y, torch.from_numpy(train_labels[picked]))
+        assert torch.allclose(x, normalised(name, train_images[picked]), atol=1e-5)
+    assert step + 1 == data.steps_per_epoch == len(train_labels) // 10
+
+
+def test_svhn_digit_zero_is_label_zero(tmp_path):
+    from scipy.io import loadmat
+
+    expected = make_svhn(tmp_path, n_train=20, n_test=20)
+    stored = loadmat(tmp_path / "test_32x32.mat")["y"].ravel()
+    assert 10 in stored and 0 not in stored  # the file uses 10 for the digit 0
+    _, labels = collect(build_data(config("svhn", tmp_path), seed=0, device=CPU).eval_batches())
+    assert labels.min() == 0 and labels.max() == 9
+    assert torch.equal(labels, torch.from_numpy(expected["test"][1]))
+
+
+@pytest.mark.parametrize("name", FABRICATE)
+def test_streaming_and_resident_paths_give_the_same_batches(name, tmp_path):
+    FABRICATE[name](tmp_path)
+    resident = build_data(config(name, tmp_path, resident="true", augment=False), seed=7, device=CPU)
+    streaming = build_data(config(name, tmp_path, resident="false", augment=False), seed=7, device=CPU)
+    for epoch, start in ((0, 0), (1, 2)):
+        a, b = list(resident.train_batches(epoch, start)), list(streaming.train_batches(epoch, start))
+        assert len(a) == len(b) == resident.steps_per_epoch - start
+        for (xa, ya), (xb, yb) in zip(a, b):
+            assert torch.equal(ya, yb) and torch.allclose(xa, xb, atol=1e-5)
+
+
+def test_streaming_workers_resume_mid_epoch_and_augment(tmp_path):
+    make_cifar10(tmp_path)
+    data = build_data(config("cifar10", tmp_path, resident="false", num_workers=1), seed=0, device=CPU)
+    full = [y for _, y in data.train_batches(0)]
+    tail = [y for _, y in data.train_batches(0, start_step=3)]
+    assert len(full) == 5 and all(torch.equal(a, b) for a, b in zip(full[3:], tail))
+    plain = build_data(config("cifar10", tmp_path, resident="false", augment=False), seed=0, device=CPU)
+    (x_aug, _), (x_plain, _) = next(iter(data.train_batches(0))), next(iter(plain.train_batches(0)))
+    assert x_aug.shape == x_plain.shape == (10, 3, 32, 32) and not torch.equal(x_aug, x_plain)
+
+
+@pytest.mark.parametrize("name", FABRICATE)
+def test_resident_training_batches_are_augmented(name, tmp_path):
+    FABRICATE[name](tmp_path)
+    plain = build_data(config(name, tmp_path, augment=False), seed=0, device=CPU)
+    augmented = build_data(config(name, tmp_path), seed=0, device=CPU)
+    (xa, ya), (xp, yp) = next(iter(augmented.train_batches(0))), next(iter(plain.train_batches(0)))
+    assert torch.equal(ya, yp) and xa.shape == xp.shape and not torch.equal(xa, xp)
+    assert augmented.augment.flip == (name != "svhn")
+
+
+def test_imagenet_folders_stream_at_the_configured_size(tmp_path):
+    make_imagenet(tmp_path, n_train=4, n_val=2)
+    cfg = config("imagenet", tmp_path, image_size=32, num_classes=3, batch_size=4, num_workers=1)
+    data = build_data(cfg, seed=0, device=CPU)
+    assert isinstance(data, StreamingData) and (data.num_train, data.num_eval, data.steps_per_epoch) == (12, 6, 3)
+    images, labels = collect(data.train_batches(0))
+    assert images.shape == (12, 3, 32, 32) and sorted(labels.tolist()) == [0] * 4 + [1] * 4 + [2] * 4
+    eval_images, eval_labels = collect(data.eval_batches())
+    assert eval_images.shape == (6, 3, 32, 32) and eval_labels.tolist() == [0, 0, 1, 1, 2, 2]
+
+
+def test_imagenet_class_count_and_folders_are_checked(tmp_path):
+    make_imagenet(tmp_path)
+    with pytest.raises(ConfigError, match="dataset.num_classes=1000 .* set dataset.num_classes=3"):
+        build_data(config("imagenet", tmp_path, num_classes=1000), seed=0, device=CPU)
+    with pytest.raises(ConfigError, match="dataset.resident=true"):
+        build_data(config("imagenet", tmp_path, num_classes=3, resident="true"), seed=0, device=CPU)
+    (tmp_path / "val" / "n09999999").mkdir()
+    make_imagenet(tmp_path / "other", classes=("n09999999",), n_train=0, n_val=1)
+    (tmp_path / "other" / "val" / "n09999999" / "n09999999_0.JPEG").rename(
+        tmp_path / "val" / "n09999999" / "n09999999_0.JPEG")
+    with pytest.raises(DataError, match="class folders"):
+        build_data(config("imagenet", tmp_path, num_classes=3), seed=0, device=CPU)
+
+
+@pytest.mark.parametrize("name", [*FABRICATE, "imagenet"])
+def test_missing_dataset_is_one_line_naming_the_path(name, tmp_path):
+    root = tmp_path / "nowhere"
+    with pytest.raises(DataError) as err:
+        build_data(config(name, root), seed=0, device=CPU)
+    message = str(err.value)
+    assert "\n" not in message and str(root) in message
+    expected_start = {"cifar10": "cifar-10-batches-py/data_batch_1", "svhn": "train_32x32.mat",
+                      "stl10": "stl10_binary/train_X.bin", "imagenet": "train"}[name]
+    assert f"{root}/{expected_start} does not exist" in message
+    assert ("dataset.download=true" in message) == (name != "imagenet")
+
+
+def test_one_missing_file_is_named(tmp_path):
+    make_cifar10(tmp_path)
+    (tmp_path / "cifar-10-batches-py" / "test_batch").unlink()
+    with pytest.raises(DataError, match="cifar-10-batches-py/test_batch does not exist"):
+        build_data(config("cifar10", tmp_path), seed=0, device=CPU)
+
+
+def test_malformed_file_is_a_data_error(tmp_path):
+    make_cifar10(tmp_path)
+    (tmp_path / "cifar-10-batches-py" / "data_batch_3").write_bytes(b"not a pickle")
+    with pytest.raises(DataError, match="malformed") as err:
+        build_data(config("cifar10", tmp_path), seed=0, device=CPU)
+    assert "\n" not in str(err.value)
+
+
+def test_failed_download_is_a_data_error(tmp_path, monkeypatch):
+    def offline(self):
+        raise URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(LocalCIFAR10, "download", offline)
+    with pytest.raises(DataError, match=r"downloading CIFAR-10 to .* failed \(.*name resolution"):
+        build_data(config("cifar10", tmp_path, download=True), seed=0, device=CPU)
+
+
+def test_download_is_skipped_when_files_are_present(tmp_path, monkeypatch):
+    make_cifar10(tmp_path)
+    monkeypatch.setattr(LocalCIFAR10, "download", lambda self: pytest.fail("tried to download"))
+    assert build_data(config("cifar10", tmp_path, download=True), seed=0, device=CPU).num_train == 50
+
+
+@pytest.mark.parametrize("key,value", [("image_size", 64), ("num_classes", 100), ("in_chans", 1)])
+def test_static_shape_must_match_the_dataset(key, value, tmp_path):
+    make_cifar10(tmp_path)
+    with pytest.raises(ConfigError, match=f"dataset.{key}={value} .* set dataset.{key}="):
+        build_data(config("cifar10", tmp_path, **{key: value}), seed=0, device=CPU)
+
+
+def test_subsets_are_fixed_across_seeds_and_bounded(tmp_path):
+    expected = make_cifar10(tmp_path)
+    cfg = config("cifar10", tmp_path, num_train=30, num_eval=7, augment=False)
+    a, b = build_data(cfg, seed=0, device=CPU), build_data(cfg, seed=1, device=CPU)
+    assert (a.num_train, a.num_eval, a.steps_per_epoch) == (30, 7, 3)
+    assert torch.equal(a.train.images, b.train.images) and torch.equal(a.evaluation.labels, b.evaluation.labels)
+    all_train = {bytes(img) for img in expected["train"][0]}
+    assert len({bytes(img.numpy()) for img in a.train.images}) == 30
+    assert all(bytes(img.numpy()) in all_train for img in a.train.images)
+    with pytest.raises(ConfigError, match="dataset.num_train=51"):
+        build_data(config("cifar10", tmp_path, num_train=51), seed=0, device=CPU)
+
+
+def test_fabricated_cifar_batches_have_torchvision_keys(tmp_path):
+    make_cifar10(tmp_path)
+    with open(tmp_path / "cifar-10-batches-py" / "data_batch_1", "rb") as f:
+        entry = pickle.load(f, encoding="latin1")
+    assert entry["data"].dtype == np.uint8 and entry["data"].shape == (10, 3072) and len(entry["labels"]) == 10
