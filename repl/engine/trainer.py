@@ -58,10 +58,9 @@ class Trainer:
                                                                    find_unused_parameters=unused)
         self.optimizer = build_optimizer(cfg.optim, self.model, self.device)
         steps_per_epoch = data.steps_per_epoch
-        self.total_steps = self.tcfg.epochs * steps_per_epoch
-        if self.tcfg.max_steps is not None:
-            self.total_steps = min(self.total_steps, self.tcfg.max_steps)
-        self.schedule = build_schedule(cfg.optim, self.optimizer, self.total_steps, steps_per_epoch)
+        horizon = self.tcfg.epochs * steps_per_epoch  # the schedule's length: max_steps only stops early
+        self.total_steps = horizon if self.tcfg.max_steps is None else min(horizon, self.tcfg.max_steps)
+        self.schedule = build_schedule(cfg.optim, self.optimizer, horizon, steps_per_epoch)
         self.scaler = torch.amp.GradScaler(self.device.type) if self.tcfg.precision == "16" else None
         self.ema = None
         if self.tcfg.ema_decay is not None:

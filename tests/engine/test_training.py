@@ -1,0 +1,147 @@
+"""End-to-end training runs on the embedded dataset: determinism, exact resume, the summary contract."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from repl.config import compose, to_config
+from repl.errors import CheckpointError
+from repl.run import train
+
+ROOT = Path(__file__).resolve().parents[2]
+# Small enough for seconds per run: 4 steps per epoch of 64 images at 16x16.
+TINY = ["model=resnet20", "dataset.num_train=256", "dataset.num_eval=128", "dataset.batch_size=64",
+        "dataset.image_size=16", "trainer.progress=false", "trainer.log_every=1", "trainer.timing_warmup=1"]
+
+
+def run(tmp: Path, *overrides: str) -> dict:
+    return train(to_config(compose(TINY + list(overrides))), tmp)
+
+
+def weights(run_dir: Path) -> dict:
+    return torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["model"]
+
+
+def assert_same_weights(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_training_is_deterministic_under_a_seed(tmp_path):
+    run(tmp_path / "a", "repl=none", "trainer.max_steps=3")
+    run(tmp_path / "b", "repl=none", "trainer.max_steps=3")
+    assert_same_weights(weights(tmp_path / "a"), weights(tmp_path / "b"))
+    run(tmp_path / "c", "repl=none", "trainer.max_steps=3", "seed=1")
+    other = weights(tmp_path / "c")
+    assert any(not torch.equal(other[k], v) for k, v in weights(tmp_path / "a").items())
+
+
+@pytest.mark.parametrize("method", ["repl=none", "repl=repl"])
+def test_two_steps_resume_one_step_equals_three_steps(tmp_path, method):
+    run(tmp_path / "split", method, "trainer.max_steps=2")
+    resumed = run(tmp_path / "split", method, "trainer.max_steps=3")
+    run(tmp_path / "whole", method, "trainer.max_steps=3")
+    assert resumed["steps_done"] == 3
+    assert_same_weights(weights(tmp_path / "split"), weights(tmp_path / "whole"))
+    steps = [json.loads(line)["step"] for line in (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()
+             if "train/loss" in line]
+    assert steps == [1, 2, 3]  # records after the checkpoint are not duplicated on resume
+
+
+def test_resume_with_another_plan_is_refused(tmp_path):
+    run(tmp_path, "repl.ratio=0.25", "trainer.max_steps=1")
+    with pytest.raises(CheckpointError, match="another plan"):
+        run(tmp_path, "repl.ratio=0.4", "trainer.max_steps=2")
+
+
+def test_summary_has_every_contract_field(tmp_path):
+    baseline = run(tmp_path / "bp", "repl=none", "trainer.max_steps=1")
+    tmp_path = tmp_path / "repl"
+    summary = run(tmp_path, "trainer.epochs=1")
+    on_disk = json.loads((tmp_path / "summary.json").read_text())
+    assert on_disk["status"] == "completed" and on_disk["steps_done"] == summary["steps_done"] == 4
+    expected = {"status", "task", "dataset", "model", "method", "plan", "params", "memory", "flops", "time",
+                "throughput", "metrics", "primary", "epochs_done", "steps_done", "env"}
+    assert expected <= on_disk.keys()
+    params, bp = on_disk["params"], baseline["params"]
+    assert params["replaced"] > 0 and params["fusion"] > 0
+    assert params["trainable"] == bp["trainable"] - params["replaced"] + params["fusion"]
+    assert on_disk["flops"]["train_step"] < baseline["flops"]["train_step"]  # the lite surrogate is cheaper
+    assert on_disk["memory"]["peak_bytes"] > 0 and on_disk["memory"]["estimate_bytes"] > 0
+    assert on_disk["flops"]["train_step"] > 0
+    assert on_disk["time"]["train_s"] > 0 and on_disk["time"]["step_s"] > 0 and on_disk["time"]["epoch_s"] > 0
+    assert on_disk["throughput"]["train_per_s"] > 0 and on_disk["throughput"]["unit"] == "samples"
+    assert on_disk["primary"]["name"] == "top1" and 0 <= on_disk["primary"]["value"] <= 100
+    assert on_disk["plan"]["blocks"] and on_disk["method"] == "repl"
+    assert {"torch", "device", "git_sha", "git_dirty", "hostname"} <= on_disk["env"].keys()
+    assert (tmp_path / "checkpoints" / "last.pt").exists()
+
+
+@pytest.mark.slow
+def test_embedded_dataset_is_learned_far_above_chance(tmp_path):
+    summary = run(tmp_path, "repl=none", "dataset.num_train=2048", "dataset.num_eval=512",
+                  "dataset.image_size=32", "trainer.epochs=3", "trainer.log_every=10")
+    assert summary["primary"]["value"] > 40.0  # chance is 10%
+
+
+def _cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300, **kwargs)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("override,key", [
+    ("model.name=resnet1000", "model.name"),
+    ("optim.lr=-0.1", "optim.lr"),
+    ("repl.ratio=0.9", "repl.ratio"),
+])
+def test_bad_values_stop_with_one_line(tmp_path, override, key):
+    result = _cli(override, f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and key in lines[0] and "Traceback" not in result.stderr
+    assert not (tmp_path / "checkpoints").exists()  # stopped before any training
+
+
+@pytest.mark.slow
+def test_missing_dataset_stops_with_one_line(tmp_path):
+    missing = tmp_path / "nowhere"
+    result = _cli("dataset=cifar10", f"dataset.root={missing}", f"hydra.run.dir={tmp_path / 'run'}")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(missing) in lines[0] and "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_run_killed_mid_epoch_resumes_and_completes(tmp_path):
+    args = TINY + ["trainer.epochs=2", "trainer.checkpoint_every=1", f"hydra.run.dir={tmp_path / 'killed'}"]
+    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metrics = tmp_path / "killed" / "metrics.jsonl"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:  # kill once a mid-epoch step is logged
+        if metrics.exists() and any('"step": 2,' in line for line in metrics.read_text().splitlines()):
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    checkpoint = torch.load(tmp_path / "killed" / "checkpoints" / "last.pt", weights_only=True)
+    assert checkpoint["progress"]["step"] < 8  # it really died before the end
+    result = _cli(*args)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((tmp_path / "killed" / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["steps_done"] == 8 and summary["epochs_done"] == 2
+    whole = tmp_path / "whole"
+    assert _cli(*TINY, "trainer.epochs=2", f"hydra.run.dir={whole}").returncode == 0
+    assert_same_weights(weights(tmp_path / "killed"), weights(whole))
