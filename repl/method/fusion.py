@@ -26,7 +26,7 @@ from torch import nn
 
 from repl.method.config import ReplConfig
 
-SLOTS = ("prev", "next")  # neighbour i-1 (coefficient a) and i+1 (coefficient b)
+SLOTS = ("prev", "next")  # neighbour i-1 (coefficients `a`) and i+1 (coefficients `b`)
 DIM_NAMES = {0: "out", 1: "in"}
 
 
@@ -58,6 +58,7 @@ class ChannelAdapter(nn.Module):
     def __init__(self, source: torch.Size, target: torch.Size, learned: bool, like: torch.Tensor) -> None:
         super().__init__()
         gains = tile_gains(source, target)
+        self.shapes = (tuple(source), tuple(target))
         self.dims = tuple(gains)
         for d in self.dims:
             self.register_buffer(f"index_{DIM_NAMES[d]}", tile_index(target[d], source[d], like.device), persistent=False)
@@ -79,6 +80,10 @@ class ChannelAdapter(nn.Module):
             t = t * self.scale
         return t
 
+    def extra_repr(self) -> str:
+        how = "learned gains" if self.learned else f"tile x{self.scale:.4g}"
+        return f"{self.shapes[0]} -> {self.shapes[1]}, {how}"
+
 
 def _key(name: str) -> str:
     return name.replace(".", "_")
@@ -96,46 +101,43 @@ class Fusion(nn.Module):
         super().__init__()
         self.mode = cfg.fusion
         self.neighbor_grad = cfg.neighbor_grad
-        self.a = nn.ParameterDict()
-        self.b = nn.ParameterDict()
+        self.a = nn.ParameterDict()  # coefficients of prev, keyed "block" (scalar) or by tensor
+        self.b = nn.ParameterDict()  # coefficients of next
         self.adapters = nn.ModuleDict()
-        self.sources: Dict[str, Tuple[str, ...]] = {}
-        init = {"prev": cfg.init_a, "next": cfg.init_b}
+        self.sources: Dict[str, Tuple[str, ...]] = {}  # synthesized name -> slots that provide it
+        self._terms: Dict[str, Tuple[Tuple[int, str, str], ...]] = {}  # name -> (slot index, coefficient key, adapter key)
         available = [dict(neighbour.named_parameters()) for neighbour in neighbours]
         for name, target in params.items():
-            slots = tuple(
-                slot for slot, have in zip(SLOTS, available) if name in have and compatible(have[name].shape, target.shape)
-            )
-            if slots:
-                self.sources[name] = slots
-            for slot in slots:
-                coefficients = self._coefficients(slot)
-                key = self._coefficient_key(name)
+            slots = [i for i, have in enumerate(available) if name in have and compatible(have[name].shape, target.shape)]
+            if not slots:
+                continue
+            self.sources[name] = tuple(SLOTS[i] for i in slots)
+            key = "block" if self.mode == "scalar" else _key(name)
+            terms = []
+            for i in slots:
+                coefficients = (self.a, self.b)[i]
                 if key not in coefficients:
                     shape = (target.shape[0],) + (1,) * (target.dim() - 1) if self.mode == "channel" else ()
-                    coefficients[key] = nn.Parameter(torch.full(shape, init[slot], device=target.device, dtype=target.dtype))
-                source = available[SLOTS.index(slot)][name].shape
-                if source != target.shape:
-                    self.adapters[f"{slot}_{_key(name)}"] = ChannelAdapter(source, target.shape, cfg.adapt == "learned", target)
-
-    def _coefficients(self, slot: str) -> nn.ParameterDict:
-        return self.a if slot == "prev" else self.b
-
-    def _coefficient_key(self, name: str) -> str:
-        return "block" if self.mode == "scalar" else _key(name)
+                    init = (cfg.init_a, cfg.init_b)[i]
+                    coefficients[key] = nn.Parameter(torch.full(shape, init, device=target.device, dtype=target.dtype))
+                adapter = ""
+                if available[i][name].shape != target.shape:
+                    adapter = f"{SLOTS[i]}_{_key(name)}"
+                    self.adapters[adapter] = ChannelAdapter(available[i][name].shape, target.shape, cfg.adapt == "learned", target)
+                terms.append((i, key, adapter))
+            self._terms[name] = tuple(terms)
 
     def forward(self, neighbours: Sequence[nn.Module]) -> Dict[str, torch.Tensor]:
         weights = {}
-        for name, slots in self.sources.items():
+        for name, terms in self._terms.items():
             total = None
-            for slot in slots:
-                t = neighbours[SLOTS.index(slot)].get_parameter(name)
+            for i, key, adapter in terms:
+                t = neighbours[i].get_parameter(name)
                 if not self.neighbor_grad:
                     t = t.detach()
-                adapter = f"{slot}_{_key(name)}"
-                if adapter in self.adapters:
+                if adapter:
                     t = self.adapters[adapter](t)
-                term = t * self._coefficients(slot)[self._coefficient_key(name)]
+                term = t * (self.a, self.b)[i][key]
                 total = term if total is None else total + term
             weights[name] = total
         return weights

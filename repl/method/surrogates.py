@@ -39,7 +39,7 @@ class Surrogate(nn.Module):
         return self.fusion(self._neighbours)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return functional_call(self.body, self.synthesized(), (x,))
+        return functional_call(self.body, self.synthesized(), (x,), tie_weights=False)
 
     def extra_repr(self) -> str:
         return f"operator={self.operator}"

@@ -27,7 +27,7 @@ def trained(name, surrogate, steps=2):
     build, size = MODELS[name]
     model = build()
     plan = apply_replacement(model, ratio=0.25, boundary="allow", surrogate=surrogate, fusion="channel", adapt="learned")
-    x = torch.randn(4, 3, size, size)
+    x = torch.randn(2, 3, size, size)
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
     for _ in range(steps):
         opt.zero_grad()
