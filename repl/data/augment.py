@@ -8,7 +8,9 @@ import torch
 import torch.nn.functional as F
 
 
-def shifted_windows(images: torch.Tensor, top: torch.Tensor, left: torch.Tensor, height: int, width: int) -> torch.Tensor:
+def shifted_windows(
+    images: torch.Tensor, top: torch.Tensor, left: torch.Tensor, height: int, width: int
+) -> torch.Tensor:
     """Per-sample windows images[n, :, top[n]:top[n]+height, left[n]:left[n]+width], wrapping around the edges.
 
     One gather for the whole batch: a random crop when `images` are padded, a circular shift when not.

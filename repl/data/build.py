@@ -70,7 +70,9 @@ def build_data(
 def _synthetic(cfg: DatasetConfig, *, seed: int, device: torch.device, rank: int, world_size: int) -> DataModule:
     """The embedded default, normalised by its own training-set statistics."""
     if cfg.image_size < MIN_SYNTHETIC_SIZE:
-        raise ConfigError(f"dataset.image_size={cfg.image_size} is too small for synthetic; use {MIN_SYNTHETIC_SIZE} or more")
+        raise ConfigError(
+            f"dataset.image_size={cfg.image_size} is too small for synthetic; use {MIN_SYNTHETIC_SIZE} or more"
+        )
     train, evaluation = make_synthetic(cfg, seed)
     pixels = train.images.float().div_(255)
     mean, std = pixels.mean((0, 2, 3)).tolist(), pixels.std((0, 2, 3)).tolist()

@@ -42,7 +42,9 @@ class BatchOrder:
         """The order of all training samples in `epoch`."""
         return torch.randperm(self.num_train, generator=generator(self.seed, "shuffle", epoch))
 
-    def rank_batches(self, epoch: int, start_step: int = 0, device: Optional[torch.device] = None) -> Iterator[torch.Tensor]:
+    def rank_batches(
+        self, epoch: int, start_step: int = 0, device: Optional[torch.device] = None
+    ) -> Iterator[torch.Tensor]:
         """This rank's sample indices (on `device`) for steps start_step, start_step+1, ... of `epoch`."""
         perm = self.permutation(epoch).to(device)
         for step in range(start_step, self.steps_per_epoch):

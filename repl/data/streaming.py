@@ -18,10 +18,13 @@ from repl.data.order import ResumableBatchSampler, derive_seed, eval_shards
 class StreamingData(DataModule):
     """Batches loaded by DataLoader workers and copied to the device (pinned memory on CUDA)."""
 
-    def __init__(self, train: Dataset, evaluation: Dataset, *, num_workers: int, seed: int, **shape_and_batching) -> None:
+    def __init__(
+        self, train: Dataset, evaluation: Dataset, *, num_workers: int, seed: int, **shape_and_batching
+    ) -> None:
         super().__init__(num_eval=len(evaluation), **shape_and_batching)
         self.sampler = ResumableBatchSampler(self.order)
-        eval_batches = [s.tolist() for s in eval_shards(self.num_eval, self.eval_batch_size, self.rank, self.world_size)]
+        shards = eval_shards(self.num_eval, self.eval_batch_size, self.rank, self.world_size)
+        eval_batches = [indices.tolist() for indices in shards]
         options = dict(
             num_workers=num_workers,
             pin_memory=self.device.type == "cuda",

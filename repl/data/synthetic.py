@@ -32,7 +32,9 @@ def periodic_textures(n: int, channels: int, size: int, gen: torch.Generator) ->
     return ((flat - flat.mean(1, keepdim=True)) / flat.std(1, keepdim=True)).view_as(textures)
 
 
-def synthetic_split(prototypes: torch.Tensor, n: int, noise: float, clutter: float, gen: torch.Generator) -> TensorSplit:
+def synthetic_split(
+    prototypes: torch.Tensor, n: int, noise: float, clutter: float, gen: torch.Generator
+) -> TensorSplit:
     """`n` class-balanced samples drawn around `prototypes` (one texture per class)."""
     k, c, size, _ = prototypes.shape
     labels = torch.randperm(n, generator=gen) % k

@@ -145,7 +145,8 @@ VISION = {
         title="ImageNet",
         open_split=_open_imagenet,
         required=IMAGENET_FOLDERS,
-        where="torchvision cannot download it; place train/<wnid>/*.JPEG and val/<wnid>/*.JPEG (val sorted into class folders) in",
+        where="torchvision cannot download it; place train/<wnid>/*.JPEG and val/<wnid>/*.JPEG "
+        "(val sorted into class folders) in",
         mean=(0.485, 0.456, 0.406),
         std=(0.229, 0.224, 0.225),
         crop_pad=0,
@@ -160,8 +161,10 @@ def check_shape(cfg: DatasetConfig, spec: VisionSpec) -> None:
     """Raise ConfigError if the static shape keys disagree with the dataset's images."""
     expected = {"image_size": spec.image_size, "in_chans": 3, "num_classes": spec.num_classes}
     for key, value in expected.items():
-        if value is not None and getattr(cfg, key) != value:
-            raise ConfigError(f"dataset.{key}={getattr(cfg, key)} does not match {cfg.name} ({key} {value}); set dataset.{key}={value}")
+        given = getattr(cfg, key)
+        if value is not None and given != value:
+            mismatch = f"dataset.{key}={given} does not match {cfg.name} ({key} {value})"
+            raise ConfigError(f"{mismatch}; set dataset.{key}={value}")
 
 
 def open_vision(cfg: DatasetConfig, spec: VisionSpec, *, streaming: bool) -> Tuple[Dataset, Dataset]:
@@ -172,7 +175,8 @@ def open_vision(cfg: DatasetConfig, spec: VisionSpec, *, streaming: bool) -> Tup
             for train in (True, False):
                 spec.open_split(root, train, None, True)
         except (OSError, RuntimeError) as err:
-            raise DataError(f"downloading {spec.title} to {root} failed ({_first_line(err)}); {spec.where} {root}") from None
+            reason = _first_line(err)
+            raise DataError(f"downloading {spec.title} to {root} failed ({reason}); {spec.where} {root}") from None
     missing = missing_path(root, spec.required)
     if missing is not None:
         how = spec.where if not spec.downloadable else f"set dataset.download=true or {spec.where}"
@@ -181,7 +185,9 @@ def open_vision(cfg: DatasetConfig, spec: VisionSpec, *, streaming: bool) -> Tup
     try:
         train, evaluation = spec.open_split(root, True, train_tf, False), spec.open_split(root, False, eval_tf, False)
     except MALFORMED as err:
-        raise DataError(f"{spec.title} under {root} is malformed or incomplete ({_first_line(err)}); {spec.where} {root}") from None
+        reason = _first_line(err)
+        problem = f"{spec.title} under {root} is malformed or incomplete ({reason})"
+        raise DataError(f"{problem}; {spec.where} {root}") from None
     if spec.num_classes is None:
         check_folder_classes(cfg, train, evaluation)
     return train, evaluation
