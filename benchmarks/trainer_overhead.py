@@ -178,6 +178,7 @@ def measure_config(overrides: List[str], args: argparse.Namespace, run_dir: Path
         "bare_step_s": statistics.median(seconds["bare"]),
         "ratio": ratio,
         "overhead_pct": 100.0 * (ratio["median"] - 1.0),
+        "added_s_per_step": statistics.median(t - b for t, b in zip(seconds["trainer"], seconds["bare"])),
         "rounds_s": seconds,
         "config": OmegaConf.to_container(OmegaConf.structured(cfg)),
     }
@@ -231,15 +232,16 @@ def markdown(result: Dict[str, Any]) -> str:
         f"progress bar {'on' if st['progress'] else 'off'}; goal: overhead <= {GOAL_OVERHEAD_PCT:g}%.",
         "",
         "| config | model | batch | precision | bare ms/step | trainer ms/step | ratio (median) | ratio min-max "
-        "| ratio IQR | overhead |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| ratio IQR | overhead | added ms/step |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for c in result["configs"]:
         r = c["ratio"]
         lines.append(
             f"| {' '.join(c['overrides']) or 'defaults'} | {c['model']} | {c['batch_size']} | {c['precision']} "
             f"| {1e3 * c['bare_step_s']:.1f} | {1e3 * c['trainer_step_s']:.1f} | {r['median']:.4f} "
-            f"| {r['min']:.4f}-{r['max']:.4f} | {r['q1']:.4f}-{r['q3']:.4f} | {c['overhead_pct']:+.2f}% |"
+            f"| {r['min']:.4f}-{r['max']:.4f} | {r['q1']:.4f}-{r['q3']:.4f} | {c['overhead_pct']:+.2f}% "
+            f"| {1e3 * c['added_s_per_step']:+.2f} |"
         )
     lines += ["", f"Goal met: **{'yes' if result['goal_met'] else 'no'}**.", "", "Method: " + result["method"]]
     if result["notes"]:
@@ -257,8 +259,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     )
     parser.add_argument("overrides", nargs="*", help="Hydra overrides passed to repl.config.compose")
     parser.add_argument("--rounds", type=int, default=6, help="interleaved rounds; the order alternates (default 6)")
-    parser.add_argument("--steps", type=int, default=10, help="steps of each loop per round (default 10)")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed steps of each loop first (default 3)")
+    parser.add_argument("--steps", type=int, default=8, help="steps of each loop per round (default 8)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps of each loop first (default 2)")
     parser.add_argument("--batches", type=int, default=8, help="distinct pre-materialised batches cycled (default 8)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     parser.add_argument("--out-dir", type=Path, default=ROOT / "results" / "bench",
