@@ -148,6 +148,30 @@ def test_state_dict_round_trip(name, surrogate):
         assert torch.equal(fresh.eval()(x), model.eval()(x))
 
 
+@pytest.mark.parametrize("how", ["assign", "overwrite", "swap"])
+def test_ties_survive_new_parameter_objects(how):
+    """Loading with assign=True or converting with new Parameter objects: the surrogate follows the model's tensors."""
+    model, _, _, x = replaced("resnet32", "lite", fusion="channel")
+    twin = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    if how == "assign":
+        twin.load_state_dict(model.state_dict(), assign=True)
+    else:
+        flag = {"overwrite": torch.__future__.set_overwrite_module_params_on_conversion,
+                "swap": torch.__future__.set_swap_module_params_on_conversion}[how]
+        flag(True)
+        try:
+            twin.load_state_dict(model.state_dict())
+            twin = twin.double()
+        finally:
+            flag(False)
+    with torch.no_grad():
+        torch.testing.assert_close(twin.eval()(x.to(next(twin.parameters()).dtype)).float(), model.eval()(x),
+                                   rtol=1e-5, atol=1e-5)
+
+
 def flops(module, x) -> int:
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
