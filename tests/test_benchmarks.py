@@ -11,8 +11,8 @@ import pytest
 from repl.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["model=resnet20", "dataset.image_size=16", "dataset.batch_size=32", "dataset.num_train=64",
-        "dataset.num_eval=32", "--rounds", "2", "--steps", "3", "--warmup", "1", "--batches", "2"]
+TINY = ["trainer.device=cpu", "model=resnet20", "dataset.image_size=16", "dataset.batch_size=32",
+        "dataset.num_train=64", "dataset.num_eval=32", "--rounds", "2", "--steps", "3", "--warmup", "1", "--batches", "2"]
 
 
 def load(name: str) -> ModuleType:
@@ -37,7 +37,7 @@ def test_trainer_overhead_writes_json_and_markdown(tmp_path):
         assert config["trainer_step_s"] > 0 and config["bare_step_s"] > 0 and config["ratio"]["median"] > 0
         assert len(config["rounds_s"]["trainer"]) == len(config["rounds_s"]["bare"]) == 2
     table = (tmp_path / "trainer_overhead_cpu.md").read_text()
-    rows = [line for line in table.splitlines() if line.startswith("| model=resnet20")]
+    rows = [line for line in table.splitlines() if line.startswith("| trainer.device=cpu model=resnet20")]
     assert len(rows) == 2 and "repl=none" in rows[0] and "repl=repl" in rows[1]
 
 
