@@ -11,7 +11,7 @@ from repl.errors import ConfigError
 from repl.method.blocks import BlockInfo, discover_blocks, get_module, set_module
 from repl.method.config import ReplConfig
 from repl.method.plan import Plan, make_plan, planned_blocks
-from repl.method.surrogates import Surrogate, make_surrogate
+from repl.method.surrogates import Surrogate, check_operator, make_surrogate
 
 BASELINES = {"drop": apply_drop, "freeze": apply_freeze, "stochastic_depth": apply_stochastic_depth}
 
@@ -33,8 +33,11 @@ def resolve_config(cfg: Optional[ReplConfig], overrides: Dict[str, Any]) -> Repl
 def replace_blocks(model: nn.Module, plan: Plan, blocks: Sequence[BlockInfo], cfg: ReplConfig) -> Tuple[int, int]:
     """Swap each planned block for a surrogate; returns (params replaced, fusion params) in elements."""
     modules = [get_module(model, info.path) for info in blocks]
+    planned = planned_blocks(plan, blocks)
+    for info in planned:
+        check_operator(info, cfg)
     replaced = fusion = 0
-    for info in planned_blocks(plan, blocks):
+    for info in planned:
         i = info.index
         block_params = _numel(modules[i].parameters())
         surrogate = make_surrogate(modules[i], info, (modules[i - 1], modules[i + 1]), cfg)

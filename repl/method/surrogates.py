@@ -45,17 +45,21 @@ class Surrogate(nn.Module):
         return f"operator={self.operator}"
 
 
+def check_operator(info: BlockInfo, cfg: ReplConfig) -> None:
+    """ConfigError if the configured operator cannot stand in for this block (checked before any surgery)."""
+    unknown = [name for name in info.branch if name not in _LITE_KNOWN]
+    if cfg.surrogate == "lite" and unknown:
+        raise ConfigError(
+            f"repl.surrogate=lite cannot carry {', '.join(unknown)} of block {info.path}; use repl.surrogate=full"
+        )
+
+
 def lite_body(block: nn.Module, info: BlockInfo) -> nn.Module:
     """The block's lite sub-layer, built from its own modules (the block is consumed).
 
     BasicBlock keeps conv1/bn1; Bottleneck keeps conv1/bn1/act/conv3/bn3, and the stride of the
     dropped 3x3 conv2 moves onto conv1 (a strided 1x1 conv, as in the projection shortcut).
     """
-    unknown = [name for name in info.branch if name not in _LITE_KNOWN]
-    if unknown:
-        raise ConfigError(
-            f"repl.surrogate=lite cannot carry {', '.join(unknown)} of block {info.path}; use repl.surrogate=full"
-        )
     shortcut = getattr(block, info.shortcut) if info.shortcut else None
     act = getattr(block, info.out_act)
     if info.kind == "basic":

@@ -9,6 +9,7 @@ import torchvision
 from torch.utils.flop_counter import FlopCounterMode
 
 from repl import apply_replacement
+from repl.errors import ConfigError
 from repl.method.blocks import discover_blocks, get_module
 from repl.method.surrogates import Surrogate
 from repl.models.cifar_resnet import CifarResNet
@@ -110,6 +111,16 @@ def test_each_parameter_registered_once(name):
     state = model.state_dict(keep_vars=True)
     params = [id(t) for t in state.values() if isinstance(t, torch.nn.Parameter)]
     assert len(params) == len(set(params)) == len(listed)
+
+
+def test_lite_refuses_branch_modules_it_cannot_carry():
+    model = timm.create_model("resnet18", num_classes=10, drop_path_rate=0.1)
+    state = copy.deepcopy(model.state_dict())
+    with pytest.raises(ConfigError, match=r"repl\.surrogate=lite .*drop_path"):
+        apply_replacement(model, ratio=0.25)
+    assert list(model.state_dict()) == list(state)  # refused before any surgery
+    apply_replacement(model, ratio=0.25, surrogate="full")
+    assert model(torch.randn(2, 3, 64, 64)).shape == (2, 10)
 
 
 def neighbour_path(model, surrogate, k):
