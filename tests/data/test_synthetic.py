@@ -36,9 +36,9 @@ def test_train_and_eval_samples_are_disjoint():
 
 
 def test_generation_is_fast():
-    start = time.perf_counter()
+    start = time.process_time()  # CPU time: not inflated by other processes on a busy machine
     make_synthetic(DatasetConfig(num_train=5000, num_eval=1000), seed=0)
-    assert time.perf_counter() - start < 5.0  # about 0.5 s on 2 cores
+    assert time.process_time() - start < 3.0  # about 0.8 s on one thread
 
 
 def test_normalised_batches_have_unit_scale():
