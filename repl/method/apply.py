@@ -7,7 +7,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from torch import nn
 
 from repl.baselines import apply_drop, apply_freeze, apply_stochastic_depth
-from repl.errors import ConfigError
+from repl.errors import ConfigError, UnsupportedModelError
 from repl.method.blocks import BlockInfo, discover_blocks, get_module, set_module
 from repl.method.config import ReplConfig
 from repl.method.plan import Plan, make_plan, planned_blocks
@@ -57,9 +57,15 @@ def apply_replacement(model: nn.Module, cfg: Optional[ReplConfig] = None, **over
     cfg = resolve_config(cfg, overrides)
     if any(isinstance(m, Surrogate) for m in model.modules()):
         raise ConfigError("repl: apply_replacement was already applied to this model; build a fresh one")
-    blocks: List[BlockInfo] = discover_blocks(model)
+    try:
+        blocks: List[BlockInfo] = discover_blocks(model)
+    except UnsupportedModelError:
+        if not cfg.is_plain_backprop:
+            raise
+        blocks = []  # plain backprop needs no block sequence: any model trains
     plan = make_plan(blocks, cfg)
     if cfg.is_plain_backprop:
+        plan.method = "bp"  # ratio 0 of any method is plain backprop, and is reported as such
         return plan
     if cfg.method == "repl":
         plan.params_replaced, plan.params_fusion = replace_blocks(model, plan, blocks, cfg)

@@ -86,6 +86,29 @@ def test_summary_has_every_contract_field(tmp_path):
     assert (tmp_path / "checkpoints" / "last.pt").exists()
 
 
+def test_methods_train_and_report_their_own_numbers(tmp_path):
+    bp = run(tmp_path / "bp", "repl=none", "trainer.max_steps=2")
+    total = bp["params"]["total"]
+    assert bp["method"] == "bp" and bp["params"]["trainable"] == total and bp["params"]["replaced"] == 0
+    expected = {  # method: (total, trainable) given the summary's own replaced/fusion counts
+        "repl.ratio=0.4": lambda p: (total - p["replaced"] + p["fusion"], total - p["replaced"] + p["fusion"]),
+        "repl=drop": lambda p: (total - p["replaced"], total - p["replaced"]),
+        "repl=freeze": lambda p: (total, total - p["replaced"]),
+        "repl=stochastic_depth": lambda p: (total, total),
+    }
+    for override, formula in expected.items():
+        summary = run(tmp_path / override, override, "repl.surrogate=lite", "trainer.max_steps=2")
+        params = summary["params"]
+        assert summary["status"] == "completed" and summary["steps_done"] == 2, override
+        assert summary["method"] == (override.split("=")[1] if override.startswith("repl=") else "repl")
+        assert (params["total"], params["trainable"]) == formula(params), override
+        assert summary["flops"]["train_step"] > 0 and summary["primary"]["value"] is not None
+        if override != "repl=stochastic_depth":
+            assert params["replaced"] > 0, override
+    assert run(tmp_path / "lite", "repl.ratio=0.4", "trainer.max_steps=1")["flops"]["train_step"] \
+        < bp["flops"]["train_step"]
+
+
 @pytest.mark.slow
 def test_embedded_dataset_is_learned_far_above_chance(tmp_path):
     summary = run(tmp_path, "repl=none", "dataset.num_train=2048", "dataset.num_eval=512",

@@ -171,3 +171,18 @@ def test_user_mistakes_name_the_key():
 def test_unsupported_model_is_refused():
     with pytest.raises(UnsupportedModelError, match="supported"):
         apply_replacement(nn.Sequential(nn.Linear(4, 4)))
+
+
+@pytest.mark.parametrize("overrides", [{"method": "bp"}, {"ratio": 0.0}, {"method": "drop", "ratio": 0.0}])
+def test_plain_backprop_needs_no_block_sequence(overrides):
+    model = nn.Sequential(nn.Linear(4, 4))
+    before = copy.deepcopy(model.state_dict())
+    plan = apply_replacement(model, **overrides)
+    assert plan.method == "bp" and plan.blocks == [] and plan.num_blocks == 0
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_ratio_zero_of_any_method_is_reported_as_backprop():
+    model, _ = built("resnet32")
+    plan = apply_replacement(model, ratio=0.0)
+    assert plan.method == "bp" and plan.num_blocks == 15 and plan.family == "cifar_resnet"
