@@ -191,3 +191,19 @@ def test_fabricated_cifar_batches_have_torchvision_keys(tmp_path):
     with open(tmp_path / "cifar-10-batches-py" / "data_batch_1", "rb") as f:
         entry = pickle.load(f, encoding="latin1")
     assert entry["data"].dtype == np.uint8 and entry["data"].shape == (10, 3072) and len(entry["labels"]) == 10
+
+
+def test_streaming_rank_shards_form_the_global_batch(tmp_path):
+    make_svhn(tmp_path)
+    cfg = config("svhn", tmp_path, resident="false", augment=False)
+    single = list(build_data(cfg, seed=2, device=CPU).train_batches(0))
+    ranks = [list(build_data(cfg, seed=2, device=CPU, rank=r, world_size=2).train_batches(0)) for r in range(2)]
+    assert len(single) == len(ranks[0]) == len(ranks[1]) == 4
+    for (x, y), (x0, y0), (x1, y1) in zip(single, *ranks):
+        assert len(y0) == len(y1) == 5
+        assert torch.equal(torch.cat([y0, y1]), y) and torch.equal(torch.cat([x0, x1]), x)
+    whole = list(build_data(cfg, seed=2, device=CPU).eval_batches())
+    parts = [list(build_data(cfg, seed=2, device=CPU, rank=r, world_size=2).eval_batches()) for r in range(2)]
+    assert len(whole) == len(parts[0]) == len(parts[1]) == 2
+    for (x, y), (x0, y0), (x1, y1) in zip(whole, *parts):
+        assert torch.equal(torch.cat([x0, x1]), x) and torch.equal(torch.cat([y0, y1]), y)
