@@ -258,8 +258,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                "repl= override both repl=none and repl=repl are measured.",
     )
     parser.add_argument("overrides", nargs="*", help="Hydra overrides passed to repl.config.compose")
-    parser.add_argument("--rounds", type=int, default=6, help="interleaved rounds; the order alternates (default 6)")
-    parser.add_argument("--steps", type=int, default=8, help="steps of each loop per round (default 8)")
+    parser.add_argument("--rounds", type=int, default=12, help="interleaved rounds; the order alternates (default 12)")
+    parser.add_argument("--steps", type=int, default=4, help="steps of each loop per round (default 4)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps of each loop first (default 2)")
     parser.add_argument("--batches", type=int, default=8, help="distinct pre-materialised batches cycled (default 8)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
