@@ -1,12 +1,14 @@
 """Metric sinks: metrics.jsonl (always, rank 0) and optionally Weights & Biases."""
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any, Dict, Optional
 
 from repl.engine.checkpoint import atomic_write_text
 from repl.engine.config import LoggerConfig
+from repl.errors import ConfigError
 
 
 class MetricsLog:
@@ -51,8 +53,11 @@ def _start_wandb(cfg: LoggerConfig, run_dir: Path, run_config: Dict[str, Any]):
     try:
         import wandb
     except ImportError:
-        from repl.errors import ConfigError
-
         raise ConfigError("logger=wandb needs the wandb package: pip install -e '.[wandb]'") from None
     return wandb.init(project=cfg.project, entity=cfg.entity, mode=cfg.mode, dir=str(run_dir),
-                      tags=list(cfg.tags), config=run_config, resume="allow", id=run_dir.name.replace("/", "_"))
+                      tags=list(cfg.tags), config=run_config, resume="allow", id=run_id(run_dir))
+
+
+def run_id(run_dir: Path) -> str:
+    """A stable id per run directory, so a resumed run continues its wandb run."""
+    return hashlib.sha1(str(Path(run_dir).resolve()).encode()).hexdigest()[:16]

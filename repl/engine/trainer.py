@@ -230,6 +230,8 @@ class Trainer:
             timer.start_epoch()
             window_start = time.perf_counter()
             for batch in self.data.train_batches(self.epoch, start_step=start):
+                if self.tcfg.channels_last:
+                    batch = (batch[0].contiguous(memory_format=torch.channels_last), *batch[1:])
                 if self.summary.probe is None:  # once per process, on its first batch; disturbs nothing
                     with timer.paused():
                         self.summary.probe = measure.probe_step(self.model, self.forward_loss, batch, self.optimizer)
