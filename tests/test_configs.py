@@ -1,5 +1,4 @@
 """Every config of every group composes into the typed schema and validates."""
-from pathlib import Path
 
 import pytest
 from hydra.errors import ConfigCompositionException as HydraCompositionError

@@ -3,23 +3,16 @@ import copy
 from typing import Dict
 
 import pytest
-import timm
 import torch
-import torchvision
 from torch import nn
 
 from repl import ReplConfig, apply_replacement, bake
 from repl.errors import ConfigError, UnsupportedModelError
 from repl.method.blocks import discover_blocks, get_module
 from repl.method.surrogates import Surrogate
-from repl.models.cifar_resnet import CifarResNet
+from tests.method.models import models
 
-MODELS = {  # name: (builder, input size)
-    "resnet32": (lambda: CifarResNet(32), 32),
-    "resnet110": (lambda: CifarResNet(110), 32),
-    "tv_resnet50": (lambda: torchvision.models.resnet50(num_classes=10), 64),
-    "timm_resnet18": (lambda: timm.create_model("resnet18", num_classes=10), 64),
-}
+MODELS = models("resnet32", "resnet110", "tv_resnet50", "timm_resnet18")  # name: (builder, input size)
 BOUNDARY = {"resnet32": [5, 10], "resnet110": [18, 36], "tv_resnet50": [3, 7], "timm_resnet18": [2, 4]}  # first block of a stage
 
 

@@ -1,22 +1,14 @@
 """bake: plain modules with materialized weights, same eval outputs, input untouched, strict load into a plain model."""
 import pytest
-import timm
 import torch
-import torchvision
 from torch import nn
 
 from repl import apply_replacement, bake
 from repl.method.blocks import get_module
-from repl.models.cifar_resnet import CifarResNet
 from repl.models.lite import LiteBasicBlock, LiteBottleneck
+from tests.method.models import models
 
-MODELS = {  # name: (builder, input size)
-    "resnet32": (lambda: CifarResNet(32), 32),
-    "resnet110": (lambda: CifarResNet(110), 32),
-    "tv_resnet50": (lambda: torchvision.models.resnet50(num_classes=10), 64),
-    "timm_resnet18": (lambda: timm.create_model("resnet18", num_classes=10), 64),
-    "timm_resnet50": (lambda: timm.create_model("resnet50", num_classes=10), 64),
-}
+MODELS = models("resnet32", "resnet110", "tv_resnet50", "timm_resnet18", "timm_resnet50")
 # Synthesized weights are materialized bit for bit and the same kernels run, so outputs agree to the
 # last bits; the tolerance only allows float32 reordering (relative 1e-5, ~100 ulp).
 TOL = dict(rtol=1e-5, atol=1e-5)

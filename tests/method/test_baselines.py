@@ -3,7 +3,6 @@ stochastic depth really skips dropped branches and scales them at test time."""
 import copy
 
 import pytest
-import timm
 import torch
 import torchvision
 from torch import nn
@@ -21,12 +20,9 @@ from repl.method.blocks import discover_blocks, get_module
 from repl.method.config import ReplConfig
 from repl.method.plan import make_plan
 from repl.models.cifar_resnet import CifarResNet
+from tests.method.models import models
 
-MODELS = {
-    "resnet20": (lambda: CifarResNet(20), 16),
-    "tv_resnet50": (lambda: torchvision.models.resnet50(num_classes=10), 32),
-    "timm_resnet18": (lambda: timm.create_model("resnet18", num_classes=10), 32),
-}
+MODELS = models("resnet20", "tv_resnet50", "timm_resnet18")
 
 
 def numel(params) -> int:

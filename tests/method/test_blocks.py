@@ -16,6 +16,7 @@ from repl.method.blocks import (
     set_module,
 )
 from repl.models.cifar_resnet import CifarResNet
+from tests.method.models import BUILDERS, INPUT_SIZE
 
 
 def recompose(block: nn.Module, info: BlockInfo, x: torch.Tensor) -> torch.Tensor:
@@ -42,13 +43,14 @@ def block_io(model: nn.Module, blocks, x: torch.Tensor):
     return seen
 
 
-MODELS = {
-    "resnet32": (lambda: CifarResNet(32), "cifar_resnet", 15, 32),
-    "resnet110": (lambda: CifarResNet(110), "cifar_resnet", 54, 32),
-    "tv_resnet50": (lambda: torchvision.models.resnet50(num_classes=10), "torchvision_resnet", 16, 64),
-    "timm_resnet18": (lambda: timm.create_model("resnet18", num_classes=10), "timm_resnet", 8, 64),
-    "timm_resnet50": (lambda: timm.create_model("resnet50", num_classes=10), "timm_resnet", 16, 64),
+FAMILY = {  # name: (family, number of blocks)
+    "resnet32": ("cifar_resnet", 15),
+    "resnet110": ("cifar_resnet", 54),
+    "tv_resnet50": ("torchvision_resnet", 16),
+    "timm_resnet18": ("timm_resnet", 8),
+    "timm_resnet50": ("timm_resnet", 16),
 }
+MODELS = {name: (BUILDERS[name], *FAMILY[name], INPUT_SIZE[name]) for name in FAMILY}
 
 
 @pytest.mark.parametrize("name", list(MODELS))

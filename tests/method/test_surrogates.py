@@ -5,23 +5,18 @@ import pytest
 import timm
 import torch
 import torch.nn.functional as F
-import torchvision
 from torch.utils.flop_counter import FlopCounterMode
 
 from repl import apply_replacement
 from repl.errors import ConfigError
 from repl.method.blocks import discover_blocks, get_module
 from repl.method.surrogates import Surrogate
-from repl.models.cifar_resnet import CifarResNet
+from tests.method.models import BUILDERS, INPUT_SIZE
 
 # name: (builder, input size, explicit blocks: one inside a stage, one at a stage boundary or beside one)
-MODELS = {
-    "resnet32": (lambda: CifarResNet(32), 32, [2, 5]),
-    "resnet110": (lambda: CifarResNet(110), 32, [5, 18]),
-    "tv_resnet50": (lambda: torchvision.models.resnet50(num_classes=10), 64, [1, 3]),
-    "timm_resnet18": (lambda: timm.create_model("resnet18", num_classes=10), 64, [2, 5]),
-    "timm_resnet50": (lambda: timm.create_model("resnet50", num_classes=10), 64, [3, 9]),
-}
+EXPLICIT = {"resnet32": [2, 5], "resnet110": [5, 18], "tv_resnet50": [1, 3], "timm_resnet18": [2, 5],
+            "timm_resnet50": [3, 9]}  # blocks replaced in each model
+MODELS = {name: (BUILDERS[name], INPUT_SIZE[name], blocks) for name, blocks in EXPLICIT.items()}
 
 
 def replaced(name, surrogate, **overrides):
