@@ -1,8 +1,12 @@
-"""Batched image operations on the training device: windows, random crop with padding, flip, normalisation."""
+"""Batched image operations on the training device: windows, random crop or shift, flip, normalisation.
+
+An augmentation draws its random parameters for a whole global batch on the CPU from an explicit
+generator (`draw`), then applies a rank's slice of them on the device (`apply`).
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Protocol, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +25,29 @@ def shifted_windows(
     cols = (left.to(device)[:, None] + torch.arange(width, device=device)) % w
     batch = torch.arange(n, device=device)[:, None, None]
     return images[batch, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+
+
+class Augmentation(Protocol):
+    """A random label-preserving image transform applied to a batch with pre-drawn parameters."""
+
+    def draw(self, n: int, gen: torch.Generator) -> torch.Tensor: ...
+
+    def apply(self, images: torch.Tensor, params: torch.Tensor) -> torch.Tensor: ...
+
+
+@dataclass(frozen=True)
+class RandomShift:
+    """Random circular translation: label- and distribution-preserving for periodic (synthetic) images."""
+
+    size: int
+
+    def draw(self, n: int, gen: torch.Generator) -> torch.Tensor:
+        """Top and left offsets of `n` samples as an (n, 2) tensor."""
+        return torch.randint(0, self.size, (n, 2), generator=gen)
+
+    def apply(self, images: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        params = params.to(images.device, non_blocking=True)
+        return shifted_windows(images, params[:, 0], params[:, 1], *images.shape[-2:])
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import Subset
 
-from repl.data.augment import CropFlip
+from repl.data.augment import CropFlip, RandomShift
 from repl.data.config import DatasetConfig
 from repl.data.module import DataModule
 from repl.data.order import BatchOrder, subset_indices
@@ -68,7 +68,11 @@ def build_data(
 
 
 def _synthetic(cfg: DatasetConfig, *, seed: int, device: torch.device, rank: int, world_size: int) -> DataModule:
-    """The embedded default, normalised by its own training-set statistics."""
+    """The embedded default, normalised by its own training-set statistics.
+
+    Its augmentation is a random circular shift, which keeps the images in the generator's own
+    distribution (a zero-padded crop or a flip would not, and hurts eval-mode BatchNorm early on).
+    """
     if cfg.image_size < MIN_SYNTHETIC_SIZE:
         raise ConfigError(
             f"dataset.image_size={cfg.image_size} is too small for synthetic; use {MIN_SYNTHETIC_SIZE} or more"
@@ -76,7 +80,7 @@ def _synthetic(cfg: DatasetConfig, *, seed: int, device: torch.device, rank: int
     train, evaluation = make_synthetic(cfg, seed)
     pixels = train.images.float().div_(255)
     mean, std = pixels.mean((0, 2, 3)).tolist(), pixels.std((0, 2, 3)).tolist()
-    augment = CropFlip(cfg.image_size // 8, flip=True) if cfg.augment else None
+    augment = RandomShift(cfg.image_size) if cfg.augment else None
     common = _common(cfg, len(train), seed=seed, device=device, rank=rank, world_size=world_size)
     return ResidentData(train, evaluation, mean=mean, std=std, augment=augment, seed=seed, **common)
 

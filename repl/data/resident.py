@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from typing import Iterator, Optional, Sequence
 
-import torch
 
-from repl.data.augment import CropFlip, Normalize
+from repl.data.augment import Augmentation, Normalize
 from repl.data.module import Batch, DataModule
 from repl.data.order import eval_shards, generator
 from repl.data.tensors import TensorSplit
@@ -27,7 +26,7 @@ class ResidentData(DataModule):
         *,
         mean: Sequence[float],
         std: Sequence[float],
-        augment: Optional[CropFlip],
+        augment: Optional[Augmentation],
         seed: int,
         **shape_and_batching,
     ) -> None:

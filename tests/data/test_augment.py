@@ -2,7 +2,7 @@
 import torch
 import torch.nn.functional as F
 
-from repl.data.augment import CropFlip, Normalize, shifted_windows
+from repl.data.augment import CropFlip, Normalize, RandomShift, shifted_windows
 
 
 def test_crop_flip_matches_per_image_slicing():
@@ -28,6 +28,16 @@ def test_shifted_windows_wrap_around_like_roll():
     out = shifted_windows(images, torch.tensor([1, 4]), torch.tensor([2, 0]), 5, 5)
     assert torch.equal(out[0], images[0].roll((-1, -2), dims=(1, 2)))
     assert torch.equal(out[1], images[1].roll((-4, 0), dims=(1, 2)))
+
+
+def test_random_shift_rolls_each_image():
+    images = torch.randint(0, 256, (16, 3, 8, 8), dtype=torch.uint8)
+    shift = RandomShift(8)
+    params = shift.draw(16, torch.Generator().manual_seed(1))
+    out = shift.apply(images, params)
+    assert params.min() >= 0 and params.max() <= 7 and len(set(params[:, 0].tolist())) > 1
+    for img, (top, left), got in zip(images, params.tolist(), out):
+        assert torch.equal(got, img.roll((-top, -left), dims=(1, 2)))
 
 
 def test_normalize_is_to_tensor_then_normalize():

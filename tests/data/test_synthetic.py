@@ -75,3 +75,13 @@ def test_too_small_images_are_a_config_error(size):
 
     with pytest.raises(ConfigError, match="dataset.image_size"):
         build_data(DatasetConfig(image_size=size), seed=0, device=CPU)
+
+
+def test_synthetic_augmentation_only_moves_pixels():
+    """A circular shift keeps every image's pixel values: augmented data stay in the generator's distribution."""
+    cfg = dict(num_train=128, num_eval=16, batch_size=64)
+    plain = build_data(DatasetConfig(**cfg, augment=False), seed=0, device=CPU)
+    shifted = build_data(DatasetConfig(**cfg), seed=0, device=CPU)
+    for (xp, yp), (xs, ys) in zip(plain.train_batches(0), shifted.train_batches(0)):
+        assert torch.equal(yp, ys) and not torch.equal(xp, xs)
+        assert torch.equal(xp.flatten(1).sort(1).values, xs.flatten(1).sort(1).values)
