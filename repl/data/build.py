@@ -52,7 +52,6 @@ def build_data(
             Subset(train, keep_train.tolist()),
             Subset(evaluation, keep_eval.tolist()),
             num_workers=cfg.num_workers,
-            seed=seed,
             **common,
         )
     augment = CropFlip(spec.crop_pad, spec.flip) if cfg.augment else None
@@ -62,7 +61,6 @@ def build_data(
         mean=spec.mean,
         std=spec.std,
         augment=augment,
-        seed=seed,
         **common,
     )
 
@@ -82,7 +80,7 @@ def _synthetic(cfg: DatasetConfig, *, seed: int, device: torch.device, rank: int
     mean, std = pixels.mean((0, 2, 3)).tolist(), pixels.std((0, 2, 3)).tolist()
     augment = RandomShift(cfg.image_size) if cfg.augment else None
     common = _common(cfg, len(train), seed=seed, device=device, rank=rank, world_size=world_size)
-    return ResidentData(train, evaluation, mean=mean, std=std, augment=augment, seed=seed, **common)
+    return ResidentData(train, evaluation, mean=mean, std=std, augment=augment, **common)
 
 
 def _is_streaming(cfg: DatasetConfig, spec: VisionSpec) -> bool:

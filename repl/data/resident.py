@@ -27,7 +27,6 @@ class ResidentData(DataModule):
         mean: Sequence[float],
         std: Sequence[float],
         augment: Optional[Augmentation],
-        seed: int,
         **shape_and_batching,
     ) -> None:
         super().__init__(num_eval=len(evaluation), **shape_and_batching)
@@ -35,14 +34,14 @@ class ResidentData(DataModule):
         self.evaluation = evaluation.to(self.device)
         self.normalize = Normalize(mean, std, self.device)
         self.augment = augment
-        self.seed = seed
 
     def train_batches(self, epoch: int, start_step: int = 0) -> Iterator[Batch]:
         batches = self.order.rank_batches(epoch, start_step, device=self.device)
         for step, indices in enumerate(batches, start=start_step):
             images = self.train.images[indices]
             if self.augment is not None:
-                params = self.augment.draw(self.order.batch_size, generator(self.seed, "augment", epoch, step))
+                gen = generator(self.order.seed, "augment", epoch, step)
+                params = self.augment.draw(self.order.batch_size, gen)
                 images = self.augment.apply(images, params[self.order.rank_slice])
             yield self.normalize(images), self.train.labels[indices]
 

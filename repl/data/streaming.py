@@ -19,7 +19,7 @@ class StreamingData(DataModule):
     """Batches loaded by DataLoader workers and copied to the device (pinned memory on CUDA)."""
 
     def __init__(
-        self, train: Dataset, evaluation: Dataset, *, num_workers: int, seed: int, **shape_and_batching
+        self, train: Dataset, evaluation: Dataset, *, num_workers: int, **shape_and_batching
     ) -> None:
         super().__init__(num_eval=len(evaluation), **shape_and_batching)
         self.sampler = ResumableBatchSampler(self.order)
@@ -30,7 +30,7 @@ class StreamingData(DataModule):
             pin_memory=self.device.type == "cuda",
             persistent_workers=num_workers > 0,
         )
-        workers_seed = torch.Generator().manual_seed(derive_seed(seed, "workers", self.rank))
+        workers_seed = torch.Generator().manual_seed(derive_seed(self.order.seed, "workers", self.rank))
         self.train_loader = DataLoader(train, batch_sampler=self.sampler, generator=workers_seed, **options)
         self.eval_loader = DataLoader(evaluation, batch_sampler=eval_batches, **options)
 
