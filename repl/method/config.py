@@ -1,7 +1,7 @@
 """ReplConfig: every switch of the method and of its baselines (METHOD.md), validated before any compute."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import List, Optional
 
 from repl.errors import ConfigError
@@ -33,7 +33,6 @@ class ReplConfig:
     init_b: float = 0.5  # initial coefficient of the succeeding block
     seed: int = 0  # for select=random
     survival_last: float = 0.5  # stochastic_depth: survival probability of the last block (Huang et al.: 0.5)
-    extra: dict = field(default_factory=dict)  # room for experimental switches without a schema change
 
     def validate(self) -> "ReplConfig":
         """Raise ConfigError naming the key if any value is outside what is accepted."""
