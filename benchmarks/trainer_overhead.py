@@ -289,8 +289,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     cores = usable_cores()
     notes = list(args.note)
     if load_before[0] > 0.5 * cores:
-        notes.append(f"other processes were running (1-min load {load_before[0]:.2f} on {cores} cores before start): "
-                     "absolute times are noisy; the interleaved ratio is the robust number")
+        notes.append(f"1-min load {load_before[0]:.2f} on {cores} cores at the start (it lags: it counts work of the "
+                     "last minutes): absolute times may be noisy; the interleaved ratio is the robust number")
     name = f"trainer_overhead_{slug(env['device'])}"
     result = {
         "benchmark": "trainer_overhead",
