@@ -69,3 +69,26 @@ def test_run_killed_mid_epoch_resumes_and_completes(tmp_path):
     whole = tmp_path / "whole"
     assert _cli(*TINY, "trainer.epochs=2", f"hydra.run.dir={whole}").returncode == 0
     assert_same_weights(weights(tmp_path / "killed"), weights(whole))
+
+
+@pytest.mark.slow
+def test_sigterm_checkpoints_and_exits_so_a_requeued_job_resumes(tmp_path):
+    args = TINY + ["trainer.epochs=2", f"hydra.run.dir={tmp_path}"]
+    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    metrics = tmp_path / "metrics.jsonl"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:
+        if metrics.exists() and '"step": 2,' in metrics.read_text():
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run finished before it could be signalled"
+    proc.send_signal(signal.SIGTERM)  # what SLURM sends before preempting a job
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM and "rerun the same command" in stderr
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    stopped_at = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)["progress"]["step"]
+    assert summary["status"] == "running" and 2 <= stopped_at < 8 and summary["steps_done"] == stopped_at
+    result = _cli(*args)
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "summary.json").read_text())["steps_done"] == 8
