@@ -1,5 +1,6 @@
 """Atomic writes and checkpoint loading."""
 import json
+import os
 import random
 
 import numpy as np
@@ -52,3 +53,14 @@ def test_rng_state_round_trip_through_a_weights_only_file(tmp_path):
     expected = (random.random(), random.gauss(0, 1), np.random.rand(), torch.rand(2).tolist())
     set_rng_state(load_checkpoint(tmp_path / "rng.pt")["rng"])
     assert (random.random(), random.gauss(0, 1), np.random.rand(), torch.rand(2).tolist()) == expected
+
+
+def test_written_files_get_the_usual_permissions(tmp_path):
+    old = os.umask(0o022)
+    try:
+        atomic_write_json(tmp_path / "summary.json", {})
+        save_checkpoint(tmp_path / "last.pt", {"model": {}, "progress": {}})
+    finally:
+        os.umask(old)
+    for name in ("summary.json", "last.pt"):  # readable by collaborators, like any file open() creates
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o644
