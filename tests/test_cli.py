@@ -92,3 +92,11 @@ def test_sigterm_checkpoints_and_exits_so_a_requeued_job_resumes(tmp_path):
     result = _cli(*args)
     assert result.returncode == 0, result.stderr
     assert json.loads((tmp_path / "summary.json").read_text())["steps_done"] == 8
+
+
+def test_console_script_is_installed_and_documents_the_groups():
+    script = Path(sys.executable).with_name("repl-train")  # installed by `pip install -e .`
+    result = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    for group in ("dataset", "model", "repl", "trainer", "optim", "experiment"):
+        assert f"{group}:" in result.stdout

@@ -214,6 +214,7 @@ class Trainer:
             self.log.close(summary)
         if self.dist.is_main:
             print(self.summary.table(summary))
+            print(f"  results in {self.run_dir}/summary.json")
         return summary
 
     def _loop(self, timer: "measure.StepTimer") -> None:
