@@ -72,6 +72,7 @@ class Trainer:
         self.step = 0  # optimizer steps over the whole run
         self.train_s = 0.0
         self.eval_metrics: Dict[str, float] = {}
+        self.eval_step: Optional[int] = None  # the step the metrics were measured at
         self.best: Optional[float] = None
         self.summary = RunSummary(cfg, plan, task, dist)
         self.log = MetricsLog(self.run_dir / "metrics.jsonl", cfg.logger, OmegaConf.to_container(OmegaConf.structured(cfg)))\
@@ -131,7 +132,8 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "schedule": self.schedule.state_dict(),
             "progress": {"epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "step": self.step,
-                         "train_s": self.train_s, "best": self.best, "eval_metrics": dict(self.eval_metrics)},
+                         "train_s": self.train_s, "best": self.best, "eval_metrics": dict(self.eval_metrics),
+                         "eval_step": self.eval_step},
             "plan": self.plan.to_dict(),
             "rng": rng_state(),
             "config": OmegaConf.to_container(OmegaConf.structured(self.cfg)),
@@ -173,7 +175,7 @@ class Trainer:
         progress = state["progress"]
         self.epoch, self.step_in_epoch, self.step = progress["epoch"], progress["step_in_epoch"], progress["step"]
         self.train_s, self.best = progress["train_s"], progress["best"]
-        self.eval_metrics = dict(progress["eval_metrics"])
+        self.eval_metrics, self.eval_step = dict(progress["eval_metrics"]), progress["eval_step"]
         set_rng_state(state["rng"])
         if self.log is not None:
             self.log.truncate_after(self.step)
@@ -206,7 +208,7 @@ class Trainer:
             self._write_summary("running", timer)
             print(f"stopped by signal {self._stop_signal}; checkpoint saved, rerun the same command to resume", file=sys.stderr)
             sys.exit(128 + self._stop_signal)
-        if not self.eval_metrics or self.eval_metrics.get("_step") != self.step:
+        if self.eval_step != self.step:
             self._record_eval()
         self.save()
         summary = self._write_summary("completed", timer)
@@ -284,7 +286,7 @@ class Trainer:
         better = self.best is None or (value > self.best if self.task.higher_is_better else value < self.best)
         if better:
             self.best = value
-        self.eval_metrics = {**metrics, "_step": self.step}
+        self.eval_metrics, self.eval_step = metrics, self.step
         if self.log is not None:
             self.log.log({"step": self.step, "epoch": self.epoch, **{f"eval/{k}": v for k, v in metrics.items()}})
         if self.dist.is_main and self.tcfg.progress:
@@ -292,7 +294,7 @@ class Trainer:
             tqdm.write(f"epoch {self.epoch}: {text}")
 
     def _write_summary(self, status: str, timer) -> Dict[str, Any]:
-        metrics = {k: v for k, v in self.eval_metrics.items() if not k.startswith("_")}
+        metrics = dict(self.eval_metrics)
         if self.best is not None:
             metrics[f"{self.task.primary}_best"] = self.best
         summary = self.summary.build(status=status, model=self.model, metrics=metrics, timer=timer,
