@@ -75,8 +75,8 @@ class Trainer:
         self.eval_step: Optional[int] = None  # the step the metrics were measured at
         self.best: Optional[float] = None
         self.summary = RunSummary(cfg, plan, task, dist)
-        self.log = MetricsLog(self.run_dir / "metrics.jsonl", cfg.logger, OmegaConf.to_container(OmegaConf.structured(cfg)))\
-            if dist.is_main else None
+        self.config_dict = OmegaConf.to_container(OmegaConf.structured(cfg))  # stored in every checkpoint
+        self.log = MetricsLog(self.run_dir / "metrics.jsonl", cfg.logger, self.config_dict) if dist.is_main else None
         self._stop_signal: Optional[int] = None
         self._last_ckpt_time = time.monotonic()
 
@@ -136,7 +136,7 @@ class Trainer:
                          "eval_step": self.eval_step},
             "plan": self.plan.to_dict(),
             "rng": rng_state(),
-            "config": OmegaConf.to_container(OmegaConf.structured(self.cfg)),
+            "config": self.config_dict,
         }
         if self.scaler is not None:
             state["scaler"] = self.scaler.state_dict()
