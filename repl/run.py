@@ -52,7 +52,8 @@ def train(cfg: TrainConfig, run_dir: Path) -> Dict[str, Any]:
         plan = apply_replacement(model, cfg.repl)  # validates the plan before any data is read
         if dist.is_main:
             write_environment(run_dir, dist.device)
-        data = build_data(data_cfg, seed=cfg.seed, device=dist.device, rank=dist.rank, world_size=dist.world_size)
+        data = build_data(data_cfg, seed=cfg.seed, device=dist.device, rank=dist.rank, world_size=dist.world_size,
+                          task=cfg.task.name)
         task = build_task(cfg.task)
         trainer = Trainer(cfg, model, plan, data, task, dist, run_dir, block_paths=block_paths)
         try:

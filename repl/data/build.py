@@ -1,7 +1,8 @@
 """build_data: from a DatasetConfig to the DataModule the trainer iterates."""
 from __future__ import annotations
 
-from typing import Any, Union
+import importlib
+from typing import Any, Callable, Union
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -19,6 +20,21 @@ from repl.errors import ConfigError
 
 MIN_SYNTHETIC_SIZE = 8
 
+# Tasks other than classification: "module:function" building their DataModule from every dataset
+# the task accepts (the embedded synthetic one included). Imported on use, so that optional
+# extras (openmmlab, datasets) are needed only by the tasks that use them.
+TASK_DATA = {
+    "lm": "repl.data.text:build_text_data",
+    "detection": "repl.data.coco:build_detection_data",
+    "segmentation": "repl.data.cityscapes:build_segmentation_data",
+}
+CLASSIFICATION_DATASETS = ("synthetic", "cifar10", "svhn", "stl10", "imagenet")
+
+
+def _task_builder(task: str) -> Callable[..., DataModule]:
+    module, _, function = TASK_DATA[task].partition(":")
+    return getattr(importlib.import_module(module), function)
+
 
 def as_dataset_config(cfg: Union[DatasetConfig, DictConfig, dict]) -> DatasetConfig:
     """A DatasetConfig from the dataclass itself, a Hydra DictConfig or a plain dict."""
@@ -33,11 +49,24 @@ def as_dataset_config(cfg: Union[DatasetConfig, DictConfig, dict]) -> DatasetCon
 
 
 def build_data(
-    cfg: Union[DatasetConfig, DictConfig], *, seed: int, device: torch.device, rank: int = 0, world_size: int = 1
+    cfg: Union[DatasetConfig, DictConfig],
+    *,
+    seed: int,
+    device: torch.device,
+    rank: int = 0,
+    world_size: int = 1,
+    task: str = "classification",
 ) -> DataModule:
     """The data of one run: validates the config, reads or generates the dataset, picks the data path."""
     cfg = as_dataset_config(cfg).validate(world_size)
     device = torch.device(device)
+    if task in TASK_DATA:
+        return _task_builder(task)(cfg, seed=seed, device=device, rank=rank, world_size=world_size)
+    if cfg.name not in CLASSIFICATION_DATASETS:
+        raise ConfigError(
+            f"dataset.name={cfg.name!r} is not a classification dataset; choose one of "
+            f"{', '.join(CLASSIFICATION_DATASETS)}, or the task it belongs to (task=lm|detection|segmentation)"
+        )
     if cfg.name == "synthetic":
         return _synthetic(cfg, seed=seed, device=device, rank=rank, world_size=world_size)
     spec = VISION[cfg.name]

@@ -6,7 +6,8 @@ from typing import Optional
 
 from repl.errors import ConfigError
 
-DATASETS = ("synthetic", "cifar10", "svhn", "stl10", "imagenet")
+DATASETS = ("synthetic", "cifar10", "svhn", "stl10", "imagenet", "coco", "cityscapes", "wikitext2")
+TOKENIZERS = ("word", "bpe")
 RESIDENT_CHOICES = ("auto", "true", "false")
 
 
@@ -14,7 +15,7 @@ RESIDENT_CHOICES = ("auto", "true", "false")
 class DatasetConfig:
     """Which images to train on and how to batch them. Shape fields are static: models are built from them."""
 
-    name: str = "synthetic"  # synthetic | cifar10 | svhn | stl10 | imagenet
+    name: str = "synthetic"  # synthetic | cifar10 | svhn | stl10 | imagenet | coco | cityscapes | wikitext2
     root: str = "data"  # folder holding the dataset files (not used by synthetic)
     download: bool = False  # let torchvision fetch missing files (needs internet)
     batch_size: int = 128  # GLOBAL training batch over all ranks
@@ -29,6 +30,10 @@ class DatasetConfig:
     resident: str = "auto"  # auto | true | false: hold the dataset on the device and augment there
     noise: float = 0.3  # synthetic: per-pixel noise, relative to the class pattern's amplitude
     clutter: float = 0.5  # synthetic: strength of a per-sample random pattern over the class pattern
+    # text (task=lm): batch_size counts sequences of seq_len tokens
+    seq_len: int = 128  # context length of training and evaluation sequences
+    tokenizer: str = "word"  # word (the standard WikiText-2 vocabulary) | bpe (byte-level BPE trained on train)
+    vocab_size: int = 8192  # bpe: target vocabulary size; synthetic corpus: number of token types
 
     @property
     def resident_mode(self) -> str:
@@ -67,6 +72,12 @@ class DatasetConfig:
             raise ConfigError(
                 f"dataset.batch_size={self.batch_size} must be divisible by the number of processes ({world_size})"
             )
+        if self.seq_len < 2:
+            raise ConfigError(f"dataset.seq_len={self.seq_len} must be at least 2")
+        if self.tokenizer not in TOKENIZERS:
+            raise ConfigError(f"dataset.tokenizer={self.tokenizer!r} is not supported; choose one of {', '.join(TOKENIZERS)}")
+        if self.vocab_size < 16:
+            raise ConfigError(f"dataset.vocab_size={self.vocab_size} must be at least 16")
         if self.noise < 0 or self.clutter < 0:
             raise ConfigError(f"dataset.noise={self.noise} and dataset.clutter={self.clutter} must be 0 or more")
         return self

@@ -7,6 +7,9 @@ from typing import List, Optional
 from repl.errors import ConfigError
 
 
+TASK_NAMES = ("classification", "detection", "segmentation", "lm")
+
+
 def _check(ok: bool, message: str) -> None:
     if not ok:
         raise ConfigError(message)
@@ -95,9 +98,9 @@ class LoggerConfig:
 class TaskConfig:
     """What is learned and measured; usually implied by the dataset."""
 
-    name: str = "classification"  # classification (detection, segmentation, lm arrive with their tasks)
+    name: str = "classification"  # classification | detection | segmentation | lm
     label_smoothing: float = 0.0
 
     def validate(self) -> None:
-        _check(self.name in ("classification",), f"task.name={self.name!r}: choose classification")
+        _check(self.name in TASK_NAMES, f"task.name={self.name!r}: choose one of {', '.join(TASK_NAMES)}")
         _check(0 <= self.label_smoothing < 1, f"task.label_smoothing={self.label_smoothing} must be in [0, 1)")

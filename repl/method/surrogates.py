@@ -8,7 +8,7 @@ parameters are looked up by name at call time, so every parameter is registered 
 """
 from __future__ import annotations
 
-from typing import Dict, Sequence
+from typing import Callable, Dict, FrozenSet, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -20,8 +20,18 @@ from repl.method.config import ReplConfig
 from repl.method.fusion import Fusion
 from repl.models.lite import LiteBasicBlock, LiteBottleneck
 
-# Branch modules the lite operator accounts for; anything else (se, drop_path, aa, drop_block) it would lose.
-_LITE_KNOWN = {"conv1", "bn1", "conv2", "bn2", "conv3", "bn3", "relu", "act1", "act2", "act3"}
+LiteBuilder = Callable[[nn.Module, BlockInfo], nn.Module]
+
+# Block kind -> (branch modules the lite operator accounts for, builder of the lite body). A branch
+# module outside that set (se, drop_path, aa, drop_block in a ResNet) would be lost, so it is refused.
+LITE_OPERATORS: Dict[str, Tuple[FrozenSet[str], LiteBuilder]] = {}
+
+
+def register_lite(kind: str, known: FrozenSet[str], builder: LiteBuilder) -> None:
+    """Teach the lite operator a new block kind (a family adapter's `BlockInfo.kind`)."""
+    if kind in LITE_OPERATORS:
+        raise ValueError(f"a lite operator for block kind {kind!r} is already registered")
+    LITE_OPERATORS[kind] = (known, builder)
 
 
 class Surrogate(nn.Module):
@@ -47,15 +57,25 @@ class Surrogate(nn.Module):
 
 def check_operator(info: BlockInfo, cfg: ReplConfig) -> None:
     """ConfigError if the configured operator cannot stand in for this block (checked before any surgery)."""
-    unknown = [name for name in info.branch if name not in _LITE_KNOWN]
-    if cfg.surrogate == "lite" and unknown:
+    if cfg.surrogate != "lite":
+        return
+    if info.kind not in LITE_OPERATORS:
+        raise ConfigError(f"repl.surrogate=lite has no operator for {info.kind} blocks ({info.path}); use repl.surrogate=full")
+    known = LITE_OPERATORS[info.kind][0]
+    unknown = [name for name in info.branch if name not in known]
+    if unknown:
         raise ConfigError(
             f"repl.surrogate=lite cannot carry {', '.join(unknown)} of block {info.path}; use repl.surrogate=full"
         )
 
 
 def lite_body(block: nn.Module, info: BlockInfo) -> nn.Module:
-    """The block's lite sub-layer, built from its own modules (the block is consumed).
+    """The block's lite sub-layer, built from its own modules by its kind's registered builder."""
+    return LITE_OPERATORS[info.kind][1](block, info)
+
+
+def _resnet_lite(block: nn.Module, info: BlockInfo) -> nn.Module:
+    """The lite sub-layer of a ResNet block, built from its own modules (the block is consumed).
 
     BasicBlock keeps conv1/bn1; Bottleneck keeps conv1/bn1/act/conv3/bn3, and the stride of the
     dropped 3x3 conv2 moves onto conv1 (a strided 1x1 conv, as in the projection shortcut).
@@ -68,6 +88,11 @@ def lite_body(block: nn.Module, info: BlockInfo) -> nn.Module:
         block.conv1.stride = (info.stride, info.stride)
     inner_act = getattr(block, info.branch[info.branch.index("bn1") + 1])
     return LiteBottleneck(block.conv1, block.bn1, inner_act, block.conv3, block.bn3, act, shortcut)
+
+
+_RESNET_KNOWN = frozenset({"conv1", "bn1", "conv2", "bn2", "conv3", "bn3", "relu", "act1", "act2", "act3"})
+register_lite("basic", _RESNET_KNOWN, _resnet_lite)
+register_lite("bottleneck", _RESNET_KNOWN, _resnet_lite)
 
 
 def make_surrogate(block: nn.Module, info: BlockInfo, neighbours: Sequence[nn.Module], cfg: ReplConfig) -> Surrogate:

@@ -1,6 +1,7 @@
 """Model factory: one registry from config name to constructor, for every task's networks."""
 from __future__ import annotations
 
+import importlib
 from typing import Callable, Dict
 
 import torch
@@ -46,6 +47,16 @@ def _torchvision(arch: str) -> Builder:
     return build
 
 
+def _lazy(target: str, *args) -> Builder:
+    """A builder imported on first use ("module:function", called with `args` first): optional extras stay optional."""
+
+    def build(**kwargs) -> nn.Module:
+        module, _, function = target.partition(":")
+        return getattr(importlib.import_module(module), function)(*args, **kwargs)
+
+    return build
+
+
 MODELS: Dict[str, Builder] = {
     "resnet20": _cifar(20),
     "resnet32": _cifar(32),
@@ -57,6 +68,13 @@ MODELS: Dict[str, Builder] = {
     "tv_resnet18": _torchvision("resnet18"),
     "tv_resnet50": _torchvision("resnet50"),
     "tv_resnet101": _torchvision("resnet101"),
+    "vit_t": _lazy("repl.models.vit:build_vit", "vit_t"),
+    "vit_s": _lazy("repl.models.vit:build_vit", "vit_s"),
+    "vit_b": _lazy("repl.models.vit:build_vit", "vit_b"),
+    "vit_l": _lazy("repl.models.vit:build_vit", "vit_l"),
+    "lm": _lazy("repl.models.gpt:build_lm"),
+    "faster_rcnn_r50_fpn": _lazy("repl.integrations.openmmlab:build_detector", "faster_rcnn_r50_fpn"),
+    "deeplabv3_r50": _lazy("repl.integrations.openmmlab:build_segmentor", "deeplabv3_r50"),
 }
 
 

@@ -1,12 +1,20 @@
 """Tasks: what is learned and measured (loss, evaluation, primary metric)."""
 from __future__ import annotations
 
-from repl.engine.config import TaskConfig
-from repl.tasks.classification import ClassificationTask
+import importlib
 
-TASKS = {"classification": ClassificationTask}
+from repl.engine.config import TaskConfig
+
+# task.name -> "module:class"; imported on use, so a task's optional extra is needed only by that task.
+TASKS = {
+    "classification": "repl.tasks.classification:ClassificationTask",
+    "lm": "repl.tasks.lm:LanguageModelTask",
+    "detection": "repl.tasks.detection:DetectionTask",
+    "segmentation": "repl.tasks.segmentation:SegmentationTask",
+}
 
 
 def build_task(cfg: TaskConfig):
     """The task object for task.name (validated by TaskConfig.validate)."""
-    return TASKS[cfg.name](cfg)
+    module, _, name = TASKS[cfg.name].partition(":")
+    return getattr(importlib.import_module(module), name)(cfg)
