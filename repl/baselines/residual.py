@@ -7,6 +7,10 @@
 The last line leaves out `out_act`: the block's input is already the output of a ReLU (previous
 block or stem), so ReLU(x) = x, and an in-place ReLU on x would corrupt the previous block's
 saved activation. For blocks whose output activation is not a ReLU this is an approximation.
+
+Transformer blocks (pre-norm, two residual sub-layers, no output activation) have no single
+branch: their residual is `block(x) - x`, computed by the block class's own forward over the
+same submodules, and without it the block is the identity.
 """
 from __future__ import annotations
 
@@ -24,7 +28,9 @@ class ResidualParts(nn.Module):
 
     def __init__(self, block: nn.Module, info: BlockInfo, names: Iterable[str]) -> None:
         super().__init__()
-        if not info.branch or info.out_act is None:
+        # Transformer blocks run their class's own forward on these same submodules.
+        self._block_forward = type(block).forward if info.kind == "transformer" else None
+        if self._block_forward is None and (not info.branch or info.out_act is None):
             raise UnsupportedModelError(
                 f"{info.family} block {info.path} ({info.kind}) is not a described residual block"
             )
@@ -34,8 +40,16 @@ class ResidualParts(nn.Module):
         for name in dict.fromkeys(names):
             self.add_module(name, getattr(block, name))
 
+    def full(self, x: torch.Tensor) -> torch.Tensor:
+        """The block's output with its residual computed, exactly as the original block."""
+        if self._block_forward is not None:
+            return self._block_forward(self, x)
+        return self.merge(x, self.residual(x))
+
     def residual(self, x: torch.Tensor) -> torch.Tensor:
-        """The residual branch, module by module in forward order."""
+        """The residual branch, module by module in forward order (transformers: block(x) - x)."""
+        if self._block_forward is not None:
+            return self._block_forward(self, x) - x
         for name in self.info.branch:
             x = getattr(self, name)(x)
         return x
@@ -46,7 +60,7 @@ class ResidualParts(nn.Module):
             return x
         shortcut = x if self.info.shortcut is None else getattr(self, self.info.shortcut)(x)
         out = shortcut if residual is None else residual + shortcut
-        return getattr(self, self.info.out_act)(out)
+        return out if self.info.out_act is None else getattr(self, self.info.out_act)(out)
 
     def extra_repr(self) -> str:
         return f"path={self.info.path!r}"

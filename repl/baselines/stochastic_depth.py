@@ -38,7 +38,7 @@ class StochasticDepthBlock(ResidualParts):
         if not self.training:
             return self.merge(x, self.residual(x) * self.survival)
         if torch.rand(()).item() < self.survival:
-            return self.merge(x, self.residual(x))
+            return self.full(x)
         return self.merge(x, None)
 
     def extra_repr(self) -> str:

@@ -5,7 +5,7 @@ the original block's (conv1/bn1, conv3/bn3, downsample), so weights keep their n
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Dict, Optional
 
 import torch
 from torch import nn
@@ -47,3 +47,25 @@ class LiteBottleneck(nn.Module):
         shortcut = x if self.downsample is None else self.downsample(x)
         out = self.bn3(self.conv3(self.act1(self.bn1(self.conv1(x)))))
         return self.act(out + shortcut)
+
+
+class LiteTransformerBlock(nn.Module):
+    """x + post(mlp(norm2(x))): a pre-norm transformer block without its attention sub-layer.
+
+    `post` are the block's own modules applied to the MLP output (LayerScale, drop-path, dropout),
+    kept under their original names so that weights (e.g. `ls2.gamma`) keep theirs.
+    """
+
+    def __init__(self, norm2: nn.Module, mlp: nn.Module, post: Dict[str, nn.Module]) -> None:
+        super().__init__()
+        self.norm2 = norm2
+        self.mlp = mlp
+        self.post = tuple(post)
+        for name, module in post.items():
+            self.add_module(name, module)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.mlp(self.norm2(x))
+        for name in self.post:
+            y = getattr(self, name)(y)
+        return x + y

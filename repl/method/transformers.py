@@ -1,0 +1,90 @@
+"""Transformer families: the block sequence of timm Vision Transformers and of the project's GPT.
+
+Both are pre-norm residual blocks, `x + attn(norm1(x))` then `+ mlp(norm2(x))`, with the same
+submodule names (norm1, attn.qkv, attn.proj, norm2, mlp.fc1, mlp.fc2), so fusion's same-name rule
+pairs a block's tensors with its neighbours' and one lite operator serves both: the MLP
+sub-layer with its norm, without attention (METHOD.md, "The operator").
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Tuple, Type
+
+from torch import nn
+
+from repl.errors import UnsupportedModelError
+from repl.method.blocks import BlockInfo, FamilyAdapter, register_family
+from repl.method.surrogates import register_lite
+from repl.models.lite import LiteTransformerBlock
+
+KIND = "transformer"
+
+
+@dataclass(frozen=True)
+class _TransformerLayout:
+    """Children of one transformer block class, and those applied to the MLP output (kept by lite)."""
+
+    children: Tuple[str, ...]
+    mlp_post: Tuple[str, ...]
+
+
+def _timm_vit() -> Tuple[type, Dict[Type, _TransformerLayout]]:
+    from timm.models.vision_transformer import Block, VisionTransformer
+
+    layout = _TransformerLayout(("norm1", "attn", "ls1", "drop_path1", "norm2", "mlp", "ls2", "drop_path2"),
+                                ("ls2", "drop_path2"))
+    return VisionTransformer, {Block: layout}
+
+
+def _project_gpt() -> Tuple[type, Dict[Type, _TransformerLayout]]:
+    from repl.models.gpt import GPT, Block
+
+    return GPT, {Block: _TransformerLayout(("norm1", "attn", "norm2", "mlp", "drop"), ("drop",))}
+
+
+LAYOUTS: Dict[Type, _TransformerLayout] = {}  # filled as families are detected; read by the lite builder
+
+
+def _transformer_adapter(name: str, description: str,
+                         classes: Callable[[], Tuple[type, Dict[Type, _TransformerLayout]]]) -> FamilyAdapter:
+    """A family whose blocks are the children of `model.blocks`, in order."""
+
+    def detect(model: nn.Module) -> bool:
+        try:
+            model_class, _ = classes()
+        except ImportError:
+            return False
+        return isinstance(model, model_class)
+
+    def enumerate_blocks(model: nn.Module) -> List[BlockInfo]:
+        _, layouts = classes()
+        LAYOUTS.update(layouts)
+        infos = []
+        for child, block in model.blocks.named_children():
+            path = f"blocks.{child}"
+            layout = layouts.get(type(block))
+            if layout is None:
+                supported = ", ".join(c.__module__ + "." + c.__name__ for c in layouts)
+                raise UnsupportedModelError(f"{name} block {path} is a {type(block).__name__}; supported: {supported}")
+            dim = block.norm1.weight.shape[0]
+            infos.append(BlockInfo(
+                index=len(infos), path=path, family=name, kind=KIND, in_channels=dim, out_channels=dim, stride=1,
+                has_projection=False,
+                param_shapes=tuple(sorted((n, tuple(p.shape)) for n, p in block.named_parameters())),
+                branch=tuple(n for n, _ in block.named_children()),
+            ))
+        return infos
+
+    return FamilyAdapter(name, description, detect, enumerate_blocks)
+
+
+def _lite_transformer(block: nn.Module, info: BlockInfo) -> nn.Module:
+    """The block's MLP sub-layer with its norm and post-MLP modules (the block is consumed)."""
+    post = LAYOUTS[type(block)].mlp_post
+    return LiteTransformerBlock(block.norm2, block.mlp, {n: getattr(block, n) for n in post})
+
+
+register_family(_transformer_adapter("timm_vit", "timm VisionTransformer (ViT, DeiT) with standard Blocks", _timm_vit))
+register_family(_transformer_adapter("gpt", "repl.models.gpt.GPT (model=lm)", _project_gpt))
+register_lite(KIND, frozenset({"norm1", "attn", "ls1", "drop_path1", "norm2", "mlp", "ls2", "drop_path2", "drop"}),
+              _lite_transformer)
