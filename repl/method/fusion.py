@@ -106,6 +106,7 @@ class Fusion(nn.Module):
         self.adapters = nn.ModuleDict()
         self.sources: Dict[str, Tuple[str, ...]] = {}  # synthesized name -> slots that provide it
         self._terms: Dict[str, Tuple[Tuple[int, str, str], ...]] = {}  # name -> (slot index, coefficient key, adapter key)
+        self._paths: Dict[str, Tuple[Tuple[str, ...], str]] = {}  # name -> (submodule names, leaf), for `_source`
         available = [dict(neighbour.named_parameters()) for neighbour in neighbours]
         for name, target in params.items():
             slots = [i for i, have in enumerate(available) if name in have and compatible(have[name].shape, target.shape)]
@@ -126,21 +127,32 @@ class Fusion(nn.Module):
                     self.adapters[adapter] = ChannelAdapter(available[i][name].shape, target.shape, cfg.adapt == "learned", target)
                 terms.append((i, key, adapter))
             self._terms[name] = tuple(terms)
+            *owner, leaf = name.split(".")
+            self._paths[name] = (tuple(owner), leaf)
 
     def forward(self, neighbours: Sequence[nn.Module]) -> Dict[str, torch.Tensor]:
         weights = {}
+        coefficients = (self.a, self.b)
         for name, terms in self._terms.items():
             total = None
             for i, key, adapter in terms:
-                t = neighbours[i].get_parameter(name)
+                t = self._source(neighbours[i], name)
                 if not self.neighbor_grad:
                     t = t.detach()
                 if adapter:
                     t = self.adapters[adapter](t)
-                term = t * (self.a, self.b)[i][key]
-                total = term if total is None else total + term
+                c = coefficients[i][key]
+                # a * P + b * N as one mul and one addcmul: one op and one temporary fewer per tensor than mul+mul+add
+                total = t * c if total is None else torch.addcmul(total, t, c)
             weights[name] = total
         return weights
+
+    def _source(self, neighbour: nn.Module, name: str) -> torch.Tensor:
+        """The neighbour's live tensor `name`, read by dict lookups (what get_parameter does, minus its string work)."""
+        owner, leaf = self._paths[name]
+        for part in owner:
+            neighbour = neighbour._modules[part]
+        return neighbour._parameters[leaf]
 
     def extra_repr(self) -> str:
         return f"mode={self.mode}, neighbor_grad={self.neighbor_grad}, tensors={len(self.sources)}"

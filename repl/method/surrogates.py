@@ -8,11 +8,10 @@ parameters are looked up by name at call time, so every parameter is registered 
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, FrozenSet, Sequence, Tuple
+from typing import Any, Callable, Dict, FrozenSet, Sequence, Tuple
 
 import torch
 from torch import nn
-from torch.func import functional_call
 
 from repl.errors import ConfigError
 from repl.method.blocks import BlockInfo
@@ -43,13 +42,30 @@ class Surrogate(nn.Module):
         self.fusion = fusion
         self.operator = operator
         self._neighbours = tuple(neighbours)  # references only: a tuple is not registered as submodules
+        # name -> (owner path in body, leaf): the parameter slots (None between calls) filled at each forward
+        self._slots = {name: tuple(name.rsplit(".", 1)) if "." in name else ("", name) for name in fusion.sources}
 
     def synthesized(self) -> Dict[str, torch.Tensor]:
         """The body's missing weights, computed from the live neighbour parameters."""
         return self.fusion(self._neighbours)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return functional_call(self.body, self.synthesized(), (x,), tie_weights=False)
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        """The body run with the synthesized weights placed in its empty parameter slots for this call.
+
+        Same result as `torch.func.functional_call(body, synthesized, args)`, without its per-call
+        bookkeeping (tie detection, accessor objects): the slots are plain `_parameters` entries that
+        are None between calls, so any body module that reads `self.<name>` works, and the slots are
+        emptied again even if the body raises, so parameters(), state_dict() and deepcopy never see them.
+        """
+        owners = [(self.body.get_submodule(self._slots[name][0]), self._slots[name][1], w)
+                  for name, w in self.synthesized().items()]
+        try:
+            for module, leaf, w in owners:
+                module._parameters[leaf] = w
+            return self.body(*args, **kwargs)
+        finally:
+            for module, leaf, _ in owners:
+                module._parameters[leaf] = None
 
     def extra_repr(self) -> str:
         return f"operator={self.operator}"
@@ -101,5 +117,5 @@ def make_surrogate(block: nn.Module, info: BlockInfo, neighbours: Sequence[nn.Mo
     fusion = Fusion(dict(body.named_parameters()), neighbours, cfg)
     for name in fusion.sources:
         owner, _, leaf = name.rpartition(".")
-        body.get_submodule(owner).register_parameter(leaf, None)  # a slot that functional_call fills
+        body.get_submodule(owner).register_parameter(leaf, None)  # a slot that Surrogate.forward fills per call
     return Surrogate(body, fusion, neighbours, cfg.surrogate)
