@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 
 from repl import apply_replacement
 from repl.config import TrainConfig, to_config
-from repl.data import build_data
+from repl.data import build_data, num_outputs
 from repl.engine import distributed, measure
 from repl.engine.checkpoint import atomic_write_json
 from repl.engine.trainer import Trainer
@@ -46,7 +46,7 @@ def train(cfg: TrainConfig, run_dir: Path) -> Dict[str, Any]:
             torch.use_deterministic_algorithms(True)
         seed_everything(cfg.seed)
         data_cfg = cfg.dataset
-        model = build_model(cfg.model, num_classes=data_cfg.num_classes, in_chans=data_cfg.in_chans,
+        model = build_model(cfg.model, num_classes=num_outputs(data_cfg, cfg.task.name), in_chans=data_cfg.in_chans,
                             image_size=data_cfg.image_size)
         block_paths = [b.path for b in discover_blocks(model)] if cfg.trainer.checkpointing else None
         plan = apply_replacement(model, cfg.repl)  # validates the plan before any data is read

@@ -48,6 +48,16 @@ def as_dataset_config(cfg: Union[DatasetConfig, DictConfig, dict]) -> DatasetCon
         raise ConfigError(f"unknown dataset keys {', '.join('dataset.' + k for k in unknown)}") from None
 
 
+def num_outputs(cfg: Union[DatasetConfig, DictConfig], task: str = "classification") -> int:
+    """The model's output size: the dataset's classes, or for task=lm its vocabulary size (from its tokenizer)."""
+    cfg = as_dataset_config(cfg)
+    if task == "lm":
+        from repl.data.text import vocabulary_size
+
+        return vocabulary_size(cfg.validate())
+    return cfg.num_classes
+
+
 def build_data(
     cfg: Union[DatasetConfig, DictConfig],
     *,
