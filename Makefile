@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check
 ARGS   ?=
 
-.PHONY: train test test-fast install clean
+.PHONY: train test test-fast install openmmlab clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -20,18 +20,27 @@ $(VENV)/.installed-test: $(VENV)/.installed
 	$(PIP) install -q -c constraints.txt -e ".[test]"
 	touch $@
 
+# The openmmlab extra (task=detection|segmentation): mmcv 2.1.0 has only an sdist, so its wheel is built
+# once (about 15 min on 2 cores) into $${REPL_WHEEL_CACHE:-~/.cache/repl/wheels} and reused from there.
+$(VENV)/.installed-openmmlab: $(VENV)/.installed scripts/build_mmcv.sh
+	bash scripts/build_mmcv.sh $(PY)
+	touch $@
+
 install: $(VENV)/.installed
+
+## Install the openmmlab extra: mmengine, mmcv (with ops), mmdet, mmsegmentation, pycocotools.
+openmmlab: $(VENV)/.installed-openmmlab
 
 ## Train on the embedded default (synthetic data, no network); extra Hydra overrides via ARGS="...".
 train: $(VENV)/.installed
 	$(PY) train.py $(ARGS)
 
 ## Run the whole test suite.
-test: $(VENV)/.installed-test
+test: $(VENV)/.installed-test $(VENV)/.installed-openmmlab
 	$(PY) -m pytest -n 2 --dist loadfile $(ARGS)
 
 ## The suite without the end-to-end runs marked slow.
-test-fast: $(VENV)/.installed-test
+test-fast: $(VENV)/.installed-test $(VENV)/.installed-openmmlab
 	$(PY) -m pytest -n 2 --dist loadfile -m "not slow" $(ARGS)
 
 clean:
