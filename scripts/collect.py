@@ -1,0 +1,138 @@
+"""Gather every run's summary.json into one CSV: `python scripts/collect.py [dirs...] [--out FILE]`.
+
+Looks under each directory (default: outputs/ and multirun/) for summary.json files. Each run gives
+one row: its status, what was trained (experiment, model, method, ratio, seed, planned epochs from
+the run's .hydra/config.yaml), what it measured and where it ran. A file that cannot be read or
+parsed, or a summary that lacks fields, still gives a row whose `problem` says so, and is listed on
+stderr; it never stops the collection. A run that replaced nothing (repl.ratio=0) is method `bp`.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DEFAULT_DIRS = ("outputs", "multirun")
+DEFAULT_OUT = Path("results/runs.csv")
+REQUIRED = ("task", "dataset", "model", "method", "plan", "params", "metrics", "primary", "env")
+COLUMNS = [
+    "path", "status", "problem", "error", "experiment", "task", "dataset", "model", "method", "ratio", "blocks",
+    "surrogate", "fusion", "seed", "epochs", "max_steps", "epochs_done", "steps_done", "world_size",
+    "primary", "primary_value", "higher_is_better", "params_total", "params_trainable", "params_replaced",
+    "params_fusion", "memory_peak_bytes", "memory_estimate_bytes", "flops_train_step", "time_train_s",
+    "time_step_s", "throughput", "throughput_unit", "git_sha", "git_dirty", "device", "torch", "hostname",
+]
+METRIC_PREFIX = "metric."  # one column per task metric: metric.top1, metric.test_ppl, ...
+
+
+def run_config(run_dir: Path) -> dict[str, Any]:
+    """The run's composed config (.hydra/config.yaml) as a dict; {} if absent or unreadable."""
+    path = run_dir / ".hydra" / "config.yaml"
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return {}
+    return loaded if isinstance(loaded, dict) else {}
+
+
+def method_label(summary: dict[str, Any]) -> str | None:
+    """The summary's method, with `bp` for a plan that replaced, dropped or froze nothing."""
+    method, plan = summary.get("method"), summary.get("plan") or {}
+    if method in ("repl", "drop", "freeze") and "blocks" in plan and not plan["blocks"]:
+        return "bp"
+    return method
+
+
+def summary_row(path: Path) -> dict[str, Any]:
+    """One CSV row for the run whose summary.json is `path`; `problem` is set when it is unusable."""
+    run_dir = path.parent
+    row: dict[str, Any] = {"path": str(run_dir)}
+    config = run_config(run_dir)
+    trainer = config.get("trainer") or {}
+    row.update(experiment=config.get("experiment_name"), epochs=trainer.get("epochs"),
+               max_steps=trainer.get("max_steps"), seed=config.get("seed"))
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        row.update(status="unreadable", problem=f"corrupt: {type(err).__name__}: {str(err).splitlines()[0]}")
+        return row
+    if not isinstance(summary, dict):
+        row.update(status="unreadable", problem="corrupt: not a JSON object")
+        return row
+    plan, params = summary.get("plan") or {}, summary.get("params") or {}
+    memory, time_, env = summary.get("memory") or {}, summary.get("time") or {}, summary.get("env") or {}
+    primary, throughput = summary.get("primary") or {}, summary.get("throughput") or {}
+    settings = plan.get("settings") or {}
+    row.update(
+        status=summary.get("status", "unknown"), error=summary.get("error"), task=summary.get("task"),
+        dataset=summary.get("dataset"), model=summary.get("model"), method=method_label(summary),
+        ratio=plan.get("ratio"), blocks=";".join(str(b) for b in plan.get("blocks", [])),
+        surrogate=settings.get("surrogate"), fusion=settings.get("fusion"),
+        seed=summary.get("seed", row["seed"]), epochs_done=summary.get("epochs_done"),
+        steps_done=summary.get("steps_done"), world_size=summary.get("world_size"),
+        primary=primary.get("name"), primary_value=primary.get("value"), higher_is_better=primary.get("higher_is_better"),
+        params_total=params.get("total"), params_trainable=params.get("trainable"),
+        params_replaced=params.get("replaced"), params_fusion=params.get("fusion"),
+        memory_peak_bytes=memory.get("peak_bytes"), memory_estimate_bytes=memory.get("estimate_bytes"),
+        flops_train_step=(summary.get("flops") or {}).get("train_step"), time_train_s=time_.get("train_s"),
+        time_step_s=time_.get("step_s"), throughput=throughput.get("train_per_s"), throughput_unit=throughput.get("unit"),
+        git_sha=env.get("git_sha"), git_dirty=env.get("git_dirty"), device=env.get("device"), torch=env.get("torch"),
+        hostname=env.get("hostname"),
+    )
+    for name, value in (summary.get("metrics") or {}).items():
+        row[METRIC_PREFIX + name] = value
+    missing = [key for key in REQUIRED if key not in summary]
+    if row["status"] != "failed" and missing:  # a failed run's summary is short by design
+        row["problem"] = f"partial: no {', '.join(missing)}"
+    elif row["status"] == "completed" and primary.get("value") is None:
+        row["problem"] = "partial: no primary metric value"
+    return row
+
+
+def collect(dirs: list[Path]) -> list[dict[str, Any]]:
+    """Rows for every summary.json under `dirs`, sorted by path."""
+    paths = sorted({p.resolve() for d in dirs for p in d.rglob("summary.json")})
+    return [summary_row(p) for p in paths]
+
+
+def write_csv(rows: list[dict[str, Any]], out: Path) -> None:
+    """Write the rows with the fixed columns first, then every metric column seen."""
+    metrics = sorted({k for row in rows for k in row if k.startswith(METRIC_PREFIX)})
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS + metrics)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("dirs", nargs="*", type=Path, help=f"where to look (default: {' '.join(DEFAULT_DIRS)})")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"CSV to write (default: {DEFAULT_OUT})")
+    args = parser.parse_args(argv)
+    dirs = args.dirs or [Path(d) for d in DEFAULT_DIRS if Path(d).is_dir()]
+    missing = [str(d) for d in args.dirs if not d.is_dir()]
+    if missing or not dirs:
+        print(f"error: no such directory: {', '.join(missing) or ' / '.join(DEFAULT_DIRS)}", file=sys.stderr)
+        return 2
+    rows = collect(dirs)
+    write_csv(rows, args.out)
+    for row in rows:
+        if row.get("problem") or row["status"] != "completed":
+            print(f"  {row['status']}: {row['path']}  {row.get('problem') or row.get('error') or ''}".rstrip(),
+                  file=sys.stderr)
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row["status"]] = counts.get(row["status"], 0) + 1
+    status = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "none"
+    print(f"collected {len(rows)} runs ({status}) into {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,193 @@
+"""The paper's tables from collected runs: `python scripts/make_tables.py [--runs CSV] [--paper CSV] [--out DIR]`.
+
+Reads results/runs.csv (scripts/collect.py) and results/paper.csv (the paper's reported numbers,
+one row per table row, keyed by the experiment config that reproduces it). Completed runs that
+differ only in their seed form one row: mean +- sample std over seeds of the experiment's metric,
+beside the paper's number and the difference measured - paper (negative when the measurement is
+lower). The paper reports RepL only, so only `repl` rows carry it. Every row also names the commits,
+hardware and epochs of its runs; a paper row without runs shows the paper's number and no
+measurement. Runs of experiments that feed no paper table go to table `other`. Writes
+<table>.md and <table>.tex per table into results/tables/.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import statistics
+import sys
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_RUNS = Path("results/runs.csv")
+DEFAULT_PAPER = Path("results/paper.csv")
+DEFAULT_OUT = Path("results/tables")
+GROUP_KEYS = ("experiment", "dataset", "model", "method", "ratio", "surrogate", "fusion", "epochs", "max_steps")
+OTHER = "other"
+
+
+@dataclass
+class Group:
+    """Runs that differ only in their seed."""
+
+    key: dict[str, str]
+    runs: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def completed(self) -> list[dict[str, str]]:
+        return [r for r in self.runs if r["status"] == "completed" and not r.get("problem")]
+
+    def values(self, metric: str) -> list[float]:
+        """The metric of every completed run that has it."""
+        column = "metric." + metric
+        return [float(r[column]) for r in self.completed if r.get(column) not in (None, "")]
+
+    def distinct(self, column: str) -> str:
+        """The distinct non-empty values of a column over the completed runs, joined."""
+        return ", ".join(sorted({r[column] for r in self.completed if r.get(column)}))
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    """Rows of a CSV file as dicts; one clear line and exit 2 if it is missing."""
+    if not path.is_file():
+        sys.exit(f"error: {path} not found (runs: python scripts/collect.py; paper: results/paper.csv)")
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def group_runs(runs: list[dict[str, str]]) -> list[Group]:
+    """Runs grouped by GROUP_KEYS (everything but the seed), in a stable order."""
+    groups: dict[tuple, Group] = {}
+    for run in runs:
+        if run["status"] == "unreadable":
+            continue
+        key = tuple(run.get(k) or "" for k in GROUP_KEYS)
+        groups.setdefault(key, Group(dict(zip(GROUP_KEYS, key)))).runs.append(run)
+    return [groups[k] for k in sorted(groups, key=_sort_key)]
+
+
+def _sort_key(key: tuple) -> tuple:
+    record = dict(zip(GROUP_KEYS, key))
+    ratio = float(record["ratio"]) if record["ratio"] else 0.0
+    return record["experiment"], record["model"], record["method"] != "bp", record["method"], ratio, key
+
+
+def mean_std(values: list[float]) -> tuple[float, float | None]:
+    """Mean and sample standard deviation (None for a single value)."""
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
+
+
+def fmt(value: float | None, digits: int = 2) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+def table_rows(paper: list[dict[str, str]], runs: list[dict[str, str]]) -> dict[str, list[dict[str, str]]]:
+    """For each table: its rows as display strings, measured groups beside the paper's numbers."""
+    by_experiment: dict[str, list[Group]] = defaultdict(list)
+    for group in group_runs(runs):
+        by_experiment[group.key["experiment"]].append(group)
+    tables: dict[str, list[dict[str, str]]] = defaultdict(list)
+    for ref in paper:
+        groups = by_experiment.pop(ref["experiment"], [])
+        if not groups:
+            tables[ref["table"]].append(_row(ref, None, ref["metric"]))
+        for group in groups:
+            tables[ref["table"]].append(_row(ref, group, ref["metric"]))
+    for experiment, groups in sorted(by_experiment.items()):
+        for group in groups:
+            metric = next((r["primary"] for r in group.runs if r.get("primary")), "")
+            tables[OTHER].append(_row({"row": "", "experiment": experiment}, group, metric))
+    return tables
+
+
+def _row(ref: dict[str, str], group: Group | None, metric: str) -> dict[str, str]:
+    row = {"row": ref.get("row", ""), "experiment": ref["experiment"], "metric": metric}
+    paper_value = float(ref["value"]) if ref.get("value") else None
+    if group is None:
+        return {**row, "method": "—", "ratio": "—", "seeds": "0", "measured": "no runs", "paper": fmt(paper_value),
+                "diff": "—", "trainable": "—", "memory_mib": "—", "epochs": "—", "not_completed": "—",
+                "commit": "—", "hardware": "—"}
+    values = group.values(metric)
+    mean, std = mean_std(values) if values else (None, None)
+    if group.key["method"] != "repl":  # the paper's numbers are RepL's
+        paper_value = None
+    measured = "—" if mean is None else fmt(mean) + ("" if std is None else f" ± {fmt(std)}")
+    diff = "—" if mean is None or paper_value is None else f"{mean - paper_value:+.2f}"
+    trainable = group.distinct("params_trainable")
+    memory = [float(r["memory_peak_bytes"]) / 2**20 for r in group.completed if r.get("memory_peak_bytes")]
+    commits = sorted({r["git_sha"][:7] + ("+dirty" if r.get("git_dirty") == "True" else "")
+                      for r in group.completed if r.get("git_sha")})
+    epochs_done = group.distinct("epochs_done")
+    planned = group.key["epochs"] + (f" (≤{group.key['max_steps']} steps)" if group.key["max_steps"] else "")
+    return {
+        **row,
+        "method": group.key["method"],
+        "ratio": group.key["ratio"] or "—",
+        "seeds": str(len(values)),
+        "measured": measured,
+        "paper": fmt(paper_value),
+        "diff": diff,
+        "trainable": f"{int(trainable):,}" if trainable.isdigit() else trainable or "—",
+        "memory_mib": fmt(statistics.fmean(memory), 1) if memory else "—",
+        "epochs": f"{epochs_done or '—'} of {planned}" if planned else epochs_done or "—",
+        "not_completed": str(len(group.runs) - len(group.completed)),
+        "commit": ", ".join(commits) or "—",
+        "hardware": group.distinct("device") or "—",
+    }
+
+
+HEADERS = [("row", "row"), ("experiment", "experiment"), ("method", "method"), ("ratio", "ratio"),
+           ("seeds", "seeds"), ("measured", "measured (mean ± std)"), ("paper", "paper (RepL)"),
+           ("diff", "Δ measured − paper"), ("trainable", "trainable params"), ("memory_mib", "peak memory MiB"),
+           ("epochs", "epochs"), ("not_completed", "failed/unfinished"), ("commit", "commit"),
+           ("hardware", "hardware")]
+
+
+def _caption(name: str, rows: list[dict[str, str]]) -> str:
+    metrics = ", ".join(sorted({r["metric"] for r in rows if r["metric"]}))
+    return (f"Table {name}: {metrics or 'metric'}; mean ± sample std over seeds of completed runs. "
+            "The paper reports RepL only, with its ratio and recipe unpublished (results/paper.csv).")
+
+
+def markdown(name: str, rows: list[dict[str, str]]) -> str:
+    lines = [f"# {_caption(name, rows)}", "", "| " + " | ".join(h for _, h in HEADERS) + " |",
+             "|" + "|".join("---" for _ in HEADERS) + "|"]
+    lines += ["| " + " | ".join(r[k] for k, _ in HEADERS) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def latex(name: str, rows: list[dict[str, str]]) -> str:
+    def esc(text: str) -> str:
+        for a, b in (("\\", r"\textbackslash{}"), ("_", r"\_"), ("%", r"\%"), ("&", r"\&"), ("#", r"\#"),
+                     ("±", r"$\pm$"), ("Δ", r"$\Delta$"), ("−", "$-$"), ("—", "--")):
+            text = text.replace(a, b)
+        return text
+
+    lines = [r"\begin{table}[t]", r"\centering", r"\scriptsize", r"\begin{tabular}{" + "l" * len(HEADERS) + "}",
+             r"\toprule", " & ".join(esc(h) for _, h in HEADERS) + r" \\", r"\midrule"]
+    lines += [" & ".join(esc(r[k]) for k, _ in HEADERS) + r" \\" for r in rows]
+    lines += [r"\bottomrule", r"\end{tabular}", r"\caption{" + esc(_caption(name, rows)) + "}", r"\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=Path, default=DEFAULT_RUNS)
+    parser.add_argument("--paper", type=Path, default=DEFAULT_PAPER)
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    args = parser.parse_args(argv)
+    paper, runs = read_csv(args.paper), read_csv(args.runs)
+    needed = {"table", "row", "experiment", "metric", "value"}
+    if paper and not needed <= paper[0].keys():
+        sys.exit(f"error: {args.paper} lacks columns {', '.join(sorted(needed - paper[0].keys()))}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    for name, rows in sorted(table_rows(paper, runs).items()):
+        for suffix, render in ((".md", markdown), (".tex", latex)):
+            (args.out / f"{name}{suffix}").write_text(render(name, rows))
+        measured = sum(r["measured"] not in ("no runs", "—") for r in rows)
+        print(f"{args.out / name}.md/.tex: {len(rows)} rows, {measured} measured")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""scripts/collect.py, make_tables.py and plots.py on fixture run directories, a corrupt one included."""
+from __future__ import annotations
+
+import csv
+import importlib
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
+sys.path.insert(0, str(SCRIPTS))  # the scripts are not a package; plots.py imports make_tables as its sibling
+collect, make_tables, plots = (importlib.import_module(name) for name in ("collect", "make_tables", "plots"))
+
+PAPER_TOP1 = 94.0
+TOP1 = {(0.25, 0): 93.0, (0.25, 1): 95.5, (0.4, 0): 91.0, (0.4, 1): 92.0}  # ratio 0.4 stays below the paper
+
+
+def _summary(ratio: float, seed: int, top1: float) -> dict:
+    blocks = [] if ratio == 0 else [1, 3]
+    return {
+        "status": "completed", "task": "classification", "dataset": "cifar10", "model": "resnet56", "method": "repl",
+        "plan": {"method": "repl", "ratio": ratio, "blocks": blocks, "settings": {"surrogate": "lite", "fusion": "scalar"}},
+        "params": {"total": 1000, "trainable": 1000 - 100 * len(blocks), "replaced": 100 * len(blocks), "fusion": 2},
+        "memory": {"peak_bytes": 2**20 * (10 - len(blocks)), "estimate_bytes": 2**20, "device": "cpu"},
+        "flops": {"train_step": 10}, "time": {"train_s": 1.0, "epoch_s": 1.0, "step_s": 0.1},
+        "throughput": {"train_per_s": 100.0, "unit": "samples"},
+        "metrics": {"top1": top1, "loss": 0.5}, "primary": {"name": "top1", "value": top1, "higher_is_better": True},
+        "epochs_done": 2, "steps_done": 20, "seed": seed, "world_size": 1,
+        "env": {"torch": "2.x", "device": "cpu", "git_sha": "abcdef0123456789", "git_dirty": False, "hostname": "h"},
+    }
+
+
+def _run_dir(root: Path, name: str, summary_text: str, seed: int = 0) -> Path:
+    run = root / name / f"seed{seed}"
+    (run / ".hydra").mkdir(parents=True)
+    config = {"experiment_name": "cifar10_resnet56", "seed": seed, "trainer": {"epochs": 2, "max_steps": None}}
+    (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+    (run / "summary.json").write_text(summary_text)
+    (run / "metrics.jsonl").write_text("".join(
+        json.dumps({"step": s, "train/loss": 2.0 / s}) + "\n" for s in range(1, 4)) + json.dumps({"step": 3, "eval/top1": 50.0}) + "\n")
+    return run
+
+
+@pytest.fixture
+def fixture_runs(tmp_path) -> Path:
+    root = tmp_path / "multirun"
+    for (ratio, seed), top1 in TOP1.items():
+        _run_dir(root, f"repl.ratio={ratio}", json.dumps(_summary(ratio, seed, top1)), seed)
+    _run_dir(root, "repl.ratio=0", json.dumps(_summary(0.0, 0, 90.0)))
+    _run_dir(root, "corrupt", '{"status": "completed", "task": ')  # a job killed while writing
+    _run_dir(root, "failed", json.dumps({"status": "failed", "error": "ConfigError: repl.ratio=0.9 too large"}))
+    _run_dir(root, "partial", json.dumps({"status": "running", "steps_done": 3}))
+    return root
+
+
+def _csv(path: Path) -> list[dict]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_collect_reports_bad_files_and_keeps_going(fixture_runs, tmp_path, capsys):
+    out = tmp_path / "runs.csv"
+    assert collect.main([str(fixture_runs), "--out", str(out)]) == 0
+    rows = _csv(out)
+    assert len(rows) == 8
+    rows = {Path(r["path"]).parent.name: r for r in rows if Path(r["path"]).name == "seed0"}
+    assert rows["corrupt"]["status"] == "unreadable" and rows["corrupt"]["problem"].startswith("corrupt")
+    assert rows["failed"]["status"] == "failed" and "repl.ratio" in rows["failed"]["error"]
+    assert rows["partial"]["problem"].startswith("partial")
+    assert rows["repl.ratio=0"]["method"] == "bp"  # nothing replaced: plain backprop
+    assert rows["repl.ratio=0.25"]["experiment"] == "cifar10_resnet56" and rows["repl.ratio=0.25"]["epochs"] == "2"
+    err = capsys.readouterr().err
+    assert all(name in err for name in ("corrupt", "failed", "partial"))
+
+
+def test_collect_names_a_missing_directory(tmp_path, capsys):
+    assert collect.main([str(tmp_path / "nope"), "--out", str(tmp_path / "runs.csv")]) == 2
+    assert str(tmp_path / "nope") in capsys.readouterr().err
+
+
+def test_tables_aggregate_seeds_beside_the_paper(fixture_runs, tmp_path):
+    runs, paper, out = tmp_path / "runs.csv", tmp_path / "paper.csv", tmp_path / "tables"
+    collect.main([str(fixture_runs), "--out", str(runs)])
+    paper.write_text("table,row,experiment,metric,value\nclassification,cifar10/1,cifar10_resnet56,top1,"
+                     f"{PAPER_TOP1}\ndetection,coco/1,coco_faster_rcnn_r50_fpn,box_mAP,32.76\n")
+    assert make_tables.main(["--runs", str(runs), "--paper", str(paper), "--out", str(out)]) == 0
+    lines = (out / "classification.md").read_text().splitlines()
+    for ratio in (0.25, 0.4):
+        values = [v for (r, _), v in TOP1.items() if r == ratio]
+        mean, std = statistics.fmean(values), statistics.stdev(values)
+        row = next(line for line in lines if f"| repl | {ratio} |" in line)
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert cells[4] == "2" and cells[5] == f"{mean:.2f} ± {std:.2f}"  # 2 seeds each
+        assert cells[6] == f"{PAPER_TOP1:.2f}" and cells[7] == f"{mean - PAPER_TOP1:+.2f}"
+        assert cells[12] == "abcdef0" and cells[13] == "cpu" and cells[10] == "2 of 2"
+    assert "-2.50" in "\n".join(lines)  # ratio 0.4 is below the paper and shows it
+    bp = next(line for line in lines if "| bp |" in line)
+    assert "90.00 |" in bp and "| — | — |" in bp  # a baseline gets no paper number
+    assert sum("| repl |" in line or "| bp |" in line for line in lines) == 3  # failed/corrupt runs form no row
+    assert "no runs" in (out / "detection.md").read_text()  # a paper row without runs invents nothing
+    tex = (out / "classification.tex").read_text()
+    assert r"\begin{tabular}" in tex and r"$\pm$" in tex and "cifar10\\_resnet56" in tex
+
+
+def test_plots_write_png_and_pdf(fixture_runs, tmp_path):
+    runs, out = tmp_path / "runs.csv", tmp_path / "figures"
+    collect.main([str(fixture_runs), "--out", str(runs)])
+    assert plots.main(["--runs", str(runs), "--out", str(out)]) == 0
+    for name in ("metric_vs_ratio", "cost_vs_ratio", "curves"):
+        for ext in ("png", "pdf"):
+            path = out / f"cifar10_resnet56_{name}.{ext}"
+            assert path.stat().st_size > 1000, path
