@@ -15,8 +15,6 @@ import copy
 import itertools
 import json
 import os
-import platform
-import re
 import statistics
 import sys
 import tempfile
@@ -34,6 +32,7 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a clone without `pip install -e .`
 
+from benchmarks.common import hardware, slug, spread, timed, usable_cores  # noqa: E402
 from repl import apply_replacement  # noqa: E402
 from repl.config import TrainConfig, compose, to_config  # noqa: E402
 from repl.data import build_data  # noqa: E402
@@ -122,21 +121,6 @@ def run_trainer(trainer: Trainer, timer: measure.StepTimer, steps: int) -> None:
     trainer._loop(timer)
 
 
-def timed(fn: Callable[[], None], device: torch.device) -> float:
-    """Wall-clock seconds of fn(), the device synchronized before and after."""
-    measure.synchronize(device)
-    start = time.perf_counter()
-    fn()
-    measure.synchronize(device)
-    return time.perf_counter() - start
-
-
-def spread(values: List[float]) -> Dict[str, float]:
-    """Median, min, max and quartiles of per-round values."""
-    q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive") if len(values) > 1 else values * 3
-    return {"median": statistics.median(values), "min": min(values), "max": max(values), "q1": q1, "q3": q3}
-
-
 def measure_config(overrides: List[str], args: argparse.Namespace, run_dir: Path) -> Dict[str, Any]:
     """Build one config as repl.run.train does, then time trainer and bare loop in interleaved rounds."""
     cfg = to_config(compose(overrides))
@@ -182,38 +166,6 @@ def measure_config(overrides: List[str], args: argparse.Namespace, run_dir: Path
         "rounds_s": seconds,
         "config": OmegaConf.to_container(OmegaConf.structured(cfg)),
     }
-
-
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo (platform.processor() where there is none)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def usable_cores() -> int:
-    """CPU cores this process may run on."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-def hardware(device: torch.device) -> Dict[str, Any]:
-    """What the numbers were measured on."""
-    return {
-        "device": measure.device_name(device),
-        "cpu": cpu_model(),
-        "cpu_cores": os.cpu_count(),
-        "cpu_cores_usable": usable_cores(),
-        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-    }
-
-
-def slug(name: str) -> str:
-    """A file-name-safe lower-case form of a device name."""
-    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
 
 
 def markdown(result: Dict[str, Any]) -> str:

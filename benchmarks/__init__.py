@@ -1,0 +1,1 @@
+"""Benchmark and study harnesses (run as scripts; importable so they can share `benchmarks.common`)."""

@@ -1,0 +1,143 @@
+"""What every benchmark states beside its numbers (hardware, versions, load) and how it writes them.
+
+ARCHITECTURE.md, "Habits": a benchmark names hardware, versions and config beside every number,
+and compares configurations as ratios measured interleaved in one process.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import statistics
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Dict, List
+
+import torch
+
+from repl.engine import measure
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (platform.processor() where there is none)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def hardware(device: torch.device) -> Dict[str, Any]:
+    """What the numbers were measured on."""
+    return {
+        "device": measure.device_name(device),
+        "cpu": cpu_model(),
+        "cpu_cores": os.cpu_count(),
+        "cpu_cores_usable": usable_cores(),
+        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+    }
+
+
+def software(device: torch.device) -> Dict[str, Any]:
+    """Versions and code revision (environment_info's fields that a result file needs)."""
+    env = measure.environment_info(device)
+    import timm
+
+    return {**{k: env[k] for k in ("torch", "python", "cuda", "git_sha", "git_dirty")}, "timm": timm.__version__}
+
+
+def slug(name: str) -> str:
+    """A file-name-safe lower-case form of a device name."""
+    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
+
+
+def spread(values: List[float]) -> Dict[str, float]:
+    """Median, min, max and quartiles of per-round values."""
+    q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive") if len(values) > 1 else values * 3
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "q1": q1, "q3": q3}
+
+
+def timed(fn: Callable[[], Any], device: torch.device) -> float:
+    """Wall-clock seconds of fn(), the device synchronized before and after."""
+    measure.synchronize(device)
+    start = time.perf_counter()
+    fn()
+    measure.synchronize(device)
+    return time.perf_counter() - start
+
+
+def resolve_device(name: str) -> torch.device:
+    """auto -> cuda when available, else cpu."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def header(device: torch.device, settings: Dict[str, Any], load_before: List[float]) -> Dict[str, Any]:
+    """The fields every result file starts with."""
+    return {
+        "created": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "hardware": hardware(device),
+        "software": software(device),
+        "settings": {**settings, "threads": torch.get_num_threads()},
+        "load_before": load_before,
+        "load_after": list(os.getloadavg()),
+    }
+
+
+def provenance(result: Dict[str, Any]) -> str:
+    """One Markdown paragraph: where, with what, under which load."""
+    hw, sw, st = result["hardware"], result["software"], result["settings"]
+    return (
+        f"Measured {result['created']} on **{hw['gpu'] or hw['cpu']}** ({hw['cpu_cores_usable']} usable CPU cores, "
+        f"{st['threads']} torch threads), torch {sw['torch']}, timm {sw['timm']}, Python {sw['python']}, "
+        f"git {sw['git_sha'][:10]}{' (dirty)' if sw['git_dirty'] else ''}. Load average (1/5/15 min) before / after: "
+        f"{' '.join(f'{x:.2f}' for x in result['load_before'])} / {' '.join(f'{x:.2f}' for x in result['load_after'])}."
+    )
+
+
+def write_result(out_dir: Path, name: str, result: Dict[str, Any], markdown: str) -> None:
+    """`<name>.json` (everything) and `<name>.md` (the tables) in out_dir."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out_dir / f"{name}.md").write_text(markdown)
+
+
+def mib(n: float) -> str:
+    """Bytes as MiB with one decimal."""
+    return f"{n / 2**20:.1f}"
+
+
+def set_threads(threads: int | None, device: torch.device) -> None:
+    """torch.set_num_threads: `threads`, else 1 on CPU (on a shared machine, spare-core OpenMP threads spin and
+    step times swing tenfold; one thread keeps interleaved ratios stable) and torch's choice elsewhere; 0 = torch's."""
+    threads = threads if threads is not None else (1 if device.type == "cpu" else 0)
+    if threads:
+        torch.set_num_threads(threads)
+
+
+def interleave(steps: List[Callable[[], Any]], rounds: int, per_round: int, device: torch.device) -> List[List[float]]:
+    """Seconds per step of each callable, per round; every round runs each `per_round` times, the order
+    reversing every round so that drift on a shared machine hits all alike."""
+    seconds: List[List[float]] = [[] for _ in steps]
+    order = list(range(len(steps)))
+    for r in range(rounds):
+        for i in order if r % 2 == 0 else order[::-1]:
+            seconds[i].append(timed(lambda i=i: [steps[i]() for _ in range(per_round)], device) / per_round)
+    return seconds
+
+
+def cuda_allocated(device: torch.device) -> int:
+    """Bytes the CUDA allocator holds for tensors now; 0 off CUDA."""
+    return int(torch.cuda.memory_allocated(device)) if device.type == "cuda" else 0

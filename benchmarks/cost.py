@@ -1,0 +1,329 @@
+"""What RepL costs and saves against end-to-end backprop (BP), per model, measured interleaved in one process.
+
+For each model: BP, then RepL at each ratio (default 0.25 and the model's largest) with each surrogate
+(lite, full). Per configuration: trainable parameters, optimizer-state bytes, activation memory (bytes of
+tensors saved for backward), the device-independent training-state estimate, the CUDA allocator peak of
+a step (GPU only), training FLOPs per step (forward + backward, torch.utils.flop_counter) and the median
+step time (forward, loss, backward, optimizer step), each as an absolute and as a ratio to BP.
+
+    python benchmarks/cost.py                                    # the default suite (CPU: a few minutes)
+    python benchmarks/cost.py --models resnet32,resnet110 --rounds 5 --steps 4
+    python benchmarks/cost.py --models resnet50 --batch resnet50=8 --ratios 0.25
+    python benchmarks/cost.py --device cuda --precision bf16 --compile      # on a GPU
+
+Writes results/bench/cost_<device>.json and .md (see benchmarks/README.md).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import statistics
+import sys
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run from a clone without `pip install -e .`
+
+from benchmarks.common import (cuda_allocated, header, interleave, mib, provenance, resolve_device, set_threads, slug,
+                               spread, write_result)  # noqa: E402
+from repl import ReplConfig, apply_replacement  # noqa: E402
+from repl.engine import measure  # noqa: E402
+from repl.method.blocks import discover_blocks  # noqa: E402
+from repl.method.plan import max_replaceable, replace_count  # noqa: E402
+from repl.models import build_model  # noqa: E402
+from repl.models.config import ModelConfig  # noqa: E402
+
+Batch = Tuple[torch.Tensor, torch.Tensor]
+GOAL_GAP = {"cpu": 1.20, "cuda": 1.10}  # lite: (time ratio) / (FLOP ratio) should stay under this
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model of the suite: registry name, input, batch per device kind, optimizer."""
+
+    name: str
+    inputs: str  # "image" ([B, 3, size, size], class labels) | "tokens" ([B, size] tokens, next-token targets)
+    size: int  # image side or sequence length
+    classes: int  # classes, or vocabulary size for tokens
+    batch: Dict[str, int]  # per device type
+    optim: str = "sgd"  # sgd (momentum 0.9) | adamw
+    kwargs: Dict[str, Any] = field(default_factory=dict)
+
+    def build(self) -> nn.Module:
+        cfg = ModelConfig(name=self.name, kwargs=dict(self.kwargs))
+        in_chans = 3 if self.inputs == "image" else 1
+        return build_model(cfg, num_classes=self.classes, in_chans=in_chans, image_size=self.size)
+
+    def make_batch(self, batch_size: int, device: torch.device, generator: torch.Generator) -> Batch:
+        if self.inputs == "image":
+            x = torch.randn(batch_size, 3, self.size, self.size, generator=generator)
+            y = torch.randint(0, self.classes, (batch_size,), generator=generator)
+        else:
+            x = torch.randint(0, self.classes, (batch_size, self.size), generator=generator)
+            y = torch.randint(0, self.classes, (batch_size, self.size), generator=generator)
+        return x.to(device), y.to(device)
+
+
+SPECS: Dict[str, ModelSpec] = {
+    "resnet32": ModelSpec("resnet32", "image", 32, 10, {"cpu": 32, "cuda": 128}),
+    "resnet110": ModelSpec("resnet110", "image", 32, 10, {"cpu": 16, "cuda": 128}),
+    "resnet50": ModelSpec("resnet50", "image", 224, 1000, {"cpu": 2, "cuda": 64}),
+    "vit_b": ModelSpec("vit_b", "image", 32, 10, {"cpu": 2, "cuda": 128}, optim="adamw"),
+    "lm": ModelSpec("lm", "tokens", 64, 512, {"cpu": 8, "cuda": 64}, optim="adamw", kwargs={"context": 64}),
+}
+METHOD = (
+    "All configurations of a model are built from the same seed and live in one process. Parameters and "
+    "optimizer state are counted exactly (repl.engine.measure.count_parameters, optimizer_state_bytes). One "
+    "probe step per configuration (repl.engine.measure.probe_step) gives training FLOPs (forward + backward, "
+    "matmul/conv/attention as torch.utils.flop_counter counts them) and the bytes of tensors saved for backward "
+    "(activations); 'train state' = activations + parameters + gradients + optimizer state. On CUDA the "
+    "allocator peak of one step is taken after a reset, minus what was allocated before the configuration was "
+    "built (its own model, optimizer state, batch and the step's transients). Time: after warm-up steps, each "
+    "round runs `steps` steps of every configuration (forward, loss, backward, optimizer step, zero_grad) on a "
+    "fixed batch, in an order that reverses every round; a configuration's time per round is wall clock "
+    "(device synchronized) / steps, and its ratio to BP is taken per round, reported as the median over rounds "
+    "with min-max. gap = time ratio / FLOP ratio (1.0: the time saving equals the FLOP saving)."
+)
+
+
+@dataclass
+class Setup:
+    """One configuration under measurement."""
+
+    label: str
+    method: str  # bp | repl
+    ratio: float
+    surrogate: Optional[str]
+    blocks: List[int]
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    step: Callable[[], None]
+    seconds: List[float] = field(default_factory=list)
+
+
+def loss_of(spec: ModelSpec) -> Callable[[nn.Module, Batch], torch.Tensor]:
+    """Cross-entropy over classes (images) or over every next-token position (tokens)."""
+    def loss_fn(model: nn.Module, batch: Batch) -> torch.Tensor:
+        x, y = batch
+        out = model(x)
+        return F.cross_entropy(out.flatten(0, -2) if spec.inputs == "tokens" else out, y.flatten())
+
+    return loss_fn
+
+
+def make_optimizer(name: str, model: nn.Module) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=1e-4, weight_decay=0.05)
+    return torch.optim.SGD(params, lr=0.01, momentum=0.9, weight_decay=5e-4)
+
+
+def ratio_points(spec_blocks: int, ratios: Sequence[str]) -> List[Tuple[float, str]]:
+    """(ratio, label) per requested ratio ("max" = the model's largest), duplicates by block count merged."""
+    largest = max_replaceable(spec_blocks) / spec_blocks
+    out: Dict[int, Tuple[float, str]] = {}
+    for r in ratios:
+        value = largest if r == "max" else float(r)
+        k = replace_count(value, spec_blocks)
+        if k == 0 or k > max_replaceable(spec_blocks):
+            continue  # rounds to nothing, or more than the model allows
+        name = f"max ({value:.3f})" if r == "max" else f"{value:g}"
+        out[k] = (value, f"{out[k][1]} = {name}" if k in out else name)
+    return [out[k] for k in sorted(out)]
+
+
+def measure_model(spec: ModelSpec, args: argparse.Namespace, device: torch.device) -> Dict[str, Any]:
+    """Build BP and every RepL configuration of one model, probe each, then time them in interleaved rounds."""
+    batch_size = args.batch.get(spec.name, spec.batch["cuda" if device.type == "cuda" else "cpu"])
+    batch = spec.make_batch(batch_size, device, torch.Generator().manual_seed(0))
+    loss_fn = loss_of(spec)
+    dtype = {"bf16": torch.bfloat16, "32": None}[args.precision]
+    autocast: Callable[[], Any] = (lambda: torch.autocast(device.type, dtype=dtype)) if dtype else nullcontext
+
+    def cast_loss(model: nn.Module, b: Batch) -> torch.Tensor:
+        with autocast():
+            return loss_fn(model, b)
+
+    torch.manual_seed(0)
+    template = spec.build()
+    num_blocks = len(discover_blocks(template))
+    variants: List[Tuple[str, float, Optional[str]]] = [("bp", 0.0, None)]
+    for ratio, label in ratio_points(num_blocks, args.ratios):
+        variants += [(f"{surrogate} r={label}", ratio, surrogate) for surrogate in args.surrogates]
+    setups, rows = [], []
+    for label, ratio, surrogate in variants:
+        base = cuda_allocated(device)
+        model = copy.deepcopy(template)
+        plan = apply_replacement(model, ReplConfig(ratio=ratio, surrogate=surrogate or "lite"))
+        model.to(device).train()
+        optimizer = make_optimizer(spec.optim, model)
+        forward = torch.compile(model) if args.compile else model
+
+        def step(forward: nn.Module = forward, optimizer: torch.optim.Optimizer = optimizer) -> None:
+            cast_loss(forward, batch).backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+        probe = measure.probe_step(model, cast_loss, batch, optimizer)  # before any step: optimizer state via meta
+        for _ in range(args.warmup):
+            step()
+        measure.synchronize(device)
+        measure.reset_peak_memory(device)
+        step()
+        measure.synchronize(device)
+        peak = measure.peak_memory_bytes(device) - base if device.type == "cuda" else None
+        params = measure.count_parameters(model)
+        rows.append({
+            "label": label, "method": plan.method, "ratio": ratio, "surrogate": surrogate,
+            "blocks": plan.blocks, "params": {**params, "replaced": plan.params_replaced, "fusion": plan.params_fusion},
+            "memory": {**probe["memory"], "cuda_peak": peak}, "flops": probe["flops"],
+        })
+        setups.append(Setup(label, plan.method, ratio, surrogate, plan.blocks, model, optimizer, step))
+    for s, seconds in zip(setups, interleave([s.step for s in setups], args.rounds, args.steps, device)):
+        s.seconds = seconds
+    bp = rows[0]
+    for row, s in zip(rows, setups):
+        per_round = [t / b for t, b in zip(s.seconds, setups[0].seconds)]
+        row["time"] = {"step_s": statistics.median(s.seconds), "rounds_s": s.seconds, "ratio": spread(per_round)}
+        row["ratios"] = {
+            "trainable": row["params"]["trainable"] / bp["params"]["trainable"],
+            "optimizer": row["memory"]["optimizer"] / max(bp["memory"]["optimizer"], 1),
+            "activations": row["memory"]["activations"] / bp["memory"]["activations"],
+            "train_state": row["memory"]["total"] / bp["memory"]["total"],
+            "cuda_peak": row["memory"]["cuda_peak"] / bp["memory"]["cuda_peak"] if bp["memory"]["cuda_peak"] else None,
+            "flops": row["flops"] / bp["flops"],
+            "time": row["time"]["ratio"]["median"],
+        }
+        row["gap"] = row["ratios"]["time"] / row["ratios"]["flops"]
+    return {"model": spec.name, "spec": asdict(replace(spec, batch={**spec.batch})), "batch_size": batch_size,
+            "num_blocks": num_blocks, "max_ratio": max_replaceable(num_blocks) / num_blocks, "configs": rows}
+
+
+def _cell(value: str, ratio: Optional[float]) -> str:
+    return value if ratio is None else f"{value} ({ratio:.3f})"
+
+
+def markdown(result: Dict[str, Any]) -> str:
+    """One table per model: absolute values with the ratio to BP in parentheses."""
+    st = result["settings"]
+    lines = [
+        "# What RepL costs and saves against backprop",
+        "",
+        provenance(result),
+        "",
+        f"Precision {st['precision']}, {'torch.compile, ' if st['compile'] else ''}{st['rounds']} interleaved rounds "
+        f"x {st['steps']} steps after {st['warmup']} warm-up steps. Each cell: absolute (ratio to BP). "
+        "MiB = 2^20 bytes. gap = time ratio / FLOP ratio.",
+        "",
+    ]
+    for m in result["models"]:
+        spec = m["spec"]
+        shape = f"{spec['size']}x{spec['size']} images" if spec["inputs"] == "image" else f"{spec['size']} tokens"
+        lines += [
+            f"## {m['model']}: batch {m['batch_size']} of {shape}, {m['num_blocks']} blocks "
+            f"(largest ratio {m['max_ratio']:.3f}), optimizer {spec['optim']}",
+            "",
+            "| config | blocks | trainable params | optimizer MiB | activations MiB | train state MiB | CUDA peak MiB "
+            "| GFLOP/step | ms/step | time ratio min-max | gap |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for c in m["configs"]:
+            r, mem = c["ratios"], c["memory"]
+            peak = "n/a (CPU)" if mem["cuda_peak"] is None else _cell(mib(mem["cuda_peak"]), r["cuda_peak"])
+            t = c["time"]["ratio"]
+            cells = [
+                c["label"], str(len(c["blocks"])), _cell(f"{c['params']['trainable']:,}", r["trainable"]),
+                _cell(mib(mem["optimizer"]), r["optimizer"]), _cell(mib(mem["activations"]), r["activations"]),
+                _cell(mib(mem["total"]), r["train_state"]), peak, _cell(f"{c['flops'] / 1e9:.2f}", r["flops"]),
+                _cell(f"{1e3 * c['time']['step_s']:.1f}", r["time"]), f"{t['min']:.3f}-{t['max']:.3f}", f"{c['gap']:.3f}",
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    lines += ["Method: " + result["method"], ""]
+    if result["notes"]:
+        lines += ["Notes:", *(f"- {note}" for note in result["notes"]), ""]
+    lines += [f"Full settings, per-round times and memory breakdowns: `{result['json_name']}`.", ""]
+    return "\n".join(lines)
+
+
+def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Cost of RepL against backprop (parameters, optimizer state, memory, FLOPs, step time), "
+                    "all configurations of a model interleaved in one process.")
+    parser.add_argument("--models", default=",".join(SPECS), help=f"comma-separated, from {', '.join(SPECS)}")
+    parser.add_argument("--ratios", default="0.25,max", help="comma-separated ratios; 'max' = the model's largest")
+    parser.add_argument("--surrogates", default="lite,full", help="comma-separated: lite, full")
+    parser.add_argument("--batch", action="append", default=[], metavar="MODEL=B", help="batch size for a model")
+    parser.add_argument("--size", action="append", default=[], metavar="MODEL=S", help="image side / sequence length")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds (default 3)")
+    parser.add_argument("--steps", type=int, default=2, help="timed steps per configuration per round (default 2)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed steps per configuration first (default 1)")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
+    parser.add_argument("--precision", default="32", choices=["32", "bf16"], help="autocast dtype (default 32)")
+    parser.add_argument("--compile", action="store_true", help="time torch.compile'd models (probes run eager)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch.set_num_threads; default 1 on CPU (a shared machine's spare cores make OpenMP "
+                             "threads spin and times swing tenfold), torch's choice on CUDA; 0 = torch's choice")
+    parser.add_argument("--out-dir", type=Path, default=ROOT / "results" / "bench", help="default results/bench")
+    parser.add_argument("--note", action="append", default=[], help="a line for the results' notes (repeatable)")
+    args = parser.parse_args(argv)
+    args.models = [m for m in args.models.split(",") if m]
+    unknown = [m for m in args.models if m not in SPECS]
+    if unknown:
+        parser.error(f"--models: unknown {', '.join(unknown)}; choose from {', '.join(SPECS)}")
+    args.ratios = [r for r in args.ratios.split(",") if r]
+    args.surrogates = [s for s in args.surrogates.split(",") if s]
+    if set(args.surrogates) - {"lite", "full"}:
+        parser.error("--surrogates takes lite and/or full")
+    for key in ("batch", "size"):
+        pairs = [item.split("=", 1) for item in getattr(args, key)]
+        if any(len(p) != 2 or p[0] not in SPECS or not p[1].isdigit() for p in pairs):
+            parser.error(f"--{key} takes MODEL=INT with MODEL in {', '.join(SPECS)}")
+        setattr(args, key, {m: int(v) for m, v in pairs})
+    for key in ("rounds", "steps"):
+        if getattr(args, key) < 1:
+            parser.error(f"--{key} must be at least 1")
+    return args
+
+
+def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+    """Measure every model, write results/bench/cost_<device>.json and .md, return the result dict."""
+    args = parse_args(argv)
+    device = resolve_device(args.device)
+    set_threads(args.threads, device)
+    load_before = list(os.getloadavg())
+    models = [measure_model(replace(SPECS[m], size=args.size.get(m, SPECS[m].size)), args, device)
+              for m in args.models]
+    settings = {k: getattr(args, k) for k in ("models", "ratios", "surrogates", "batch", "size", "rounds", "steps",
+                                                "warmup", "precision", "compile")}
+    result = header(device, {**settings, "device": str(device),
+                             "argv": list(argv) if argv is not None else sys.argv[1:]}, load_before)
+    notes = list(args.note)
+    if device.type == "cpu":
+        notes.append("CPU run: CUDA allocator peaks are n/a; the train-state estimate is the device-independent memory")
+    if load_before[0] > 0.5 * result["hardware"]["cpu_cores_usable"]:
+        notes.append(f"1-min load {load_before[0]:.2f} at the start: the machine was shared, absolute times are "
+                     "noisy; the per-round ratios (interleaved) are the robust numbers")
+    lite = [c["gap"] for m in models for c in m["configs"] if c["surrogate"] == "lite"]
+    name = f"cost_{slug(result['hardware']['device'])}"
+    result.update({
+        "benchmark": "cost", "method": METHOD, "notes": notes, "json_name": f"{name}.json",
+        "goal_gap": GOAL_GAP.get(device.type), "goal_met": all(g <= GOAL_GAP.get(device.type, 1.2) for g in lite),
+        "models": models,
+    })
+    text = markdown(result)
+    write_result(args.out_dir, name, result, text)
+    print(text)
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,90 @@
+"""Transfer learning with RepL: pretrain with backprop on one task, fine-tune with RepL on another.
+
+The source task is the embedded dataset generated from `--source-seed` (other class textures), the target
+task the one from `seed` of the overrides (default 0). Three fine-tuning runs on the target, same budget:
+RepL from the pretrained weights (`model.weights=FILE`, loaded before the surgery, so the replaced blocks'
+own weights are discarded and their neighbours' feed the surrogates), RepL from scratch, and backprop from
+the pretrained weights. Hub weights (`model.pretrained=true`, timm models such as resnet50 / vit_b) need
+network access to the Hugging Face hub or a filled cache; this study uses a file so it runs offline.
+
+    python benchmarks/studies/transfer.py
+    python benchmarks/studies/transfer.py model=resnet20 trainer.epochs=1 --pretrain-epochs 2
+
+Writes results/studies/transfer_<model>.json and .md.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, Optional, Sequence
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.common import header, provenance, set_threads, write_result  # noqa: E402
+from benchmarks.studies.harness import train_run  # noqa: E402
+
+DEFAULTS = ["trainer.device=cpu", "model=resnet32", "trainer.epochs=1", "dataset.num_train=2560",
+            "dataset.num_eval=512", "trainer.progress=false"]
+RUNS = {  # label: overrides of the fine-tuning run (besides the defaults and the user's)
+    "RepL lite 0.25, from pretrained": ["repl.ratio=0.25", "WEIGHTS"],
+    "RepL lite 0.25, from scratch": ["repl.ratio=0.25"],
+    "BP, from pretrained": ["repl=none", "WEIGHTS"],
+}
+
+
+def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Pretrain with BP on one synthetic task, fine-tune with RepL on another.",
+                                     epilog=f"Positional: Hydra overrides of every run, after {' '.join(DEFAULTS)}")
+    parser.add_argument("overrides", nargs="*")
+    parser.add_argument("--source-seed", type=int, default=1, help="seed of the pretraining task (default 1)")
+    parser.add_argument("--pretrain-epochs", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None, help="default 1 (see cost.py), 0 = torch's choice")
+    parser.add_argument("--out-dir", type=Path, default=ROOT / "results" / "studies")
+    return parser.parse_intermixed_args(argv)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+    args = parse_args(argv)
+    set_threads(args.threads, torch.device("cpu"))
+    load_before = list(os.getloadavg())
+    base = [*DEFAULTS, *args.overrides]
+    runs: Dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="transfer_") as tmp:
+        source = [*base, "repl=none", f"seed={args.source_seed}", f"trainer.epochs={args.pretrain_epochs}"]
+        pretrain, model, _, _ = train_run(source, Path(tmp) / "pretrain")
+        weights = Path(tmp) / "pretrained.pt"
+        torch.save(model.state_dict(), weights)
+        runs["pretrain (BP, source task)"] = {"overrides": source, "summary": pretrain}
+        for i, (label, extra) in enumerate(RUNS.items()):
+            overrides = [*base, *(f"model.weights={weights}" if e == "WEIGHTS" else e for e in extra)]
+            summary, _, _, _ = train_run(overrides, Path(tmp) / str(i))
+            runs[label] = {"overrides": [o.replace(str(weights), "PRETRAINED.pt") for o in overrides], "summary": summary}
+    primary = pretrain["primary"]["name"]
+    result = header(torch.device("cpu"), {"overrides": base, "source_seed": args.source_seed,
+                                          "pretrain_epochs": args.pretrain_epochs}, load_before)
+    model_name = pretrain["model"]
+    result.update({"study": "transfer", "model": model_name, "primary": primary, "runs": runs})
+    lines = ["# Transfer learning: BP pretraining, RepL fine-tuning", "", provenance(result), "",
+             f"{model_name}; source task: embedded dataset with seed {args.source_seed} ({args.pretrain_epochs} epochs of "
+             f"BP); target task: seed of `{' '.join(base)}`. Fine-tuning runs share that budget.", "",
+             f"| run | eval {primary} | trainable params | steps | train GFLOP/step | step ms |", "|---|---:|---:|---:|---:|---:|"]
+    for label, run in runs.items():
+        s = run["summary"]
+        lines.append(f"| {label} | {s['primary']['value']:.2f} | {s['params']['trainable']:,} | {s['steps_done']} "
+                     f"| {s['flops']['train_step'] / 1e9:.2f} | {1e3 * s['time']['step_s']:.0f} |")
+    lines += ["", "Step times come from separate runs (not interleaved): compare them loosely; cost.py has the "
+              "interleaved ratios.", ""]
+    text = "\n".join(lines)
+    write_result(args.out_dir, f"transfer_{model_name}", result, text)
+    print(text)
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,51 @@
+"""cost.py at tiny sizes: the result files' structure and the relationships that must hold (never a time)."""
+import json
+
+import pytest
+
+TINY = ["--rounds", "1", "--steps", "1", "--warmup", "0", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory):
+    import benchmarks.cost as cost
+
+    out = tmp_path_factory.mktemp("cost")
+    res = cost.main(["--models", "resnet32,lm", "--batch", "resnet32=2", "--batch", "lm=2", "--size", "lm=16",
+                     *TINY, "--out-dir", str(out)])
+    return res, out
+
+
+def test_files_name_hardware_versions_settings_and_load(result):
+    res, out = result
+    on_disk = json.loads((out / "cost_cpu.json").read_text())
+    assert on_disk == json.loads(json.dumps(res))
+    assert on_disk["hardware"]["cpu"] and on_disk["software"]["torch"] and on_disk["software"]["timm"]
+    assert on_disk["settings"]["threads"] >= 1 and len(on_disk["load_before"]) == 3
+    table = (out / "cost_cpu.md").read_text()
+    assert "## resnet32" in table and "## lm" in table and "n/a (CPU)" in table
+
+
+def test_bp_then_both_surrogates_at_quarter_and_largest_ratio(result):
+    resnet, lm = result[0]["models"]
+    assert [c["label"] for c in resnet["configs"]] == ["bp", "lite r=0.25", "full r=0.25", "lite r=max (0.467)",
+                                                      "full r=max (0.467)"]
+    assert [len(c["blocks"]) for c in resnet["configs"]] == [0, 4, 4, 7, 7]
+    assert [c["label"] for c in lm["configs"]][1] == "lite r=0.25 = max (0.333)"  # 6 blocks: both ask for 2
+
+
+def test_savings_relationships(result):
+    resnet = result[0]["models"][0]
+    bp, *repl = resnet["configs"]
+    for c in repl:
+        assert c["params"]["trainable"] < bp["params"]["trainable"]
+        assert c["params"]["trainable"] == bp["params"]["trainable"] - c["params"]["replaced"] + c["params"]["fusion"]
+        # SGD with momentum keeps one buffer per trainable parameter
+        assert c["ratios"]["optimizer"] == pytest.approx(c["ratios"]["trainable"])
+        assert c["memory"]["cuda_peak"] is None and c["ratios"]["cuda_peak"] is None
+        if c["surrogate"] == "lite":
+            assert c["ratios"]["flops"] < 1 and c["ratios"]["activations"] < 1
+        else:
+            assert c["flops"] == bp["flops"]  # full: the block's computation with synthesized weights
+    lite = [c for c in repl if c["surrogate"] == "lite"]
+    assert lite[1]["flops"] < lite[0]["flops"]  # more blocks replaced, fewer FLOPs

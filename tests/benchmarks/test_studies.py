@@ -1,0 +1,95 @@
+"""The study scripts at tiny sizes, and RepL composed with stochastic depth (repl/method/compose.py)."""
+import copy
+import json
+
+import pytest
+import torch
+
+from repl import bake
+from repl.baselines import StochasticDepthBlock
+from repl.method.compose import apply_repl_with_stochastic_depth
+from repl.method.config import ReplConfig
+from repl.method.surrogates import Surrogate
+from repl.models.cifar_resnet import CifarResNet
+
+TRAIN = ["model=resnet20", "dataset.image_size=16", "dataset.num_train=64", "dataset.num_eval=32",
+         "dataset.batch_size=32", "trainer.epochs=1"]
+
+
+def test_checkpointing_keeps_gradients_and_saves_activations(tmp_path, script):
+    res = script("studies.checkpointing").main(["--batch", "2", "--rounds", "1", "--steps", "1", "--device", "cpu",
+                                                "--out-dir", str(tmp_path)])
+    bp, bp_ckpt, repl, repl_ckpt = res["configs"]
+    assert json.loads((tmp_path / "checkpointing_cpu.json").read_text())["study"] == "checkpointing"
+    for plain, ckpt in ((bp, bp_ckpt), (repl, repl_ckpt)):
+        assert ckpt["grad_max_abs_diff_vs_no_checkpointing"] == 0.0
+        assert ckpt["memory"]["activations"] < plain["memory"]["activations"]
+        assert ckpt["flops"] > plain["flops"]  # the recomputed forwards
+    assert repl["flops"] < bp["flops"] and repl["trainable"] < bp["trainable"]
+
+
+def test_quantize_shrinks_the_baked_model(tmp_path, script):
+    res = script("studies.quantize").main([*TRAIN, "--calib", "1", "--rounds", "1", "--steps", "1",
+                                           "--out-dir", str(tmp_path)])
+    assert (tmp_path / "quantize_resnet20.md").exists()
+    assert res["method"] == "repl" and res["plan"]["blocks"]
+    assert res["bake_max_abs_diff"] < 1e-4
+    assert res["bytes"]["int8"] < res["bytes"]["fp32"] / 2
+    assert set(res["metrics"]) == {"fp32", "int8"} and 0 <= res["metrics"]["int8"]["top1"] <= 100
+    assert set(res["latency"]) == {"1", "32"}
+
+
+def test_transfer_finetunes_from_a_weights_file(tmp_path, script):
+    res = script("studies.transfer").main([*TRAIN, "--pretrain-epochs", "1", "--out-dir", str(tmp_path)])
+    runs = res["runs"]
+    assert len(runs) == 4 and (tmp_path / "transfer_resnet20.json").exists()
+    assert runs["pretrain (BP, source task)"]["summary"]["method"] == "bp"
+    assert "model.weights=PRETRAINED.pt" in runs["RepL lite 0.25, from pretrained"]["overrides"]
+    scratch, pretrained = runs["RepL lite 0.25, from scratch"]["summary"], runs["RepL lite 0.25, from pretrained"]["summary"]
+    assert pretrained["params"] == scratch["params"] and pretrained["plan"]["blocks"] == scratch["plan"]["blocks"]
+    assert pretrained["params"]["trainable"] < runs["BP, from pretrained"]["summary"]["params"]["trainable"]
+
+
+def test_stochastic_depth_study_runs_the_four_methods(tmp_path, script):
+    res = script("studies.stochastic_depth").main([*TRAIN, "--out-dir", str(tmp_path)])
+    plans = {label: run["summary"]["plan"] for label, run in res["runs"].items()}
+    assert [p["method"] for p in plans.values()] == ["bp", "repl", "stochastic_depth", "repl"]
+    composed = plans["RepL + stochastic depth"]
+    assert composed["blocks"] == plans["RepL"]["blocks"]
+    assert sorted(composed["settings"]["stochastic_depth_blocks"] + composed["blocks"]) == list(range(9))
+
+
+def test_inference_baked_equals_surrogates(tmp_path, script):
+    res = script("studies.inference").main(["--models", "resnet32,lm", "--batch", "resnet32=2", "--batch", "lm=2",
+                                            "--rounds", "1", "--steps", "1", "--device", "cpu", "--out-dir", str(tmp_path)])
+    for m in res["models"]:
+        bp, surrogates, baked = m["configs"]
+        assert m["baked_max_abs_diff"] < 1e-4
+        assert baked["forward_flops"] == surrogates["forward_flops"] < bp["forward_flops"]
+        assert surrogates["params"] < baked["params"] < bp["params"]  # lite drops the skipped sub-layer's weights
+    assert "inference_cpu.md" in {p.name for p in tmp_path.iterdir()}
+
+
+def test_repl_with_stochastic_depth_wraps_the_trained_blocks_only():
+    torch.manual_seed(0)
+    model = CifarResNet(20)
+    plan = apply_repl_with_stochastic_depth(model, ReplConfig(ratio=0.25, survival_last=1.0))  # no skips: grads show
+    kinds = [type(m) for m in (model.get_submodule(p) for p in ("layer1.0", "layer1.1", "layer3.2"))]
+    assert plan.method == "repl" and plan.blocks == [1, 6]
+    assert kinds == [StochasticDepthBlock, Surrogate, StochasticDepthBlock]
+    assert sorted(plan.settings["stochastic_depth_blocks"] + plan.blocks) == list(range(9))
+    x = torch.randn(4, 3, 16, 16)
+    model.train()(x).sum().backward()  # the surrogate still reaches its wrapped neighbours' weights
+    neighbour = model.get_submodule("layer1.0")
+    assert neighbour.survival == 1.0 and neighbour.conv1.weight.grad is not None
+    model.eval()
+    with torch.no_grad():
+        assert torch.allclose(bake(model)(x), model(x), atol=1e-5)
+        assert torch.equal(copy.deepcopy(model)(x), model(x))
+
+
+def test_compose_refuses_a_ratio_the_model_cannot_take():
+    from repl.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="repl.ratio"):
+        apply_repl_with_stochastic_depth(CifarResNet(20), ReplConfig(ratio=0.9))
