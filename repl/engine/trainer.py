@@ -24,7 +24,7 @@ from tqdm import tqdm
 from repl.config import TrainConfig
 from repl.engine import measure
 from repl.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from repl.engine.distributed import DistInfo
+from repl.engine.distributed import DistInfo, all_reduce_sum
 from repl.engine.loggers import MetricsLog
 from repl.engine.optim import build_optimizer, build_schedule
 from repl.engine.summary import RunSummary
@@ -243,7 +243,7 @@ class Trainer:
                 self.step_in_epoch += 1
                 timer.step(self.task.batch_size(batch) * self.dist.world_size)
                 if self.step_in_epoch % self.tcfg.log_every == 0 or self.step_in_epoch == per_epoch:
-                    loss = (loss_sum / (self.step_in_epoch - logged_at)).item()  # syncs: the window's time is real
+                    loss = self._window_loss(loss_sum, self.step_in_epoch - logged_at)  # syncs: the window's time is real
                     loss_sum.zero_()
                     now = time.perf_counter()
                     rate = (self.step_in_epoch - logged_at) * self.task.batch_size(batch) * self.dist.world_size / (now - window_start)
@@ -259,7 +259,7 @@ class Trainer:
             self.train_s += timer.end_epoch()
             if self.step_in_epoch < per_epoch:  # stopped early: max_steps or a signal
                 if self.step_in_epoch > logged_at:
-                    self._log_step((loss_sum / (self.step_in_epoch - logged_at)).item(), None, None, 0)
+                    self._log_step(self._window_loss(loss_sum, self.step_in_epoch - logged_at), None, None, 0)
                 return
             self.epoch += 1
             self.step_in_epoch = 0
@@ -269,6 +269,10 @@ class Trainer:
             self._write_summary("running", timer)
 
     # ------------------------------------------------------------------ records
+    def _window_loss(self, loss_sum: torch.Tensor, steps: int) -> float:
+        """Mean training loss of the global batches of a logging window (every rank calls this at the same step)."""
+        return (all_reduce_sum(loss_sum.clone()) / (steps * self.dist.world_size)).item()
+
     def _log_step(self, loss: float, rate: Optional[float], bar, advanced: int) -> None:
         if not math.isfinite(loss):
             raise FloatingPointError(f"training loss is {loss} at step {self.step}; lower optim.lr or set trainer.grad_clip")
