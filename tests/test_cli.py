@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.data.fabricate_text import make_wikitext2
 from tests.engine.test_training import TINY, assert_same_weights, weights
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,3 +101,26 @@ def test_console_script_is_installed_and_documents_the_groups():
     assert result.returncode == 0, result.stderr
     for group in ("dataset", "model", "repl", "trainer", "optim", "experiment"):
         assert f"{group}:" in result.stdout
+
+
+@pytest.mark.slow
+def test_lm_on_wikitext2_files_from_the_command_line(tmp_path):
+    make_wikitext2(tmp_path / "wikitext2")
+    result = _cli("task=lm", "model=lm", "dataset=wikitext2", f"dataset.root={tmp_path / 'wikitext2'}",
+                  "dataset.seq_len=16", "dataset.batch_size=8", "model.kwargs.dim=32", "model.kwargs.layers=4",
+                  "trainer.max_steps=3", f"hydra.run.dir={tmp_path / 'run'}")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["dataset"] == "wikitext2" and summary["method"] == "repl"
+    assert summary["primary"]["name"] == "test_ppl" and summary["throughput"]["unit"] == "tokens"
+
+
+@pytest.mark.slow
+def test_vit_b_with_repl_from_the_command_line(tmp_path):
+    result = _cli("model=vit_b", "repl.ratio=0.25", "dataset=synthetic", "trainer.max_steps=3",
+                  "dataset.batch_size=4", "dataset.num_eval=8", f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["model"] == "vit_b" and summary["steps_done"] == 3 and summary["plan"]["blocks"] == [1, 5, 9]
+    d = 768  # a ViT-B block: qkv 3d^2+3d, proj d^2+d, fc1 4d^2+4d, fc2 4d^2+d, two norms 4d
+    assert summary["params"]["replaced"] == 3 * (12 * d * d + 13 * d) and summary["params"]["fusion"] == 6

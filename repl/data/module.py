@@ -8,7 +8,7 @@ import torch
 
 from repl.data.order import BatchOrder
 
-Batch = Tuple[torch.Tensor, torch.Tensor]
+Batch = Tuple[torch.Tensor, ...]  # (images, labels); text: (inputs, targets), evaluation adds the split name
 
 
 class DataModule(ABC):

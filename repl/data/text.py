@@ -87,7 +87,7 @@ class TextData(DataModule):
             positions = windows[:, None] * self.seq_len + self.offsets
             yield self.train[positions], self.train[positions + 1]
 
-    def eval_batches(self) -> Iterator[EvalBatch]:  # type: ignore[override]
+    def eval_batches(self) -> Iterator[EvalBatch]:
         for split, (inputs, targets) in self.eval_windows.items():
             for indices in eval_shards(len(inputs), self.eval_batch_size, self.rank, self.world_size):
                 indices = indices.to(self.device)

@@ -14,11 +14,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from repl.data.text import IGNORE_INDEX
 from repl.engine.config import TaskConfig
 from repl.engine.distributed import all_reduce_sum
 from repl.errors import ConfigError
 
-IGNORE_INDEX = -100
 SPLITS = ("valid", "test")
 
 
