@@ -96,7 +96,7 @@ def summary_row(path: Path) -> dict[str, Any]:
 
 def collect(dirs: list[Path]) -> list[dict[str, Any]]:
     """Rows for every summary.json under `dirs`, sorted by path."""
-    paths = sorted({p.resolve() for d in dirs for p in d.rglob("summary.json")})
+    paths = sorted({p for d in dirs for p in d.rglob("summary.json")})  # relative if the dirs are
     return [summary_row(p) for p in paths]
 
 

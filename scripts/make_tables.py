@@ -145,6 +145,8 @@ HEADERS = [("row", "row"), ("experiment", "experiment"), ("method", "method"), (
 
 def _caption(name: str, rows: list[dict[str, str]]) -> str:
     metrics = ", ".join(sorted({r["metric"] for r in rows if r["metric"]}))
+    if name == OTHER:
+        name = "other (experiments that feed no paper table; never paper numbers)"
     return (f"Table {name}: {metrics or 'metric'}; mean ± sample std over seeds of completed runs. "
             "The paper reports RepL only, with its ratio and recipe unpublished (results/paper.csv).")
 

@@ -51,6 +51,7 @@ def _plot_vs_ratio(ax, series: dict, ylabel: str) -> None:
         xs, ys, errs = zip(*points)
         if method == "bp" and set(xs) == {0.0}:
             ax.axhline(ys[0], color="black", linestyle="--", label="bp")
+            ax.plot(0.0, ys[0], "ks")  # the baseline is ratio 0: keep it on the axis
             ax.axhspan(ys[0] - errs[0], ys[0] + errs[0], color="black", alpha=0.1)
         else:
             ax.errorbar(xs, ys, yerr=errs, marker="o", capsize=3, label=method)
