@@ -1,11 +1,15 @@
-"""A multirun where one job fails: the others complete, the failed one says so in its summary."""
+"""Multiruns: a failed job does not stop the others; a preempted submitit job checkpoints, requeues, resumes."""
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ["experiment=smoke", "dataset.num_train=128", "dataset.num_eval=64", "dataset.image_size=16",
@@ -26,3 +30,44 @@ def test_a_failed_job_does_not_stop_the_sweep(tmp_path):
     assert completed["status"] == "completed" and completed["steps_done"] == 1
     assert "1 job(s) failed" in result.stderr and "repl.ratio=0.9" in result.stderr
     assert "Traceback" not in result.stderr  # a user error stays one line, in a sweep too
+
+
+def _children(pid: int) -> list[int]:
+    """Direct child processes of pid (Linux /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the job's process through /proc")
+def test_submitit_preemption_checkpoints_requeues_and_resumes(tmp_path):
+    # SLURM's warning before a time limit or preemption is SIGUSR2 to the job's process (submitit)
+    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), "-m", "launcher=local", *TINY,
+                             "dataset.num_train=768", "trainer.max_steps=12", "trainer.log_every=1",
+                             f"hydra.sweep.dir={tmp_path}"], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env={**os.environ, "WANDB_MODE": "offline"})
+    deadline = time.monotonic() + 300
+    metrics = None
+    while time.monotonic() < deadline and proc.poll() is None:
+        metrics = next(tmp_path.rglob("metrics.jsonl"), None)
+        if metrics is not None and '"step": 2,' in metrics.read_text():
+            break
+        time.sleep(0.2)
+    jobs = [job for controller in _children(proc.pid) for job in _children(controller)]
+    assert metrics is not None and len(jobs) == 1, "the job ended or never started"
+    os.kill(jobs[0], signal.SIGUSR2)
+    assert proc.wait(timeout=300) == 0
+    run_dir = metrics.parent
+    log = "".join(p.read_text() for p in (tmp_path / ".submitit").rglob("*_log.*"))
+    assert "Requeued job" in log and "(resumed at epoch 0, step" in log
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["steps_done"] == 12
+    steps = [json.loads(line)["step"] for line in metrics.read_text().splitlines() if "train/loss" in line]
+    assert steps == list(range(1, 13))  # resumed where it stopped, no step repeated or lost
