@@ -15,7 +15,7 @@ from torch import nn
 
 from repl import apply_replacement
 from repl.config import TrainConfig, compose, to_config
-from repl.data import build_data
+from repl.data import build_data, num_outputs
 from repl.engine import distributed
 from repl.engine.trainer import Trainer
 from repl.method.blocks import discover_blocks
@@ -39,11 +39,12 @@ def train_run(overrides: List[str], run_dir: Path, apply: Optional[Apply] = None
     try:
         seed_everything(cfg.seed)
         data_cfg = cfg.dataset
-        model = build_model(cfg.model, num_classes=data_cfg.num_classes, in_chans=data_cfg.in_chans,
+        model = build_model(cfg.model, num_classes=num_outputs(data_cfg, cfg.task.name), in_chans=data_cfg.in_chans,
                             image_size=data_cfg.image_size)
         block_paths = [b.path for b in discover_blocks(model)] if cfg.trainer.checkpointing else None
         plan = (apply or default_apply)(model, cfg)
-        data = build_data(data_cfg, seed=cfg.seed, device=dist.device, rank=dist.rank, world_size=dist.world_size)
+        data = build_data(data_cfg, seed=cfg.seed, device=dist.device, rank=dist.rank, world_size=dist.world_size,
+                          task=cfg.task.name)
         task = build_task(cfg.task)
         trainer = Trainer(cfg, model, plan, data, task, dist, Path(run_dir), block_paths=block_paths)
         summary = trainer.fit()

@@ -29,8 +29,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.common import header, provenance, set_threads, write_result  # noqa: E402
 from benchmarks.studies.harness import train_run  # noqa: E402
 
-DEFAULTS = ["trainer.device=cpu", "model=resnet32", "trainer.epochs=1", "dataset.num_train=2560",
-            "dataset.num_eval=512", "trainer.progress=false"]
+DEFAULTS = ["trainer.device=cpu", "model=resnet32", "trainer.epochs=2", "trainer.progress=false"]
 RUNS = {  # label: overrides of the fine-tuning run (besides the defaults and the user's)
     "RepL lite 0.25, from pretrained": ["repl.ratio=0.25", "WEIGHTS"],
     "RepL lite 0.25, from scratch": ["repl.ratio=0.25"],
@@ -43,7 +42,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                                      epilog=f"Positional: Hydra overrides of every run, after {' '.join(DEFAULTS)}")
     parser.add_argument("overrides", nargs="*")
     parser.add_argument("--source-seed", type=int, default=1, help="seed of the pretraining task (default 1)")
-    parser.add_argument("--pretrain-epochs", type=int, default=3)
+    parser.add_argument("--pretrain-epochs", type=int, default=4)
     parser.add_argument("--threads", type=int, default=None, help="default 1 (see cost.py), 0 = torch's choice")
     parser.add_argument("--out-dir", type=Path, default=ROOT / "results" / "studies")
     return parser.parse_intermixed_args(argv)

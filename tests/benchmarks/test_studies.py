@@ -93,3 +93,11 @@ def test_compose_refuses_a_ratio_the_model_cannot_take():
 
     with pytest.raises(ConfigError, match="repl.ratio"):
         apply_repl_with_stochastic_depth(CifarResNet(20), ReplConfig(ratio=0.9))
+
+
+def test_quantize_transformer_path_is_dynamic_linear(tmp_path, script):
+    res = script("studies.quantize").main(["task=lm", "model=lm", "model.kwargs.layers=3", "model.kwargs.dim=32",
+                                           "trainer.max_steps=2", "--rounds", "1", "--steps", "1",
+                                           "--out-dir", str(tmp_path)])
+    assert res["quantization"].startswith("dynamic INT8 nn.Linear") and res["bake_max_abs_diff"] < 1e-4
+    assert res["bytes"]["int8"] < res["bytes"]["fp32"] and res["primary"] in res["metrics"]["int8"]
