@@ -1,0 +1,1 @@
+"""Bridges to other frameworks. `openmmlab`: RepL backbones for mmdetection and mmsegmentation (optional extra)."""

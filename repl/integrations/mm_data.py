@@ -1,0 +1,58 @@
+"""MMData: an mmdet/mmseg dataset (its own loaders and transform pipelines) behind the trainer's DataModule.
+
+Batches are what mm models take, `{"inputs": [uint8 CHW tensors], "data_samples": [...]}`, left on
+the CPU: the model's own data_preprocessor normalises, pads and moves them to its device. Evaluation
+batches also carry `dataset_meta` (class names, annotation file) for the task's mm metric.
+Training order is the project's (seed, epoch) BatchOrder, resumable mid-epoch; the random
+transforms draw from the workers' RNG, as in the streaming classification path.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, Iterator, List
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from repl.data.build import _common, _subset_size
+from repl.data.config import DatasetConfig
+from repl.data.module import DataModule
+from repl.data.order import (
+    ResumableBatchSampler,
+    derive_seed,
+    eval_shards,
+    subset_indices,
+)
+
+MMBatch = Dict[str, Any]
+
+
+def _collate(samples: List[Dict[str, Any]]) -> MMBatch:
+    """mm's pseudo-collate: lists of the per-sample inputs and data samples, nothing stacked."""
+    return {"inputs": [s["inputs"] for s in samples], "data_samples": [s["data_samples"] for s in samples]}
+
+
+class MMData(DataModule):
+    """Training and evaluation batches of two mm datasets (subset to dataset.num_train / num_eval)."""
+
+    def __init__(self, cfg: DatasetConfig, train: Dataset, evaluation: Dataset, dataset_meta: Dict[str, Any], *,
+                 seed: int, device: torch.device, rank: int, world_size: int) -> None:
+        keep_train = subset_indices(len(train), _subset_size(cfg, "num_train", len(train)))
+        keep_eval = subset_indices(len(evaluation), _subset_size(cfg, "num_eval", len(evaluation)))
+        common = _common(cfg, len(keep_train), seed=seed, device=device, rank=rank, world_size=world_size)
+        super().__init__(num_eval=len(keep_eval), **common)
+        self.dataset_meta = dataset_meta
+        self.sampler = ResumableBatchSampler(self.order)
+        shards = [indices.tolist() for indices in eval_shards(self.num_eval, self.eval_batch_size, rank, world_size)]
+        options = dict(num_workers=cfg.num_workers, persistent_workers=cfg.num_workers > 0, collate_fn=_collate)
+        workers_seed = torch.Generator().manual_seed(derive_seed(seed, "workers", rank))
+        self.train_loader = DataLoader(Subset(train, keep_train.tolist()), batch_sampler=self.sampler,
+                                       generator=workers_seed, **options)
+        self.eval_loader = DataLoader(Subset(evaluation, keep_eval.tolist()), batch_sampler=shards, **options)
+
+    def train_batches(self, epoch: int, start_step: int = 0) -> Iterator[MMBatch]:
+        self.sampler.set_epoch(epoch, start_step)
+        yield from self.train_loader
+
+    def eval_batches(self) -> Iterator[MMBatch]:
+        for batch in self.eval_loader:
+            yield {**batch, "dataset_meta": self.dataset_meta}
