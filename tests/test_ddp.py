@@ -93,8 +93,6 @@ def test_only_rank_zero_writes(runs):
     assert sorted(p.name for p in (runs["two"] / "checkpoints").iterdir()) == ["last.pt"]
 
 
-@pytest.mark.xfail(strict=True, reason="trainer logs rank 0's half-batch loss, not the global batch loss "
-                                       "(fix: all-reduce the window's loss sum before logging)")
 def test_logged_training_loss_is_the_global_batch_loss(runs):
     def losses(run_dir: Path) -> list[float]:
         lines = (run_dir / "metrics.jsonl").read_text().splitlines()
