@@ -55,6 +55,13 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+def broadcast_buffers(module: torch.nn.Module) -> None:
+    """Give every rank rank 0's buffers (e.g. BatchNorm statistics, which each rank updates on its own shard)."""
+    if dist.is_available() and dist.is_initialized():
+        for buffer in module.buffers():
+            dist.broadcast(buffer, src=0)
+
+
 def broadcast_object(obj):
     """Rank 0's value of a picklable object on every rank."""
     if dist.is_available() and dist.is_initialized():

@@ -32,6 +32,7 @@ class RunSummary:
         timing = timer.summary()
         return {
             "status": status,
+            "experiment": self.cfg.experiment_name,
             "task": self.task.name,
             "dataset": self.cfg.dataset.name,
             "model": self.cfg.model.name,

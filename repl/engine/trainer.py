@@ -24,7 +24,7 @@ from tqdm import tqdm
 from repl.config import TrainConfig
 from repl.engine import measure
 from repl.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from repl.engine.distributed import DistInfo, all_reduce_sum
+from repl.engine.distributed import DistInfo, all_reduce_sum, broadcast_buffers
 from repl.engine.loggers import MetricsLog
 from repl.engine.optim import build_optimizer, build_schedule
 from repl.engine.summary import RunSummary
@@ -115,6 +115,7 @@ class Trainer:
     def evaluate(self) -> Dict[str, float]:
         """Task metrics on the eval split (the EMA weights when EMA is on)."""
         model = self.ema.module if self.ema is not None else self.forward_model
+        broadcast_buffers(model)  # the statistics the checkpoint keeps (rank 0's) are the ones evaluated
         model.eval()
         try:
             return self.task.evaluate(model, self.data.eval_batches(), self.autocast())
@@ -191,6 +192,15 @@ class Trainer:
     def _on_signal(self, signum, _frame) -> None:
         self._stop_signal = signum
 
+    def _stop_agreed(self) -> bool:
+        """Stop after this step? Under DDP a signal at any rank stops every rank at the same step (else a hang)."""
+        if self.dist.world_size == 1:
+            return self._stop_signal is not None
+        flag = torch.tensor([0.0 if self._stop_signal is None else 1.0], device=self.device)
+        if all_reduce_sum(flag).item() > 0 and self._stop_signal is None:
+            self._stop_signal = signal.SIGTERM  # another rank was signalled: stop (and exit) as preempted
+        return self._stop_signal is not None
+
     def fit(self) -> Dict[str, Any]:
         """Train to the configured length (resuming if possible) and return the final summary."""
         resumed = self.resume()
@@ -249,7 +259,7 @@ class Trainer:
                     rate = (self.step_in_epoch - logged_at) * self.task.batch_size(batch) * self.dist.world_size / (now - window_start)
                     self._log_step(loss, rate, bar, self.step_in_epoch - logged_at)
                     logged_at, window_start = self.step_in_epoch, now
-                if self.step >= self.total_steps or self._stop_signal is not None:
+                if self.step >= self.total_steps or self._stop_agreed():
                     break
                 if self._want_checkpoint() and self.step_in_epoch < per_epoch:
                     with timer.paused():

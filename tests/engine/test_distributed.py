@@ -1,0 +1,42 @@
+"""Trainer decisions every DDP rank must share: a signal at one rank stops all ranks at the same step,
+and evaluation sees rank 0's buffers. Two gloo processes on this machine."""
+from __future__ import annotations
+
+import signal
+from types import SimpleNamespace
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+
+from repl.engine.distributed import broadcast_buffers
+from repl.engine.trainer import Trainer
+
+
+def _worker(rank: int, store: str, results) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+    try:
+        # rank 1 is signalled before step 3; each rank asks after every step whether to stop
+        trainer = SimpleNamespace(dist=SimpleNamespace(world_size=2), device=torch.device("cpu"), _stop_signal=None)
+        stopped_at = None
+        for step in range(1, 6):
+            if rank == 1 and step == 3:
+                trainer._stop_signal = signal.SIGUSR1
+            if Trainer._stop_agreed(trainer):
+                stopped_at = step
+                break
+        bn = nn.BatchNorm1d(3)
+        bn.running_mean.fill_(float(rank + 1))
+        broadcast_buffers(bn)
+        results[rank] = (stopped_at, trainer._stop_signal, bn.running_mean.tolist())
+    finally:
+        dist.destroy_process_group()
+
+
+def test_a_signal_at_one_rank_stops_every_rank_at_the_same_step(tmp_path):
+    results = mp.Manager().dict()
+    mp.spawn(_worker, args=(str(tmp_path / "store"), results), nprocs=2)
+    assert results[0][0] == results[1][0] == 3
+    assert results[1][1] == signal.SIGUSR1 and results[0][1] == signal.SIGTERM  # the other rank stops as preempted
+    assert results[0][2] == results[1][2] == [1.0, 1.0, 1.0]  # rank 0's statistics everywhere
