@@ -56,6 +56,25 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     return parser.parse_intermixed_args(argv)
 
 
+def markdown(result: Dict[str, Any]) -> str:
+    """The table of a result (accuracy, trainable parameters, FLOPs per run)."""
+    base, primary = result["settings"]["overrides"], result["primary"]
+    lines = ["# RepL with stochastic depth", "", provenance(result), "", f"{result['model']}, `{' '.join(base)}`, one seed.",
+             "", f"| run | plan | eval {primary} | trainable params | train GFLOP/step |", "|---|---|---:|---:|---:|"]
+    for label, run in result["runs"].items():
+        s = run["summary"]
+        plan = s["plan"]
+        sd = plan["settings"].get("stochastic_depth_blocks")
+        what = (f"replaced {plan['blocks']}" if plan["method"] == "repl" else plan["method"]) + (
+            f", stochastic depth on {len(sd)} trained blocks" if sd else "")
+        lines.append(f"| {label} | {what} | {s['primary']['value']:.2f} | {s['params']['trainable']:,} "
+                     f"| {s['flops']['train_step'] / 1e9:.2f} |")
+    lines += ["", "FLOPs of the stochastic runs are those of the one sampled step the trainer probes. Each run's step "
+              "time is in the JSON; the runs ran one after another on a shared machine, so those times are not "
+              "comparable (benchmarks/cost.py measures time ratios interleaved).", ""]
+    return "\n".join(lines)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     args = parse_args(argv)
     set_threads(args.threads, torch.device("cpu"))
@@ -70,19 +89,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     primary, model_name = first["primary"]["name"], first["model"]
     result = header(torch.device("cpu"), {"overrides": base}, load_before)
     result.update({"study": "stochastic_depth", "model": model_name, "primary": primary, "runs": runs})
-    lines = ["# RepL with stochastic depth", "", provenance(result), "", f"{model_name}, `{' '.join(base)}`, one seed.", "",
-             f"| run | plan | eval {primary} | trainable params | train GFLOP/step | step ms |", "|---|---|---:|---:|---:|---:|"]
-    for label, run in runs.items():
-        s = run["summary"]
-        plan = s["plan"]
-        sd = plan["settings"].get("stochastic_depth_blocks")
-        what = (f"replaced {plan['blocks']}" if plan["method"] == "repl" else plan["method"]) + (
-            f", stochastic depth on {len(sd)} trained blocks" if sd else "")
-        lines.append(f"| {label} | {what} | {s['primary']['value']:.2f} | {s['params']['trainable']:,} "
-                     f"| {s['flops']['train_step'] / 1e9:.2f} | {1e3 * s['time']['step_s']:.0f} |")
-    lines += ["", "FLOPs of the stochastic runs are those of the one sampled step the trainer probes; step times "
-              "come from separate runs (not interleaved).", ""]
-    text = "\n".join(lines)
+    text = markdown(result)
     write_result(args.out_dir, f"stochastic_depth_{model_name}", result, text)
     print(text)
     return result

@@ -48,6 +48,23 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     return parser.parse_intermixed_args(argv)
 
 
+def markdown(result: Dict[str, Any]) -> str:
+    """The table of a result (accuracy, trainable parameters, steps, FLOPs per run)."""
+    st, primary = result["settings"], result["primary"]
+    lines = ["# Transfer learning: BP pretraining, RepL fine-tuning", "", provenance(result), "",
+             f"{result['model']}; source task: embedded dataset with seed {st['source_seed']} ({st['pretrain_epochs']} "
+             f"epochs of BP); target task: the embedded dataset with the runs' seed (default 0), fine-tuning runs "
+             f"`{' '.join(st['overrides'])}`, all with that budget.", "",
+             f"| run | eval {primary} | trainable params | steps | train GFLOP/step |", "|---|---:|---:|---:|---:|"]
+    for label, run in result["runs"].items():
+        s = run["summary"]
+        lines.append(f"| {label} | {s['primary']['value']:.2f} | {s['params']['trainable']:,} | {s['steps_done']} "
+                     f"| {s['flops']['train_step'] / 1e9:.2f} |")
+    lines += ["", "Each run's step time is in the JSON; the runs ran one after another on a shared machine, so those "
+              "times are not comparable (benchmarks/cost.py measures time ratios interleaved).", ""]
+    return "\n".join(lines)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     args = parse_args(argv)
     set_threads(args.threads, torch.device("cpu"))
@@ -69,17 +86,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
                                           "pretrain_epochs": args.pretrain_epochs}, load_before)
     model_name = pretrain["model"]
     result.update({"study": "transfer", "model": model_name, "primary": primary, "runs": runs})
-    lines = ["# Transfer learning: BP pretraining, RepL fine-tuning", "", provenance(result), "",
-             f"{model_name}; source task: embedded dataset with seed {args.source_seed} ({args.pretrain_epochs} epochs of "
-             f"BP); target task: seed of `{' '.join(base)}`. Fine-tuning runs share that budget.", "",
-             f"| run | eval {primary} | trainable params | steps | train GFLOP/step | step ms |", "|---|---:|---:|---:|---:|---:|"]
-    for label, run in runs.items():
-        s = run["summary"]
-        lines.append(f"| {label} | {s['primary']['value']:.2f} | {s['params']['trainable']:,} | {s['steps_done']} "
-                     f"| {s['flops']['train_step'] / 1e9:.2f} | {1e3 * s['time']['step_s']:.0f} |")
-    lines += ["", "Step times come from separate runs (not interleaved): compare them loosely; cost.py has the "
-              "interleaved ratios.", ""]
-    text = "\n".join(lines)
+    text = markdown(result)
     write_result(args.out_dir, f"transfer_{model_name}", result, text)
     print(text)
     return result
