@@ -9,7 +9,7 @@ step time (forward, loss, backward, optimizer step), each as an absolute and as 
     python benchmarks/cost.py                                    # the default suite (CPU: a few minutes)
     python benchmarks/cost.py --models resnet32,resnet110 --rounds 5 --steps 4
     python benchmarks/cost.py --models resnet50 --batch resnet50=8 --ratios 0.25
-    python benchmarks/cost.py --device cuda --precision bf16 --compile      # on a GPU
+    python benchmarks/cost.py --device cuda --precision bf16 --compile --tag bf16_compile   # on a GPU
 
 Writes results/bench/cost_<device>.json and .md (see benchmarks/README.md).
 """
@@ -274,6 +274,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                         help="torch.set_num_threads; default 1 on CPU (a shared machine's spare cores make OpenMP "
                              "threads spin and times swing tenfold), torch's choice on CUDA; 0 = torch's choice")
     parser.add_argument("--out-dir", type=Path, default=ROOT / "results" / "bench", help="default results/bench")
+    parser.add_argument("--tag", default="", help="suffix of the result files: cost_<device>_<tag>.json / .md")
     parser.add_argument("--note", action="append", default=[], help="a line for the results' notes (repeatable)")
     args = parser.parse_args(argv)
     args.models = [m for m in args.models.split(",") if m]
@@ -314,7 +315,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         notes.append(f"1-min load {load_before[0]:.2f} at the start: the machine was shared, absolute times are "
                      "noisy; the per-round ratios (interleaved) are the robust numbers")
     lite = [c["gap"] for m in models for c in m["configs"] if c["surrogate"] == "lite"]
-    name = f"cost_{slug(result['hardware']['device'])}"
+    name = f"cost_{slug(result['hardware']['device'])}" + (f"_{slug(args.tag)}" if args.tag else "")
     result.update({
         "benchmark": "cost", "method": METHOD, "notes": notes, "json_name": f"{name}.json",
         "goal_gap": GOAL_GAP.get(device.type), "goal_met": all(g <= GOAL_GAP.get(device.type, 1.2) for g in lite),

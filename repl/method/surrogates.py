@@ -43,7 +43,7 @@ class Surrogate(nn.Module):
         self.operator = operator
         self._neighbours = tuple(neighbours)  # references only: a tuple is not registered as submodules
         # name -> (owner path in body, leaf): the parameter slots (None between calls) filled at each forward
-        self._slots = {name: tuple(name.rsplit(".", 1)) if "." in name else ("", name) for name in fusion.sources}
+        self._slots = {name: name.rpartition(".")[::2] for name in fusion.sources}
 
     def synthesized(self) -> Dict[str, torch.Tensor]:
         """The body's missing weights, computed from the live neighbour parameters."""
