@@ -15,7 +15,7 @@ from mmengine.config import Config
 from mmseg.registry import MODELS as MMSEG_MODELS
 
 from repl import ReplConfig, apply_replacement, bake
-from repl.errors import UnsupportedModelError
+from repl.errors import ConfigError, UnsupportedModelError
 from repl.integrations import openmmlab
 from repl.method.surrogates import Surrogate
 
@@ -107,3 +107,12 @@ def test_without_the_extra_the_cli_says_how_to_install_it(tmp_path):
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "make openmmlab" in lines[0] and "Traceback" not in result.stderr
+
+
+def test_model_kwargs_reach_the_mm_config():
+    model = openmmlab.build_detector("faster_rcnn_r50_fpn", num_classes=2, options={"model.rpn_head.feat_channels": 64})
+    assert model.rpn_head.feat_channels == 64 and model.roi_head.bbox_head.num_classes == 2
+    with pytest.raises(ConfigError, match="model.kwargs.config"):
+        openmmlab.build_segmentor("deeplabv3_r50", num_classes=19, config="no/such/config.py")
+    with pytest.raises(ConfigError, match="3-channel"):
+        openmmlab.build_segmentor("deeplabv3_r50", num_classes=19, in_chans=1)
