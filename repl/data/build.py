@@ -83,9 +83,9 @@ def build_data(
     check_shape(cfg, spec)
     streaming = _is_streaming(cfg, spec)
     train, evaluation = open_vision(cfg, spec, streaming=streaming)
-    keep_train = subset_indices(len(train), _subset_size(cfg, "num_train", len(train)))
-    keep_eval = subset_indices(len(evaluation), _subset_size(cfg, "num_eval", len(evaluation)))
-    common = _common(cfg, len(keep_train), seed=seed, device=device, rank=rank, world_size=world_size)
+    keep_train = subset_indices(len(train), subset_size(cfg, "num_train", len(train)))
+    keep_eval = subset_indices(len(evaluation), subset_size(cfg, "num_eval", len(evaluation)))
+    common = datamodule_args(cfg, len(keep_train), seed=seed, device=device, rank=rank, world_size=world_size)
     if streaming:
         return StreamingData(
             Subset(train, keep_train.tolist()),
@@ -118,7 +118,7 @@ def _synthetic(cfg: DatasetConfig, *, seed: int, device: torch.device, rank: int
     pixels = train.images.float().div_(255)
     mean, std = pixels.mean((0, 2, 3)).tolist(), pixels.std((0, 2, 3)).tolist()
     augment = RandomShift(cfg.image_size) if cfg.augment else None
-    common = _common(cfg, len(train), seed=seed, device=device, rank=rank, world_size=world_size)
+    common = datamodule_args(cfg, len(train), seed=seed, device=device, rank=rank, world_size=world_size)
     return ResidentData(train, evaluation, mean=mean, std=std, augment=augment, **common)
 
 
@@ -129,7 +129,7 @@ def _is_streaming(cfg: DatasetConfig, spec: VisionSpec) -> bool:
     return cfg.resident_mode == "false" or not spec.fits_in_memory
 
 
-def _subset_size(cfg: DatasetConfig, key: str, available: int) -> int:
+def subset_size(cfg: DatasetConfig, key: str, available: int) -> int:
     """dataset.num_train / num_eval, checked against what the split holds (None = all)."""
     wanted = getattr(cfg, key)
     if wanted is not None and wanted > available:
@@ -137,7 +137,7 @@ def _subset_size(cfg: DatasetConfig, key: str, available: int) -> int:
     return available if wanted is None else wanted
 
 
-def _common(cfg: DatasetConfig, num_train: int, *, seed: int, device: torch.device, rank: int, world_size: int) -> dict:
+def datamodule_args(cfg: DatasetConfig, num_train: int, *, seed: int, device: torch.device, rank: int, world_size: int) -> dict:
     """The DataModule arguments shared by both data paths; the batch size must fit the training set."""
     if cfg.batch_size > num_train:
         raise ConfigError(f"dataset.batch_size={cfg.batch_size} exceeds the training set ({num_train} images)")

@@ -13,7 +13,7 @@ from typing import Any, Dict, Iterator, List
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from repl.data.build import _common, _subset_size
+from repl.data.build import datamodule_args, subset_size
 from repl.data.config import DatasetConfig
 from repl.data.module import DataModule
 from repl.data.order import (
@@ -36,9 +36,9 @@ class MMData(DataModule):
 
     def __init__(self, cfg: DatasetConfig, train: Dataset, evaluation: Dataset, dataset_meta: Dict[str, Any], *,
                  seed: int, device: torch.device, rank: int, world_size: int) -> None:
-        keep_train = subset_indices(len(train), _subset_size(cfg, "num_train", len(train)))
-        keep_eval = subset_indices(len(evaluation), _subset_size(cfg, "num_eval", len(evaluation)))
-        common = _common(cfg, len(keep_train), seed=seed, device=device, rank=rank, world_size=world_size)
+        keep_train = subset_indices(len(train), subset_size(cfg, "num_train", len(train)))
+        keep_eval = subset_indices(len(evaluation), subset_size(cfg, "num_eval", len(evaluation)))
+        common = datamodule_args(cfg, len(keep_train), seed=seed, device=device, rank=rank, world_size=world_size)
         super().__init__(num_eval=len(keep_eval), **common)
         self.dataset_meta = dataset_meta
         self.sampler = ResumableBatchSampler(self.order)

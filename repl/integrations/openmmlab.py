@@ -83,14 +83,14 @@ def _check_block(path: str, block: nn.Module) -> None:
 
 
 def _enumerate(model: nn.Module) -> List["BlockInfo"]:
-    from repl.method.blocks import _TV_BASIC, _TV_BOTTLENECK, _resnet_adapter
+    from repl.method.blocks import TV_BASIC, TV_BOTTLENECK, resnet_adapter
 
     layouts = {
-        mmdet_resnet.BasicBlock: _TV_BASIC, mmdet_resnet.Bottleneck: _TV_BOTTLENECK,
-        mmseg_resnet.BasicBlock: _TV_BASIC, mmseg_resnet.Bottleneck: _TV_BOTTLENECK,
+        mmdet_resnet.BasicBlock: TV_BASIC, mmdet_resnet.Bottleneck: TV_BOTTLENECK,
+        mmseg_resnet.BasicBlock: TV_BASIC, mmseg_resnet.Bottleneck: TV_BOTTLENECK,
     }
     backbone, prefix = _mm_backbone(model)
-    infos = _resnet_adapter("openmmlab_resnet", "", lambda: None, lambda: layouts).enumerate(backbone)
+    infos = resnet_adapter("openmmlab_resnet", "", lambda: None, lambda: layouts).enumerate(backbone)
     for info in infos:
         _check_block(prefix + info.path, backbone.get_submodule(info.path))
     return [dataclasses.replace(info, path=prefix + info.path) for info in infos]

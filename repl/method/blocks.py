@@ -91,7 +91,7 @@ def set_module(model: nn.Module, path: str, new: nn.Module) -> None:
 # ----------------------------------------------------------------------------- ResNet families
 
 @dataclass(frozen=True)
-class _ResNetLayout:
+class ResNetLayout:
     """Forward order of one ResNet block class: branch module names and the activation after the sum."""
 
     kind: str
@@ -99,12 +99,12 @@ class _ResNetLayout:
     out_act: str
 
 
-_TV_BASIC = _ResNetLayout("basic", ("conv1", "bn1", "relu", "conv2", "bn2"), "relu")
-_TV_BOTTLENECK = _ResNetLayout("bottleneck", ("conv1", "bn1", "relu", "conv2", "bn2", "relu", "conv3", "bn3"), "relu")
-_TIMM_BASIC = _ResNetLayout(
+TV_BASIC = ResNetLayout("basic", ("conv1", "bn1", "relu", "conv2", "bn2"), "relu")
+TV_BOTTLENECK = ResNetLayout("bottleneck", ("conv1", "bn1", "relu", "conv2", "bn2", "relu", "conv3", "bn3"), "relu")
+TIMM_BASIC = ResNetLayout(
     "basic", ("conv1", "bn1", "drop_block", "act1", "aa", "conv2", "bn2", "se", "drop_path"), "act2"
 )
-_TIMM_BOTTLENECK = _ResNetLayout(
+TIMM_BOTTLENECK = ResNetLayout(
     "bottleneck",
     ("conv1", "bn1", "act1", "conv2", "bn2", "drop_block", "act2", "aa", "conv3", "bn3", "se", "drop_path"),
     "act3",
@@ -120,7 +120,7 @@ def _stages(model: nn.Module) -> List[Tuple[str, nn.Module]]:
     return stages
 
 
-def _resnet_block_info(index: int, path: str, family: str, block: nn.Module, layout: _ResNetLayout) -> BlockInfo:
+def _resnet_block_info(index: int, path: str, family: str, block: nn.Module, layout: ResNetLayout) -> BlockInfo:
     """Describe one ResNet block from its modules (stride from its convs, shapes from its parameters)."""
     branch = tuple(
         name for name in layout.branch if not isinstance(getattr(block, name, None), (type(None), nn.Identity))
@@ -152,11 +152,11 @@ def _resnet_block_info(index: int, path: str, family: str, block: nn.Module, lay
     )
 
 
-def _resnet_adapter(
+def resnet_adapter(
     name: str,
     description: str,
     model_class: Callable[[], Optional[type]],
-    layouts: Callable[[], Dict[Type, _ResNetLayout]],
+    layouts: Callable[[], Dict[Type, ResNetLayout]],
 ) -> FamilyAdapter:
     """A family whose blocks live in `layer1..layerK` Sequentials (project, torchvision and timm ResNets)."""
 
@@ -189,22 +189,22 @@ def _import_or_none(loader: Callable[[], type]) -> Optional[type]:
         return None
 
 
-def _project_layouts() -> Dict[Type, _ResNetLayout]:
+def _project_layouts() -> Dict[Type, ResNetLayout]:
     from repl.models.cifar_resnet import BasicBlock
 
-    return {BasicBlock: _TV_BASIC}
+    return {BasicBlock: TV_BASIC}
 
 
-def _torchvision_layouts() -> Dict[Type, _ResNetLayout]:
+def _torchvision_layouts() -> Dict[Type, ResNetLayout]:
     from torchvision.models.resnet import BasicBlock, Bottleneck
 
-    return {BasicBlock: _TV_BASIC, Bottleneck: _TV_BOTTLENECK}
+    return {BasicBlock: TV_BASIC, Bottleneck: TV_BOTTLENECK}
 
 
-def _timm_layouts() -> Dict[Type, _ResNetLayout]:
+def _timm_layouts() -> Dict[Type, ResNetLayout]:
     from timm.models.resnet import BasicBlock, Bottleneck
 
-    return {BasicBlock: _TIMM_BASIC, Bottleneck: _TIMM_BOTTLENECK}
+    return {BasicBlock: TIMM_BASIC, Bottleneck: TIMM_BOTTLENECK}
 
 
 def _project_resnet() -> type:
@@ -226,10 +226,10 @@ def _timm_resnet() -> type:
 
 
 register_family(
-    _resnet_adapter("cifar_resnet", "repl.models CifarResNet: resnet20/32/56/110", _project_resnet, _project_layouts)
+    resnet_adapter("cifar_resnet", "repl.models CifarResNet: resnet20/32/56/110", _project_resnet, _project_layouts)
 )
 register_family(
-    _resnet_adapter(
+    resnet_adapter(
         "torchvision_resnet",
         "torchvision.models.ResNet with BasicBlock/Bottleneck",
         lambda: _import_or_none(_torchvision_resnet),
@@ -237,7 +237,7 @@ register_family(
     )
 )
 register_family(
-    _resnet_adapter(
+    resnet_adapter(
         "timm_resnet",
         "timm.models.resnet.ResNet with BasicBlock/Bottleneck",
         lambda: _import_or_none(_timm_resnet),
