@@ -159,6 +159,12 @@ def measure_model(spec: ModelSpec, args: argparse.Namespace, device: torch.devic
     variants: List[Tuple[str, float, Optional[str]]] = [("bp", 0.0, None)]
     for ratio, label in ratio_points(num_blocks, args.ratios):
         variants += [(f"{surrogate} r={label}", ratio, surrogate) for surrogate in args.surrogates]
+    if args.compile:
+        # Every instance of a model class compiles its own entry for the class's forward; past dynamo's
+        # recompile limit (8) later configurations would silently run eager. One model's configurations
+        # at a time, each compiled: reset between models, limit above the number of configurations.
+        torch._dynamo.reset()
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 2 * len(variants))
     setups, rows = [], []
     for label, ratio, surrogate in variants:
         base = cuda_allocated(device)
