@@ -11,9 +11,6 @@ differ in colour and texture, at 2:1 like CityScapes.
 """
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
@@ -22,6 +19,7 @@ import torch
 from PIL import Image
 
 from repl.data.config import DatasetConfig
+from repl.data.files import write_once
 from repl.data.module import DataModule
 from repl.data.order import derive_seed
 from repl.errors import ConfigError, DataError
@@ -94,22 +92,13 @@ def _write_split(folder: Path, split: str, count: int, size: int, seed: int) -> 
 def write_synthetic_cityscapes(cfg: DatasetConfig, seed: int) -> Path:
     """The synthetic set's folder for (cfg, seed), generated on first use (atomically: concurrent runs are safe)."""
     num_train, num_eval = cfg.num_train or DEFAULT_NUM_TRAIN, cfg.num_eval or DEFAULT_NUM_EVAL
-    base = Path(cfg.root)
-    folder = base / f"seed{seed}_{cfg.image_size}px_{num_train}+{num_eval}"
-    if folder.is_dir():
-        return folder
-    base.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=base))
-    try:
+    folder = Path(cfg.root) / f"seed{seed}_{cfg.image_size}px_{num_train}+{num_eval}"
+
+    def write(tmp: Path) -> None:
         _write_split(tmp, "train", num_train, cfg.image_size, seed)
         _write_split(tmp, "val", num_eval, cfg.image_size, seed)
-        os.rename(tmp, folder)
-    except OSError:
-        if not folder.is_dir():  # not a lost race with an identical writer
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return folder
+
+    return write_once(folder, write)
 
 
 # ----------------------------------------------------------------------------- mmseg datasets

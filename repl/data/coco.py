@@ -11,9 +11,6 @@ category fixes both the shape (rectangle, ellipse, triangle) and the colour, box
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
@@ -22,6 +19,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from repl.data.config import DatasetConfig
+from repl.data.files import write_once
 from repl.data.module import DataModule
 from repl.data.order import derive_seed
 from repl.errors import ConfigError, DataError
@@ -107,23 +105,14 @@ def _write_split(folder: Path, split: str, count: int, cfg: DatasetConfig, seed:
 def write_synthetic_coco(cfg: DatasetConfig, seed: int) -> Path:
     """The synthetic set's folder for (cfg, seed), generated on first use (atomically: concurrent runs are safe)."""
     num_train, num_eval = cfg.num_train or DEFAULT_NUM_TRAIN, cfg.num_eval or DEFAULT_NUM_EVAL
-    base = Path(cfg.root)
-    folder = base / f"seed{seed}_{cfg.image_size}px_{cfg.num_classes}c_{num_train}+{num_eval}"
-    if folder.is_dir():
-        return folder
-    base.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=base))
-    try:
+    folder = Path(cfg.root) / f"seed{seed}_{cfg.image_size}px_{cfg.num_classes}c_{num_train}+{num_eval}"
+
+    def write(tmp: Path) -> None:
         palette = _palette(cfg.num_classes, seed)
         _write_split(tmp, "train", num_train, cfg, seed, palette)
         _write_split(tmp, "val", num_eval, cfg, seed, palette)
-        os.rename(tmp, folder)
-    except OSError:
-        if not folder.is_dir():  # not a lost race with an identical writer
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return folder
+
+    return write_once(folder, write)
 
 
 # ----------------------------------------------------------------------------- mmdet datasets
