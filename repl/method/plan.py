@@ -31,7 +31,8 @@ from repl.method.blocks import BlockInfo
 from repl.method.config import ReplConfig
 
 SETTING_KEYS = (
-    "select", "boundary", "fusion", "adapt", "surrogate", "neighbor_grad", "seed", "init_a", "init_b", "survival_last"
+    "select", "boundary", "fusion", "adapt", "surrogate", "neighbor_grad", "seed", "init_a", "init_b", "survival_last",
+    "stochastic_depth",
 )
 ACTIONS = {"repl": "replaced", "drop": "dropped", "freeze": "frozen"}
 

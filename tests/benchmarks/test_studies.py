@@ -1,16 +1,7 @@
-"""The study scripts at tiny sizes, and RepL composed with stochastic depth (repl/method/compose.py)."""
-import copy
+"""The study scripts at tiny sizes."""
 import json
 
-import pytest
-import torch
 
-from repl import bake
-from repl.baselines import StochasticDepthBlock
-from repl.method.compose import apply_repl_with_stochastic_depth
-from repl.method.config import ReplConfig
-from repl.method.surrogates import Surrogate
-from repl.models.cifar_resnet import CifarResNet
 
 TRAIN = ["model=resnet20", "dataset.image_size=16", "dataset.num_train=64", "dataset.num_eval=32",
          "dataset.batch_size=32", "trainer.epochs=1"]
@@ -56,7 +47,7 @@ def test_stochastic_depth_study_runs_the_four_methods(tmp_path, script):
     assert [p["method"] for p in plans.values()] == ["bp", "repl", "stochastic_depth", "repl"]
     composed = plans["RepL + stochastic depth"]
     assert composed["blocks"] == plans["RepL"]["blocks"]
-    assert sorted(composed["settings"]["stochastic_depth_blocks"] + composed["blocks"]) == list(range(9))
+    assert composed["settings"]["stochastic_depth"] is True and not plans["RepL"]["settings"]["stochastic_depth"]
 
 
 def test_inference_baked_equals_surrogates(tmp_path, script):
@@ -68,31 +59,6 @@ def test_inference_baked_equals_surrogates(tmp_path, script):
         assert baked["forward_flops"] == surrogates["forward_flops"] < bp["forward_flops"]
         assert surrogates["params"] < baked["params"] < bp["params"]  # lite drops the skipped sub-layer's weights
     assert "inference_cpu.md" in {p.name for p in tmp_path.iterdir()}
-
-
-def test_repl_with_stochastic_depth_wraps_the_trained_blocks_only():
-    torch.manual_seed(0)
-    model = CifarResNet(20)
-    plan = apply_repl_with_stochastic_depth(model, ReplConfig(ratio=0.25, survival_last=1.0))  # no skips: grads show
-    kinds = [type(m) for m in (model.get_submodule(p) for p in ("layer1.0", "layer1.1", "layer3.2"))]
-    assert plan.method == "repl" and plan.blocks == [1, 6]
-    assert kinds == [StochasticDepthBlock, Surrogate, StochasticDepthBlock]
-    assert sorted(plan.settings["stochastic_depth_blocks"] + plan.blocks) == list(range(9))
-    x = torch.randn(4, 3, 16, 16)
-    model.train()(x).sum().backward()  # the surrogate still reaches its wrapped neighbours' weights
-    neighbour = model.get_submodule("layer1.0")
-    assert neighbour.survival == 1.0 and neighbour.conv1.weight.grad is not None
-    model.eval()
-    with torch.no_grad():
-        assert torch.allclose(bake(model)(x), model(x), atol=1e-5)
-        assert torch.equal(copy.deepcopy(model)(x), model(x))
-
-
-def test_compose_refuses_a_ratio_the_model_cannot_take():
-    from repl.errors import ConfigError
-
-    with pytest.raises(ConfigError, match="repl.ratio"):
-        apply_repl_with_stochastic_depth(CifarResNet(20), ReplConfig(ratio=0.9))
 
 
 def test_quantize_transformer_path_is_dynamic_linear(tmp_path, script):

@@ -16,7 +16,10 @@ from repl.baselines import (
     apply_stochastic_depth,
     survival_probabilities,
 )
+from repl import apply_replacement, bake
+from repl.errors import ConfigError
 from repl.method.blocks import discover_blocks, get_module
+from repl.method.surrogates import Surrogate
 from repl.method.config import ReplConfig
 from repl.method.plan import make_plan
 from repl.models.cifar_resnet import CifarResNet
@@ -219,3 +222,28 @@ def test_stochastic_depth_wraps_every_block_of_other_families(name):
     x = torch.randn(2, 3, size, size)
     with torch.no_grad():
         torch.testing.assert_close(model.eval()(x), reference.eval()(x))
+
+
+def test_repl_with_stochastic_depth_wraps_the_trained_blocks_only():
+    torch.manual_seed(0)
+    model = CifarResNet(20)
+    plan = apply_replacement(model, ReplConfig(ratio=0.25, survival_last=1.0, stochastic_depth=True))  # no skips: grads show
+    kinds = [type(m) for m in (model.get_submodule(p) for p in ("layer1.0", "layer1.1", "layer3.2"))]
+    assert plan.method == "repl" and plan.blocks == [1, 6]
+    assert kinds == [StochasticDepthBlock, Surrogate, StochasticDepthBlock]
+    assert plan.settings["stochastic_depth"] is True
+    assert [isinstance(model.get_submodule(b.path), StochasticDepthBlock) for b in discover_blocks(CifarResNet(20))] == \
+        [i not in plan.blocks for i in range(9)]
+    x = torch.randn(4, 3, 16, 16)
+    model.train()(x).sum().backward()  # the surrogate still reaches its wrapped neighbours' weights
+    neighbour = model.get_submodule("layer1.0")
+    assert neighbour.survival == 1.0 and neighbour.conv1.weight.grad is not None
+    model.eval()
+    with torch.no_grad():
+        assert torch.allclose(bake(model)(x), model(x), atol=1e-5)
+        assert torch.equal(copy.deepcopy(model)(x), model(x))
+
+
+def test_stochastic_depth_composes_with_repl_only():
+    with pytest.raises(ConfigError, match="repl.stochastic_depth"):
+        apply_replacement(CifarResNet(20), ReplConfig(method="drop", stochastic_depth=True))
