@@ -141,3 +141,12 @@ def interleave(steps: List[Callable[[], Any]], rounds: int, per_round: int, devi
 def cuda_allocated(device: torch.device) -> int:
     """Bytes the CUDA allocator holds for tensors now; 0 off CUDA."""
     return int(torch.cuda.memory_allocated(device)) if device.type == "cuda" else 0
+
+
+def step_peak(step: Callable[[], Any], device: torch.device, base: int) -> int | None:
+    """CUDA allocator peak of one `step`, above `base` bytes (what was allocated before); None off CUDA."""
+    measure.synchronize(device)
+    measure.reset_peak_memory(device)
+    step()
+    measure.synchronize(device)
+    return measure.peak_memory_bytes(device) - base if device.type == "cuda" else None

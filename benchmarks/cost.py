@@ -32,7 +32,7 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a clone without `pip install -e .`
 
-from benchmarks.common import (cuda_allocated, header, interleave, mib, provenance, resolve_device, set_threads, slug,
+from benchmarks.common import (cuda_allocated, header, interleave, mib, provenance, resolve_device, set_threads, slug, step_peak,
                                spread, write_result)  # noqa: E402
 from repl import ReplConfig, apply_replacement  # noqa: E402
 from repl.engine import measure  # noqa: E402
@@ -182,11 +182,7 @@ def measure_model(spec: ModelSpec, args: argparse.Namespace, device: torch.devic
         probe = measure.probe_step(model, cast_loss, batch, optimizer)  # before any step: optimizer state via meta
         for _ in range(args.warmup):
             step()
-        measure.synchronize(device)
-        measure.reset_peak_memory(device)
-        step()
-        measure.synchronize(device)
-        peak = measure.peak_memory_bytes(device) - base if device.type == "cuda" else None
+        peak = step_peak(step, device, base)
         params = measure.count_parameters(model)
         rows.append({
             "label": label, "method": plan.method, "ratio": ratio, "surrogate": surrogate,

@@ -27,7 +27,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import (cuda_allocated, header, interleave, mib, provenance, resolve_device, set_threads, slug,
+from benchmarks.common import (cuda_allocated, header, interleave, mib, provenance, resolve_device, set_threads, slug, step_peak,
                                write_result)  # noqa: E402
 from benchmarks.cost import SPECS, loss_of, make_optimizer  # noqa: E402
 from repl import ReplConfig, apply_replacement  # noqa: E402
@@ -90,11 +90,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
                 optimizer.zero_grad(set_to_none=True)
 
             step()
-            measure.synchronize(device)
-            measure.reset_peak_memory(device)
-            step()
-            measure.synchronize(device)
-            peak = measure.peak_memory_bytes(device) - base if device.type == "cuda" else None
+            peak = step_peak(step, device, base)
             steps.append(step)
             rows.append({"label": f"{'RepL ' + args.surrogate if method == 'repl' else 'BP'}{' + checkpointing' if ckpt else ''}",
                          "method": plan.method, "checkpointing": ckpt, "blocks": plan.blocks,
