@@ -62,18 +62,21 @@ class OptimConfig:
     betas: List[float] = field(default_factory=lambda: [0.9, 0.999])  # adamw
     eps: float = 1e-8  # adamw
     decay_1d: bool = False  # apply weight decay to 1-d tensors (biases, norms, fusion coefficients) too
-    schedule: str = "cosine"  # cosine | step | constant
+    schedule: str = "cosine"  # cosine | step | poly | constant
     warmup_epochs: float = 0.0  # linear warm-up from 0, in (fractional) epochs
     min_lr_ratio: float = 0.0  # cosine floor as a fraction of lr
     milestones: List[float] = field(default_factory=lambda: [0.5, 0.75])  # step: fractions of training
     gamma: float = 0.1  # step: factor at each milestone
+    power: float = 0.9  # poly: (1 - progress) ** power, as mmsegmentation's PolyLR
 
     def validate(self) -> None:
         _check(self.name in ("sgd", "adamw"), f"optim.name={self.name!r}: choose sgd or adamw")
         _check(self.lr > 0, f"optim.lr={self.lr} must be > 0")
         _check(self.weight_decay >= 0, f"optim.weight_decay={self.weight_decay} must be >= 0")
         _check(0 <= self.momentum < 1, f"optim.momentum={self.momentum} must be in [0, 1)")
-        _check(self.schedule in ("cosine", "step", "constant"), f"optim.schedule={self.schedule!r}: choose cosine, step or constant")
+        _check(self.schedule in ("cosine", "step", "poly", "constant"),
+               f"optim.schedule={self.schedule!r}: choose cosine, step, poly or constant")
+        _check(self.power > 0, f"optim.power={self.power} must be > 0")
         _check(self.warmup_epochs >= 0, f"optim.warmup_epochs={self.warmup_epochs} must be >= 0")
         _check(all(0 < m < 1 for m in self.milestones), f"optim.milestones={list(self.milestones)} must be fractions in (0, 1)")
         _check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), f"optim.betas={list(self.betas)} must be two numbers in [0, 1)")

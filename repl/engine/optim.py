@@ -41,6 +41,8 @@ def lr_factor(cfg: OptimConfig, step: int, total_steps: int, warmup_steps: int) 
     progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
     if cfg.schedule == "cosine":
         return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+    if cfg.schedule == "poly":
+        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * (1 - progress) ** cfg.power
     if cfg.schedule == "step":
         return cfg.gamma ** sum(progress >= m for m in cfg.milestones)
     return 1.0

@@ -60,3 +60,13 @@ def test_no_weight_decay_on_1d_tensors():
 def test_bad_values_name_the_key(field, value):
     with pytest.raises(ConfigError, match=f"optim.{field}"):
         OptimConfig(**{field: value}).validate()
+
+
+def test_poly_schedule_matches_mmsegmentations_polylr():
+    """lr = (base - eta_min) * (1 - t/T) ** power + eta_min, written out at a few steps."""
+    cfg = OptimConfig(schedule="poly", power=0.9, min_lr_ratio=0.01)
+    total = 80
+    for step in (0, 20, 40, 79):
+        expected = (1 - 0.01) * (1 - step / total) ** 0.9 + 0.01
+        assert lr_factor(cfg, step, total, 0) == pytest.approx(expected)
+    assert lr_factor(cfg, 20, total, 0) > lr_factor(OptimConfig(schedule="poly", power=2.0), 20, total, 0)
