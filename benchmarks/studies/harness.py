@@ -11,7 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+import torch
 from torch import nn
+
+from benchmarks.common import header, write_result
 
 from repl import apply_replacement
 from repl.config import TrainConfig, compose, to_config
@@ -51,3 +54,16 @@ def train_run(overrides: List[str], run_dir: Path, apply: Optional[Apply] = None
         return summary, trainer.model, data, task
     finally:
         distributed.cleanup()
+
+
+def report_runs(study: str, runs: Dict[str, Any], settings: Dict[str, Any], load_before: List[float], out_dir: Path,
+                markdown: Callable[[Dict[str, Any]], str]) -> Dict[str, Any]:
+    """The result of a study made of training runs ({label: {"overrides", "summary"}}): written as
+    results/studies/<study>_<model>.{json,md}, printed, and returned."""
+    first = next(iter(runs.values()))["summary"]
+    result = header(torch.device("cpu"), settings, load_before)
+    result.update({"study": study, "model": first["model"], "primary": first["primary"]["name"], "runs": runs})
+    text = markdown(result)
+    write_result(out_dir, f"{study}_{first['model']}", result, text)
+    print(text)
+    return result

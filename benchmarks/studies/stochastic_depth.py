@@ -25,8 +25,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import header, provenance, set_threads, write_result  # noqa: E402
-from benchmarks.studies.harness import default_apply, train_run  # noqa: E402
+from benchmarks.common import provenance, set_threads  # noqa: E402
+from benchmarks.studies.harness import default_apply, report_runs, train_run  # noqa: E402
 
 DEFAULTS = ["trainer.device=cpu", "model=resnet32", "trainer.epochs=4", "trainer.progress=false", "repl.ratio=0.25"]
 
@@ -77,15 +77,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         for i, (label, (extra, apply)) in enumerate(RUNS.items()):
             summary, _, _, _ = train_run([*base, *extra], Path(tmp) / str(i), apply=apply)
             runs[label] = {"overrides": [*base, *extra], "summary": summary}
-    first = next(iter(runs.values()))["summary"]
-    primary, model_name = first["primary"]["name"], first["model"]
-    result = header(torch.device("cpu"), {"overrides": base}, load_before)
-    result.update({"study": "stochastic_depth", "model": model_name, "primary": primary, "runs": runs})
-    text = markdown(result)
-    write_result(args.out_dir, f"stochastic_depth_{model_name}", result, text)
-    print(text)
-    return result
-
+    return report_runs("stochastic_depth", runs, {"overrides": base}, load_before, args.out_dir, markdown)
 
 if __name__ == "__main__":
     main()

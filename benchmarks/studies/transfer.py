@@ -26,8 +26,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import header, provenance, set_threads, write_result  # noqa: E402
-from benchmarks.studies.harness import train_run  # noqa: E402
+from benchmarks.common import provenance, set_threads  # noqa: E402
+from benchmarks.studies.harness import report_runs, train_run  # noqa: E402
 
 DEFAULTS = ["trainer.device=cpu", "model=resnet32", "trainer.epochs=2", "trainer.progress=false"]
 RUNS = {  # label: overrides of the fine-tuning run (besides the defaults and the user's)
@@ -81,16 +81,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
             overrides = [*base, *(f"model.weights={weights}" if e == "WEIGHTS" else e for e in extra)]
             summary, _, _, _ = train_run(overrides, Path(tmp) / str(i))
             runs[label] = {"overrides": [o.replace(str(weights), "PRETRAINED.pt") for o in overrides], "summary": summary}
-    primary = pretrain["primary"]["name"]
-    result = header(torch.device("cpu"), {"overrides": base, "source_seed": args.source_seed,
-                                          "pretrain_epochs": args.pretrain_epochs}, load_before)
-    model_name = pretrain["model"]
-    result.update({"study": "transfer", "model": model_name, "primary": primary, "runs": runs})
-    text = markdown(result)
-    write_result(args.out_dir, f"transfer_{model_name}", result, text)
-    print(text)
-    return result
-
+    settings = {"overrides": base, "source_seed": args.source_seed, "pretrain_epochs": args.pretrain_epochs}
+    return report_runs("transfer", runs, settings, load_before, args.out_dir, markdown)
 
 if __name__ == "__main__":
     main()
