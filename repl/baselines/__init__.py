@@ -1,7 +1,7 @@
 """Baselines run on the same plan as RepL (METHOD.md, "Baselines in the same harness")."""
 from repl.baselines.drop import ShortcutOnly, apply_drop
 from repl.baselines.freeze import EvalBatchNorm2d, apply_freeze
-from repl.baselines.stochastic_depth import StochasticDepthBlock, apply_stochastic_depth, survival_probabilities
+from repl.baselines.stochastic_depth import StochasticDepthBlock, apply_stochastic_depth, survival_probabilities, wrap_blocks
 
 __all__ = [
     "EvalBatchNorm2d",
@@ -11,4 +11,5 @@ __all__ = [
     "apply_freeze",
     "apply_stochastic_depth",
     "survival_probabilities",
+    "wrap_blocks",
 ]

@@ -45,9 +45,15 @@ class StochasticDepthBlock(ResidualParts):
         return f"{super().extra_repr()}, survival={self.survival:.4f}"
 
 
+def wrap_blocks(model: nn.Module, infos: Sequence[BlockInfo], num_blocks: int, survival_last: float) -> None:
+    """Make each block in `infos` a StochasticDepthBlock, in place, with the survival of its place among
+    all `num_blocks` blocks of the sequence."""
+    survival = survival_probabilities(num_blocks, survival_last)
+    for info in infos:
+        set_module(model, info.path, StochasticDepthBlock(get_module(model, info.path), info, survival[info.index]))
+
+
 def apply_stochastic_depth(model: nn.Module, plan: Plan, blocks: Sequence[BlockInfo]) -> int:
     """Wrap every planned block (the whole sequence) in place; no parameter is removed, so returns 0."""
-    survival = survival_probabilities(plan.num_blocks, plan.settings["survival_last"])
-    for info in planned_blocks(plan, blocks):
-        set_module(model, info.path, StochasticDepthBlock(get_module(model, info.path), info, survival[info.index]))
+    wrap_blocks(model, planned_blocks(plan, blocks), plan.num_blocks, plan.settings["survival_last"])
     return 0

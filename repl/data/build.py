@@ -54,7 +54,7 @@ def num_outputs(cfg: Union[DatasetConfig, DictConfig], task: str = "classificati
     if task == "lm":
         from repl.data.text import vocabulary_size
 
-        return vocabulary_size(cfg.validate())
+        return vocabulary_size(cfg)
     return cfg.num_classes
 
 

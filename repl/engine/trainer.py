@@ -281,7 +281,7 @@ class Trainer:
     # ------------------------------------------------------------------ records
     def _window_loss(self, loss_sum: torch.Tensor, steps: int) -> float:
         """Mean training loss of the global batches of a logging window (every rank calls this at the same step)."""
-        return (all_reduce_sum(loss_sum.clone()) / (steps * self.dist.world_size)).item()
+        return (all_reduce_sum(loss_sum) / (steps * self.dist.world_size)).item()  # loss_sum is reset after
 
     def _log_step(self, loss: float, rate: Optional[float], bar, advanced: int) -> None:
         if not math.isfinite(loss):

@@ -6,7 +6,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from torch import nn
 
-from repl.baselines import StochasticDepthBlock, apply_drop, apply_freeze, apply_stochastic_depth, survival_probabilities
+from repl.baselines import apply_drop, apply_freeze, apply_stochastic_depth, wrap_blocks
 from repl.errors import ConfigError, UnsupportedModelError
 from repl.method.blocks import BlockInfo, discover_blocks, get_module, set_module
 from repl.method.config import ReplConfig
@@ -47,16 +47,6 @@ def replace_blocks(model: nn.Module, plan: Plan, blocks: Sequence[BlockInfo], cf
     return replaced, fusion
 
 
-def skip_trained_blocks(model: nn.Module, plan: Plan, blocks: Sequence[BlockInfo], survival_last: float) -> None:
-    """RepL + stochastic depth: every block left trained is skipped per batch with the survival of its place
-    in the whole sequence (Huang et al.'s linear decay). Surrogates always run: they are already the cheap
-    path, and they keep reading their neighbours' tensors, which the wrappers hold under the same names."""
-    survival = survival_probabilities(len(blocks), survival_last)
-    for info in blocks:
-        if info.index not in plan.blocks:
-            set_module(model, info.path, StochasticDepthBlock(get_module(model, info.path), info, survival[info.index]))
-
-
 def apply_replacement(model: nn.Module, cfg: Optional[ReplConfig] = None, **overrides: Any) -> Plan:
     """Apply RepL (or a baseline, per `cfg.method`) to `model` in place and return the plan.
 
@@ -79,8 +69,8 @@ def apply_replacement(model: nn.Module, cfg: Optional[ReplConfig] = None, **over
         return plan
     if cfg.method == "repl":
         plan.params_replaced, plan.params_fusion = replace_blocks(model, plan, blocks, cfg)
-        if cfg.stochastic_depth:
-            skip_trained_blocks(model, plan, blocks, cfg.survival_last)
+        if cfg.stochastic_depth:  # surrogates always run: they are the cheap path already; the rest skip per batch
+            wrap_blocks(model, [b for b in blocks if b.index not in plan.blocks], len(blocks), cfg.survival_last)
     else:
         plan.params_replaced = BASELINES[cfg.method](model, plan, blocks)
     return plan

@@ -7,8 +7,7 @@ sub-layer with its norm, without attention (METHOD.md, "The operator").
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable, Dict, List, Tuple, Type
+from typing import Callable, List, Tuple
 
 from torch import nn
 
@@ -20,33 +19,20 @@ from repl.models.lite import LiteTransformerBlock
 KIND = "transformer"
 
 
-@dataclass(frozen=True)
-class _TransformerLayout:
-    """Children of one transformer block class, and those applied to the MLP output (kept by lite)."""
-
-    children: Tuple[str, ...]
-    mlp_post: Tuple[str, ...]
-
-
-def _timm_vit() -> Tuple[type, Dict[Type, _TransformerLayout]]:
+def _timm_vit() -> Tuple[type, Tuple[type, ...]]:
     from timm.models.vision_transformer import Block, VisionTransformer
 
-    layout = _TransformerLayout(("norm1", "attn", "ls1", "drop_path1", "norm2", "mlp", "ls2", "drop_path2"),
-                                ("ls2", "drop_path2"))
-    return VisionTransformer, {Block: layout}
+    return VisionTransformer, (Block,)
 
 
-def _project_gpt() -> Tuple[type, Dict[Type, _TransformerLayout]]:
+def _project_gpt() -> Tuple[type, Tuple[type, ...]]:
     from repl.models.gpt import GPT, Block
 
-    return GPT, {Block: _TransformerLayout(("norm1", "attn", "norm2", "mlp", "drop"), ("drop",))}
-
-
-LAYOUTS: Dict[Type, _TransformerLayout] = {}  # filled as families are detected; read by the lite builder
+    return GPT, (Block,)
 
 
 def _transformer_adapter(name: str, description: str,
-                         classes: Callable[[], Tuple[type, Dict[Type, _TransformerLayout]]]) -> FamilyAdapter:
+                         classes: Callable[[], Tuple[type, Tuple[type, ...]]]) -> FamilyAdapter:
     """A family whose blocks are the children of `model.blocks`, in order."""
 
     def detect(model: nn.Module) -> bool:
@@ -57,14 +43,12 @@ def _transformer_adapter(name: str, description: str,
         return isinstance(model, model_class)
 
     def enumerate_blocks(model: nn.Module) -> List[BlockInfo]:
-        _, layouts = classes()
-        LAYOUTS.update(layouts)
+        _, block_classes = classes()
         infos = []
         for child, block in model.blocks.named_children():
             path = f"blocks.{child}"
-            layout = layouts.get(type(block))
-            if layout is None:
-                supported = ", ".join(c.__module__ + "." + c.__name__ for c in layouts)
+            if type(block) not in block_classes:
+                supported = ", ".join(c.__module__ + "." + c.__name__ for c in block_classes)
                 raise UnsupportedModelError(f"{name} block {path} is a {type(block).__name__}; supported: {supported}")
             dim = block.norm1.weight.shape[0]
             infos.append(BlockInfo(
@@ -79,8 +63,9 @@ def _transformer_adapter(name: str, description: str,
 
 
 def _lite_transformer(block: nn.Module, info: BlockInfo) -> nn.Module:
-    """The block's MLP sub-layer with its norm and post-MLP modules (the block is consumed)."""
-    post = LAYOUTS[type(block)].mlp_post
+    """The block's MLP sub-layer with its norm and the modules after the MLP in forward order (LayerScale,
+    drop-path, dropout); the block is consumed."""
+    post = info.branch[info.branch.index("mlp") + 1:]
     return LiteTransformerBlock(block.norm2, block.mlp, {n: getattr(block, n) for n in post})
 
 
