@@ -58,10 +58,8 @@ def train(cfg: TrainConfig, run_dir: Path) -> Dict[str, Any]:
         trainer = Trainer(cfg, model, plan, data, task, dist, run_dir, block_paths=block_paths)
         try:
             return trainer.fit()
-        except ReplError:
-            raise
-        except Exception as err:  # a crash mid-run: leave a summary that says so, then re-raise
-            if dist.is_main:
+        except Exception as err:  # a crash or a full disk mid-run: leave a summary that says so, then re-raise
+            if dist.is_main and (trainer.step > 0 or not isinstance(err, ReplError)):
                 atomic_write_json(run_dir / "summary.json", {"status": "failed", "error": f"{type(err).__name__}: {err}",
                                                               "steps_done": trainer.step, "epochs_done": trainer.epoch})
             raise

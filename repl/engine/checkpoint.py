@@ -4,13 +4,15 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Dict
+from typing import Any, Callable, Dict, Iterator
 
 import numpy as np
 import torch
 
+from repl.engine.measure._tensors import distinct_storage_bytes
 from repl.errors import CheckpointError
 
 
@@ -47,8 +49,38 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def save_checkpoint(path: Path, state: Dict[str, Any]) -> None:
-    """Save a training state atomically; a crash mid-save leaves the previous checkpoint intact."""
-    _atomic_write(Path(path), lambda h: torch.save(state, h), "wb")
+    """Save a training state atomically; a crash mid-save leaves the previous checkpoint intact.
+
+    A filesystem without room for it is refused before anything is written, and a write that fails
+    anyway (another process filled the disk) is one CheckpointError line, not a serializer traceback.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    need, free = distinct_storage_bytes(_tensors(state)), shutil.disk_usage(path.parent).free
+    if need > free:
+        raise CheckpointError(f"no room for checkpoint {path}: it needs {_gib(need)} and {_gib(free)} is free there; "
+                              "free disk space or move the run directory (the previous checkpoint is intact)")
+    try:
+        _atomic_write(path, lambda h: torch.save(state, h), "wb")
+    except (OSError, RuntimeError) as err:  # torch's zip writer reports a short write as RuntimeError
+        raise CheckpointError(f"could not write checkpoint {path} ({str(err).splitlines()[0] or type(err).__name__}; "
+                              f"{_gib(shutil.disk_usage(path.parent).free)} free there); the previous checkpoint is intact") from None
+
+
+def _tensors(obj: Any) -> Iterator[torch.Tensor]:
+    """Every tensor in a nested dict/list/tuple state."""
+    if isinstance(obj, torch.Tensor):
+        yield obj
+    elif isinstance(obj, dict):
+        for value in obj.values():
+            yield from _tensors(value)
+    elif isinstance(obj, (list, tuple)):
+        for value in obj:
+            yield from _tensors(value)
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.2f} GiB"
 
 
 def load_checkpoint(path: Path) -> Dict[str, Any]:

@@ -1,7 +1,9 @@
 """Atomic writes and checkpoint loading."""
+import errno
 import json
 import os
 import random
+import shutil
 
 import numpy as np
 import pytest
@@ -64,3 +66,37 @@ def test_written_files_get_the_usual_permissions(tmp_path):
         os.umask(old)
     for name in ("summary.json", "last.pt"):  # readable by collaborators, like any file open() creates
         assert (tmp_path / name).stat().st_mode & 0o777 == 0o644
+
+
+def test_a_full_disk_is_refused_before_writing(tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, {"model": {"w": torch.zeros(4)}, "progress": {"step": 1}})
+    free = 1000  # bytes: less than the next state's 4000 bytes of tensors, more than the first's 16
+    monkeypatch.setattr("shutil.disk_usage", lambda _: shutil._ntuple_diskusage(10**9, 10**9 - free, free))
+    with pytest.raises(CheckpointError, match=f"no room for checkpoint {path}") as info:
+        save_checkpoint(path, {"model": {"w": torch.zeros(1000)}, "progress": {"step": 2}})
+    assert "\n" not in str(info.value)
+    assert load_checkpoint(path)["progress"]["step"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
+def test_shared_storages_count_once_against_free_space(tmp_path, monkeypatch):
+    weight = torch.zeros(1000)  # 4000 bytes, saved once although referenced twice (tied embeddings)
+    monkeypatch.setattr("shutil.disk_usage", lambda _: shutil._ntuple_diskusage(10**9, 10**9 - 6000, 6000))
+    save_checkpoint(tmp_path / "last.pt", {"model": {"embed": weight, "head": weight}, "progress": {}})
+    assert load_checkpoint(tmp_path / "last.pt")["model"]["head"].numel() == 1000
+
+
+def test_a_write_that_fails_midway_is_one_line_and_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, {"model": {"w": torch.zeros(4)}, "progress": {"step": 1}})
+
+    def disk_fills(*_args, **_kwargs):  # what another process filling the disk looks like to torch.save
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", disk_fills)
+    with pytest.raises(CheckpointError, match="No space left on device") as info:
+        save_checkpoint(path, {"model": {"w": torch.ones(4)}, "progress": {"step": 2}})
+    assert "\n" not in str(info.value) and "previous checkpoint is intact" in str(info.value)
+    assert load_checkpoint(path)["progress"]["step"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]

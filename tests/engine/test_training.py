@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -55,6 +56,15 @@ def test_resume_with_another_plan_is_refused(tmp_path):
     run(tmp_path, "repl.ratio=0.25", "trainer.max_steps=1")
     with pytest.raises(CheckpointError, match="another plan"):
         run(tmp_path, "repl.ratio=0.4", "trainer.max_steps=2")
+
+
+def test_a_disk_too_full_for_the_checkpoint_fails_the_run_in_one_line(tmp_path, monkeypatch):
+    monkeypatch.setattr("shutil.disk_usage", lambda _: shutil._ntuple_diskusage(10**12, 10**12 - 4096, 4096))
+    with pytest.raises(CheckpointError, match="no room for checkpoint"):
+        run(tmp_path, "trainer.max_steps=2")
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["status"] == "failed" and summary["steps_done"] == 2 and "no room" in summary["error"]
+    assert not (tmp_path / "checkpoints").exists() or not any((tmp_path / "checkpoints").iterdir())
 
 
 def test_summary_has_every_contract_field(tmp_path):
