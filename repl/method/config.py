@@ -33,6 +33,7 @@ class ReplConfig:
     init_b: float = 0.5  # initial coefficient of the succeeding block
     seed: int = 0  # for select=random
     survival_last: float = 0.5  # stochastic_depth: survival probability of the last block (Huang et al.: 0.5)
+    recompute: bool = False  # surrogates keep no synthesized weight for backward; it is rebuilt there (same gradients)
     stochastic_depth: bool = False  # repl: also skip the blocks left trained per batch (Huang et al.); surrogates always run
 
     def validate(self) -> "ReplConfig":
@@ -52,6 +53,8 @@ class ReplConfig:
         if self.stochastic_depth and self.method != "repl":
             raise ConfigError(f"repl.stochastic_depth=true composes with repl.method=repl only, not {self.method}; "
                               "stochastic depth alone is repl=stochastic_depth")
+        if self.recompute and self.method != "repl":
+            raise ConfigError(f"repl.recompute=true applies to repl.method=repl (surrogates), not {self.method}")
         if not 0.0 < float(self.survival_last) <= 1.0:
             raise ConfigError(f"repl.survival_last={self.survival_last} must be in (0, 1]")
         return self

@@ -131,21 +131,22 @@ class Fusion(nn.Module):
             self._paths[name] = (tuple(owner), leaf)
 
     def forward(self, neighbours: Sequence[nn.Module]) -> Dict[str, torch.Tensor]:
-        weights = {}
+        return {name: self.weight(neighbours, name) for name in self._terms}
+
+    def weight(self, neighbours: Sequence[nn.Module], name: str) -> torch.Tensor:
+        """One synthesized tensor, `a * A(prev[name]) + b * A(next[name])` (or the single available term)."""
         coefficients = (self.a, self.b)
-        for name, terms in self._terms.items():
-            total = None
-            for i, key, adapter in terms:
-                t = self._source(neighbours[i], name)
-                if not self.neighbor_grad:
-                    t = t.detach()
-                if adapter:
-                    t = self.adapters[adapter](t)
-                c = coefficients[i][key]
-                # a * P + b * N as one mul and one addcmul: one op and one temporary fewer per tensor than mul+mul+add
-                total = t * c if total is None else torch.addcmul(total, t, c)
-            weights[name] = total
-        return weights
+        total = None
+        for i, key, adapter in self._terms[name]:
+            t = self._source(neighbours[i], name)
+            if not self.neighbor_grad:
+                t = t.detach()
+            if adapter:
+                t = self.adapters[adapter](t)
+            c = coefficients[i][key]
+            # a * P + b * N as one mul and one addcmul: one op and one temporary fewer per tensor than mul+mul+add
+            total = t * c if total is None else torch.addcmul(total, t, c)
+        return total
 
     def _source(self, neighbour: nn.Module, name: str) -> torch.Tensor:
         """The neighbour's live tensor `name`, read by dict lookups (what get_parameter does, minus its string work)."""

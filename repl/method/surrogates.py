@@ -12,11 +12,13 @@ from typing import Any, Callable, Dict, FrozenSet, Sequence, Tuple
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from repl.errors import ConfigError
 from repl.method.blocks import BlockInfo
 from repl.method.config import ReplConfig
 from repl.method.fusion import Fusion
+from repl.method.recompute import recomputed
 from repl.models.lite import LiteBasicBlock, LiteBottleneck
 
 LiteBuilder = Callable[[nn.Module, BlockInfo], nn.Module]
@@ -36,11 +38,13 @@ def register_lite(kind: str, known: FrozenSet[str], builder: LiteBuilder) -> Non
 class Surrogate(nn.Module):
     """A replaced block: `body` run with weights synthesized from the neighbours (i-1, i+1)."""
 
-    def __init__(self, body: nn.Module, fusion: Fusion, neighbours: Sequence[nn.Module], operator: str) -> None:
+    def __init__(self, body: nn.Module, fusion: Fusion, neighbours: Sequence[nn.Module], operator: str,
+                 recompute: bool = False) -> None:
         super().__init__()
         self.body = body
         self.fusion = fusion
         self.operator = operator
+        self.recompute = recompute  # keep no synthesized weight for backward: rebuild it there (recompute.py)
         self._neighbours = tuple(neighbours)  # references only: a tuple is not registered as submodules
         # name -> (owner path in body, leaf): the parameter slots (None between calls) filled at each forward
         self._slots = {name: name.rpartition(".")[::2] for name in fusion.sources}
@@ -57,18 +61,25 @@ class Surrogate(nn.Module):
         are None between calls, so any body module that reads `self.<name>` works, and the slots are
         emptied again even if the body raises, so parameters(), state_dict() and deepcopy never see them.
         """
-        owners = [(self.body.get_submodule(self._slots[name][0]), self._slots[name][1], w)
-                  for name, w in self.synthesized().items()]
+        dropping = self.recompute and torch.is_grad_enabled() and not torch.compiler.is_compiling()
+        if dropping and self.fusion.adapters:  # the adapters' gathered copies are weight-sized too: recompute them
+            weights = checkpoint(self.synthesized, use_reentrant=False)
+        else:
+            weights = self.synthesized()
+        owners = [(self.body.get_submodule(self._slots[name][0]), self._slots[name][1], w) for name, w in weights.items()]
         try:
             for module, leaf, w in owners:
                 module._parameters[leaf] = w
-            return self.body(*args, **kwargs)
+            if not dropping:
+                return self.body(*args, **kwargs)
+            with recomputed(weights, lambda name: self.fusion.weight(self._neighbours, name)):
+                return self.body(*args, **kwargs)
         finally:
             for module, leaf, _ in owners:
                 module._parameters[leaf] = None
 
     def extra_repr(self) -> str:
-        return f"operator={self.operator}"
+        return f"operator={self.operator}" + (", recompute" if self.recompute else "")
 
 
 def check_operator(info: BlockInfo, cfg: ReplConfig) -> None:
@@ -118,4 +129,4 @@ def make_surrogate(block: nn.Module, info: BlockInfo, neighbours: Sequence[nn.Mo
     for name in fusion.sources:
         owner, _, leaf = name.rpartition(".")
         body.get_submodule(owner).register_parameter(leaf, None)  # a slot that Surrogate.forward fills per call
-    return Surrogate(body, fusion, neighbours, cfg.surrogate)
+    return Surrogate(body, fusion, neighbours, cfg.surrogate, recompute=cfg.recompute)
