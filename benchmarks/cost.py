@@ -9,6 +9,7 @@ step time (forward, loss, backward, optimizer step), each as an absolute and as 
     python benchmarks/cost.py                                    # the default suite (CPU: a few minutes)
     python benchmarks/cost.py --models resnet32,resnet110 --rounds 5 --steps 4
     python benchmarks/cost.py --models resnet50 --batch resnet50=8 --ratios 0.25
+    python benchmarks/cost.py --models vit_b,lm --surrogates lite --recompute --tag recompute   # weights rebuilt in backward
     python benchmarks/cost.py --device cuda --precision bf16 --compile --tag bf16_compile   # on a GPU
 
 Writes results/bench/cost_<device>.json and .md (see benchmarks/README.md).
@@ -156,9 +157,12 @@ def measure_model(spec: ModelSpec, args: argparse.Namespace, device: torch.devic
     torch.manual_seed(0)
     template = spec.build()
     num_blocks = len(discover_blocks(template))
-    variants: List[Tuple[str, float, Optional[str]]] = [("bp", 0.0, None)]
+    variants: List[Tuple[str, float, Optional[str], bool]] = [("bp", 0.0, None, False)]
     for ratio, label in ratio_points(num_blocks, args.ratios):
-        variants += [(f"{surrogate} r={label}", ratio, surrogate) for surrogate in args.surrogates]
+        for surrogate in args.surrogates:
+            variants.append((f"{surrogate} r={label}", ratio, surrogate, False))
+            if args.recompute:
+                variants.append((f"{surrogate} r={label} recompute", ratio, surrogate, True))
     if args.compile:
         # Every instance of a model class compiles its own entry for the class's forward; past dynamo's
         # recompile limit (8) later configurations would silently run eager. One model's configurations
@@ -166,10 +170,10 @@ def measure_model(spec: ModelSpec, args: argparse.Namespace, device: torch.devic
         torch._dynamo.reset()
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 2 * len(variants))
     setups, rows = [], []
-    for label, ratio, surrogate in variants:
+    for label, ratio, surrogate, recompute in variants:
         base = cuda_allocated(device)
         model = copy.deepcopy(template)
-        plan = apply_replacement(model, ReplConfig(ratio=ratio, surrogate=surrogate or "lite"))
+        plan = apply_replacement(model, ReplConfig(ratio=ratio, surrogate=surrogate or "lite", recompute=recompute))
         model.to(device).train()
         optimizer = make_optimizer(spec.optim, model)
         forward = torch.compile(model) if args.compile else model
@@ -185,7 +189,7 @@ def measure_model(spec: ModelSpec, args: argparse.Namespace, device: torch.devic
         peak = step_peak(step, device, base)
         params = measure.count_parameters(model)
         rows.append({
-            "label": label, "method": plan.method, "ratio": ratio, "surrogate": surrogate,
+            "label": label, "method": plan.method, "ratio": ratio, "surrogate": surrogate, "recompute": recompute,
             "blocks": plan.blocks, "params": {**params, "replaced": plan.params_replaced, "fusion": plan.params_fusion},
             "memory": {**probe["memory"], "cuda_peak": peak}, "flops": probe["flops"],
         })
@@ -264,6 +268,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--models", default=",".join(SPECS), help=f"comma-separated, from {', '.join(SPECS)}")
     parser.add_argument("--ratios", default="0.25,max", help="comma-separated ratios; 'max' = the model's largest")
     parser.add_argument("--surrogates", default="lite,full", help="comma-separated: lite, full")
+    parser.add_argument("--recompute", action="store_true",
+                        help="also measure each RepL configuration with repl.recompute=true (weights rebuilt in backward)")
     parser.add_argument("--batch", action="append", default=[], metavar="MODEL=B", help="batch size for a model")
     parser.add_argument("--size", action="append", default=[], metavar="MODEL=S", help="image side / sequence length")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds (default 3)")
@@ -306,7 +312,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     load_before = list(os.getloadavg())
     models = [measure_model(replace(SPECS[m], size=args.size.get(m, SPECS[m].size)), args, device)
               for m in args.models]
-    settings = {k: getattr(args, k) for k in ("models", "ratios", "surrogates", "batch", "size", "rounds", "steps",
+    settings = {k: getattr(args, k) for k in ("models", "ratios", "surrogates", "recompute", "batch", "size", "rounds", "steps",
                                                 "warmup", "precision", "compile")}
     result = header(device, {**settings, "device": str(device),
                              "argv": list(argv) if argv is not None else sys.argv[1:]}, load_before)

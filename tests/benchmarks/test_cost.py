@@ -49,3 +49,15 @@ def test_savings_relationships(result):
             assert c["flops"] == bp["flops"]  # full: the block's computation with synthesized weights
     lite = [c for c in repl if c["surrogate"] == "lite"]
     assert lite[1]["flops"] < lite[0]["flops"]  # more blocks replaced, fewer FLOPs
+
+
+def test_recompute_rows_keep_less_for_backward_and_change_nothing_else(tmp_path):
+    import benchmarks.cost as cost
+
+    res = cost.main(["--models", "lm", "--batch", "lm=2", "--size", "lm=16", "--ratios", "max", "--surrogates", "lite",
+                     "--recompute", *TINY, "--out-dir", str(tmp_path)])
+    bp, kept, dropped = res["models"][0]["configs"]
+    assert [c["label"] for c in (kept, dropped)] == ["lite r=max (0.333)", "lite r=max (0.333) recompute"]
+    assert [c["recompute"] for c in (bp, kept, dropped)] == [False, False, True] and res["settings"]["recompute"]
+    assert dropped["memory"]["activations"] < kept["memory"]["activations"]
+    assert dropped["flops"] == kept["flops"] and dropped["params"] == kept["params"]
