@@ -11,6 +11,7 @@ from repl.errors import ConfigError, UnsupportedModelError
 from repl.method.blocks import BlockInfo, discover_blocks, get_module, set_module
 from repl.method.config import ReplConfig
 from repl.method.plan import Plan, make_plan, planned_blocks
+from repl.method.recompute import check_available
 from repl.method.surrogates import Surrogate, check_operator, make_surrogate
 
 BASELINES = {"drop": apply_drop, "freeze": apply_freeze, "stochastic_depth": apply_stochastic_depth}
@@ -68,6 +69,8 @@ def apply_replacement(model: nn.Module, cfg: Optional[ReplConfig] = None, **over
         plan.method = "bp"  # ratio 0 of any method is plain backprop, and is reported as such
         return plan
     if cfg.method == "repl":
+        if cfg.recompute:
+            check_available()
         plan.params_replaced, plan.params_fusion = replace_blocks(model, plan, blocks, cfg)
         if cfg.stochastic_depth:  # surrogates always run: they are the cheap path already; the rest skip per batch
             wrap_blocks(model, [b for b in blocks if b.index not in plan.blocks], len(blocks), cfg.survival_last)

@@ -20,7 +20,26 @@ from typing import Callable, Dict, Iterator, Optional, Tuple
 
 import torch
 
+from repl.errors import ConfigError
+
 Rebuild = Callable[[str], torch.Tensor]
+# The hooks active outside ours, so that ours can pass them every tensor that is not a weight. A private
+# torch function (torch.utils.checkpoint uses it); releases before 2.8 lack it or take no argument.
+_TOP_HOOKS = getattr(torch._C._autograd, "_top_saved_tensors_default_hooks", None)
+
+
+def check_available() -> None:
+    """ConfigError naming the key when this torch cannot tell which saved-tensor hooks are active."""
+    if _TOP_HOOKS is None:
+        raise ConfigError(f"repl.recompute=true needs torch>=2.8 (saved-tensor hook stack); this is torch "
+                          f"{torch.__version__}: upgrade torch or set repl.recompute=false")
+
+
+def _outer_hooks() -> Optional[Tuple[Callable, Callable]]:
+    try:
+        return _TOP_HOOKS(False)
+    except TypeError:  # the older signature: no ignore_is_tracing argument
+        return _TOP_HOOKS()
 
 
 @dataclass(frozen=True)
@@ -51,7 +70,7 @@ def recomputed(weights: Dict[str, torch.Tensor], rebuild: Rebuild) -> Iterator[N
     # Only ints, dtypes, shapes and graph nodes here: the hooks live as long as the graph, and must not keep the weights.
     by_storage = {w.untyped_storage().data_ptr(): (name, w.dtype) for name, w in weights.items()}
     by_node = {w.grad_fn: (name, w.shape) for name, w in weights.items() if w.grad_fn is not None}
-    outer = torch._C._autograd._top_saved_tensors_default_hooks(False)
+    outer = _outer_hooks()
 
     def match(t: torch.Tensor) -> Optional[str]:
         """The synthesized weight `t` is, is a view of, or is autocast's dtype copy (or a view of it) of."""

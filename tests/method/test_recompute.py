@@ -130,3 +130,14 @@ def test_a_run_switched_to_recompute_on_resume_trains_the_same_weights(tmp_path)
     saved = torch.load(tmp_path / "split" / "checkpoints" / "last.pt", weights_only=True)["config"]
     assert resumed["steps_done"] == 3 and saved["repl"]["recompute"] is True
     assert_same_weights(weights(tmp_path / "split"), weights(tmp_path / "whole"))
+
+
+def test_a_torch_without_the_hook_stack_is_refused_before_any_surgery(monkeypatch):
+    import repl.method.recompute as recompute
+
+    monkeypatch.setattr(recompute, "_TOP_HOOKS", None)
+    model = RESNETS["resnet20"]()
+    before = copy.deepcopy(model.state_dict())
+    with pytest.raises(ConfigError, match=r"repl.recompute=true needs torch>=2.8"):
+        apply_replacement(model, ratio=0.25, recompute=True)
+    assert not any(isinstance(m, Surrogate) for m in model.modules()) and model.state_dict().keys() == before.keys()
