@@ -103,7 +103,16 @@ class TaskConfig:
 
     name: str = "classification"  # classification | detection | segmentation | lm
     label_smoothing: float = 0.0
+    mixup: float = 0.0  # classification: Beta(alpha, alpha) mixup of training images (DeiT: 0.8); 0 = off
+    cutmix: float = 0.0  # classification: Beta(alpha, alpha) CutMix (DeiT: 1.0); 0 = off
+    mix_switch: float = 0.5  # with both on: probability that a batch uses CutMix
 
     def validate(self) -> None:
         _check(self.name in TASK_NAMES, f"task.name={self.name!r}: choose one of {', '.join(TASK_NAMES)}")
         _check(0 <= self.label_smoothing < 1, f"task.label_smoothing={self.label_smoothing} must be in [0, 1)")
+        for key in ("mixup", "cutmix"):
+            value = getattr(self, key)
+            _check(value >= 0, f"task.{key}={value} must be >= 0 (a Beta alpha; 0 = off)")
+            _check(value == 0 or self.name == "classification",
+                   f"task.{key}={value} mixes images for classification only, not task.name={self.name}; set it to 0")
+        _check(0 <= self.mix_switch <= 1, f"task.mix_switch={self.mix_switch} must be in [0, 1]")

@@ -9,6 +9,7 @@ from torch import nn
 
 from repl.engine.config import TaskConfig
 from repl.engine.distributed import all_reduce_sum
+from repl.tasks.mixing import BatchMixer
 
 Batch = Tuple[torch.Tensor, torch.Tensor]
 
@@ -23,11 +24,16 @@ class ClassificationTask:
 
     def __init__(self, cfg: TaskConfig) -> None:
         self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+        self.mixer = BatchMixer(cfg.mixup, cfg.cutmix, cfg.mix_switch)
 
     def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
-        """Mean training loss of one batch."""
+        """Mean training loss of one batch (of its mixup/CutMix version when those are on)."""
         images, labels = batch
-        return self.criterion(model(images), labels)
+        if not self.mixer.active:
+            return self.criterion(model(images), labels)
+        mixed, partner, lam = self.mixer(images)
+        logits = model(mixed)
+        return lam * self.criterion(logits, labels) + (1.0 - lam) * self.criterion(logits, labels[partner])
 
     @staticmethod
     def batch_size(batch: Batch) -> int:
