@@ -64,7 +64,8 @@ def compose(overrides: Optional[List[str]] = None) -> DictConfig:
 def to_config(cfg: DictConfig) -> TrainConfig:
     """Turn the composed DictConfig into validated dataclasses (ConfigError on a bad value)."""
     obj: TrainConfig = OmegaConf.to_object(cfg)  # type: ignore[assignment]
-    for part in (obj.dataset, obj.repl, obj.task, obj.trainer, obj.optim, obj.logger):
+    obj.dataset.validate(task=obj.task.name)  # which dataset keys apply depends on the task (dataset.resize)
+    for part in (obj.repl, obj.task, obj.trainer, obj.optim, obj.logger):
         validate = getattr(part, "validate", None)
         if validate is not None:
             validate()

@@ -1,4 +1,4 @@
-"""Batched image operations on the training device: windows, random crop or shift, flip, normalisation.
+"""Batched image operations on the training device: windows, random crop or shift, flip, normalisation, resize.
 
 An augmentation draws its random parameters for a whole global batch on the CPU from an explicit
 generator (`draw`), then applies a rank's slice of them on the device (`apply`).
@@ -81,3 +81,8 @@ class Normalize:
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         return images.float().div_(255).sub_(self.mean).div_(self.std).contiguous()
+
+
+def resize(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Float NCHW images resized to `size` x `size` (bilinear), as ViT fine-tuning upsamples small images."""
+    return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)

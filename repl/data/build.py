@@ -68,7 +68,7 @@ def build_data(
     task: str = "classification",
 ) -> DataModule:
     """The data of one run: validates the config, reads or generates the dataset, picks the data path."""
-    cfg = as_dataset_config(cfg).validate(world_size)
+    cfg = as_dataset_config(cfg).validate(world_size, task)
     device = torch.device(device)
     if task in TASK_DATA:
         return _task_builder(task)(cfg, seed=seed, device=device, rank=rank, world_size=world_size)
@@ -85,7 +85,7 @@ def build_data(
     train, evaluation = open_vision(cfg, spec, streaming=streaming)
     keep_train = subset_indices(len(train), subset_size(cfg, "num_train", len(train)))
     keep_eval = subset_indices(len(evaluation), subset_size(cfg, "num_eval", len(evaluation)))
-    common = datamodule_args(cfg, len(keep_train), seed=seed, device=device, rank=rank, world_size=world_size)
+    common = image_data_args(cfg, len(keep_train), seed=seed, device=device, rank=rank, world_size=world_size)
     if streaming:
         return StreamingData(
             Subset(train, keep_train.tolist()),
@@ -118,7 +118,7 @@ def _synthetic(cfg: DatasetConfig, *, seed: int, device: torch.device, rank: int
     pixels = train.images.float().div_(255)
     mean, std = pixels.mean((0, 2, 3)).tolist(), pixels.std((0, 2, 3)).tolist()
     augment = RandomShift(cfg.image_size) if cfg.augment else None
-    common = datamodule_args(cfg, len(train), seed=seed, device=device, rank=rank, world_size=world_size)
+    common = image_data_args(cfg, len(train), seed=seed, device=device, rank=rank, world_size=world_size)
     return ResidentData(train, evaluation, mean=mean, std=std, augment=augment, **common)
 
 
@@ -138,7 +138,7 @@ def subset_size(cfg: DatasetConfig, key: str, available: int) -> int:
 
 
 def datamodule_args(cfg: DatasetConfig, num_train: int, *, seed: int, device: torch.device, rank: int, world_size: int) -> dict:
-    """The DataModule arguments shared by both data paths; the batch size must fit the training set."""
+    """The DataModule arguments shared by every data path; the batch size must fit the training set."""
     if cfg.batch_size > num_train:
         raise ConfigError(f"dataset.batch_size={cfg.batch_size} exceeds the training set ({num_train} images)")
     order = BatchOrder(num_train, cfg.batch_size, seed=seed, rank=rank, world_size=world_size)
@@ -152,3 +152,8 @@ def datamodule_args(cfg: DatasetConfig, num_train: int, *, seed: int, device: to
         world_size=world_size,
         device=device,
     )
+
+
+def image_data_args(cfg: DatasetConfig, num_train: int, **placement: Any) -> dict:
+    """The ImageData arguments of both classification data paths: batches come out at dataset.resize if set."""
+    return {**datamodule_args(cfg, num_train, **placement), "image_size": cfg.input_size, "resize": cfg.resize}

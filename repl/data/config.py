@@ -9,6 +9,8 @@ from repl.errors import ConfigError
 DATASETS = ("synthetic", "cifar10", "svhn", "stl10", "imagenet", "coco", "cityscapes", "wikitext2")
 TOKENIZERS = ("word", "bpe")
 RESIDENT_CHOICES = ("auto", "true", "false")
+MIN_RESIZE = 8  # smallest side dataset.resize accepts (it may up- or downsample)
+RESIZE_TASKS = ("classification",)  # detection, segmentation and lm scale their inputs their own way
 
 
 @dataclass
@@ -21,7 +23,8 @@ class DatasetConfig:
     batch_size: int = 128  # GLOBAL training batch over all ranks
     eval_batch_size: Optional[int] = None  # GLOBAL evaluation batch; None = batch_size
     num_workers: int = 2  # DataLoader workers of the streaming path
-    image_size: int = 32  # side of the square images the model sees
+    image_size: int = 32  # side of the square images stored and augmented (native size; ImageNet: the crop)
+    resize: Optional[int] = None  # side the model sees: batches resized (bilinear) on the device after augmentation
     in_chans: int = 3
     num_classes: int = 10
     num_train: Optional[int] = None  # training subset size; synthetic: dataset size (None = 5000)
@@ -41,12 +44,17 @@ class DatasetConfig:
         return str(self.resident).lower()
 
     @property
+    def input_size(self) -> int:
+        """The side of the images the model sees: `resize` if set, else the stored `image_size`."""
+        return self.resize if self.resize is not None else self.image_size
+
+    @property
     def eval_batch(self) -> int:
         """The global evaluation batch size."""
         return self.eval_batch_size if self.eval_batch_size is not None else self.batch_size
 
-    def validate(self, world_size: int = 1) -> "DatasetConfig":
-        """Raise ConfigError naming the key if any value is outside what is accepted."""
+    def validate(self, world_size: int = 1, task: str = "classification") -> "DatasetConfig":
+        """Raise ConfigError naming the key if any value is outside what is accepted (by `task`)."""
         if self.name not in DATASETS:
             raise ConfigError(f"dataset.name={self.name!r} is not supported; choose one of {', '.join(DATASETS)}")
         if self.resident_mode not in RESIDENT_CHOICES:
@@ -80,4 +88,14 @@ class DatasetConfig:
             raise ConfigError(f"dataset.vocab_size={self.vocab_size} must be at least 16")
         if self.noise < 0 or self.clutter < 0:
             raise ConfigError(f"dataset.noise={self.noise} and dataset.clutter={self.clutter} must be 0 or more")
+        self._check_resize(task)
         return self
+
+    def _check_resize(self, task: str) -> None:
+        """`resize`: null, or a side of at least MIN_RESIZE px (up- or downsampling), for classification only."""
+        if self.resize is None:
+            return
+        if self.resize < MIN_RESIZE:
+            raise ConfigError(f"dataset.resize={self.resize} must be null or an image side of at least {MIN_RESIZE}")
+        if task not in RESIZE_TASKS:
+            raise ConfigError(f"dataset.resize={self.resize} is for task=classification only; unset it for task={task}")

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Iterator, Tuple
+from typing import Iterator, Optional, Tuple
 
 import torch
 
+from repl.data.augment import resize
 from repl.data.order import BatchOrder
 
 Batch = Tuple[torch.Tensor, ...]  # (images, labels); text: (inputs, targets), evaluation adds the split name
@@ -51,3 +52,34 @@ class DataModule(ABC):
     @abstractmethod
     def eval_batches(self) -> Iterator[Batch]:
         """This rank's evaluation batches, in order; over all ranks every evaluation sample appears once."""
+
+
+class ImageData(DataModule):
+    """Image-classification batches; with `resize` set, every batch is resized on its device to that side.
+
+    Subclasses (the resident and the streaming path) produce batches at `dataset.image_size`, augmented
+    there; the resize comes after augmentation and normalisation, the same on every path. `image_size`
+    is the side of the batches this yields (the model's input size).
+    """
+
+    def __init__(self, *, resize: Optional[int], **shape_and_batching) -> None:
+        super().__init__(**shape_and_batching)
+        self.resize = resize
+
+    def train_batches(self, epoch: int, start_step: int = 0) -> Iterator[Batch]:
+        return self._resized(self.native_train_batches(epoch, start_step))
+
+    def eval_batches(self) -> Iterator[Batch]:
+        return self._resized(self.native_eval_batches())
+
+    @abstractmethod
+    def native_train_batches(self, epoch: int, start_step: int = 0) -> Iterator[Batch]:
+        """`train_batches` at the stored image size, augmented."""
+
+    @abstractmethod
+    def native_eval_batches(self) -> Iterator[Batch]:
+        """`eval_batches` at the stored image size."""
+
+    def _resized(self, batches: Iterator[Batch]) -> Iterator[Batch]:
+        for images, labels in batches:
+            yield (images if self.resize is None else resize(images, self.resize)), labels

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 from typing import Iterator, Optional, Sequence
 
-
 from repl.data.augment import Augmentation, Normalize
-from repl.data.module import Batch, DataModule
+from repl.data.module import Batch, ImageData
 from repl.data.order import eval_shards, generator
 from repl.data.tensors import TensorSplit
 
 
-class ResidentData(DataModule):
+class ResidentData(ImageData):
     """Batches gathered from uint8 tensors held on the device."""
 
     def __init__(
@@ -35,7 +34,7 @@ class ResidentData(DataModule):
         self.normalize = Normalize(mean, std, self.device)
         self.augment = augment
 
-    def train_batches(self, epoch: int, start_step: int = 0) -> Iterator[Batch]:
+    def native_train_batches(self, epoch: int, start_step: int = 0) -> Iterator[Batch]:
         batches = self.order.rank_batches(epoch, start_step, device=self.device)
         for step, indices in enumerate(batches, start=start_step):
             images = self.train.images[indices]
@@ -45,7 +44,7 @@ class ResidentData(DataModule):
                 images = self.augment.apply(images, params[self.order.rank_slice])
             yield self.normalize(images), self.train.labels[indices]
 
-    def eval_batches(self) -> Iterator[Batch]:
+    def native_eval_batches(self) -> Iterator[Batch]:
         for indices in eval_shards(self.num_eval, self.eval_batch_size, self.rank, self.world_size):
             indices = indices.to(self.device)
             yield self.normalize(self.evaluation.images[indices]), self.evaluation.labels[indices]

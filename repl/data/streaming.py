@@ -11,11 +11,11 @@ from typing import Iterator
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from repl.data.module import Batch, DataModule
+from repl.data.module import Batch, ImageData
 from repl.data.order import ResumableBatchSampler, derive_seed, eval_shards
 
 
-class StreamingData(DataModule):
+class StreamingData(ImageData):
     """Batches loaded by DataLoader workers and copied to the device (pinned memory on CUDA)."""
 
     def __init__(
@@ -34,11 +34,11 @@ class StreamingData(DataModule):
         self.train_loader = DataLoader(train, batch_sampler=self.sampler, generator=workers_seed, **options)
         self.eval_loader = DataLoader(evaluation, batch_sampler=eval_batches, **options)
 
-    def train_batches(self, epoch: int, start_step: int = 0) -> Iterator[Batch]:
+    def native_train_batches(self, epoch: int, start_step: int = 0) -> Iterator[Batch]:
         self.sampler.set_epoch(epoch, start_step)
         yield from self._to_device(self.train_loader)
 
-    def eval_batches(self) -> Iterator[Batch]:
+    def native_eval_batches(self) -> Iterator[Batch]:
         yield from self._to_device(self.eval_loader)
 
     def _to_device(self, loader: DataLoader) -> Iterator[Batch]:
