@@ -129,7 +129,7 @@ def measure_config(overrides: List[str], args: argparse.Namespace, run_dir: Path
     seed_everything(cfg.seed)
     data_cfg = cfg.dataset
     model = build_model(cfg.model, num_classes=data_cfg.num_classes, in_chans=data_cfg.in_chans,
-                        image_size=data_cfg.image_size)
+                        image_size=data_cfg.input_size)
     plan = apply_replacement(model, cfg.repl)
     bare_model = copy.deepcopy(model)
     data = build_data(data_cfg, seed=cfg.seed, device=dist.device, rank=dist.rank, world_size=dist.world_size)
@@ -155,7 +155,7 @@ def measure_config(overrides: List[str], args: argparse.Namespace, run_dir: Path
         "method": plan.method,
         "dataset": data_cfg.name,
         "batch_size": data_cfg.batch_size,
-        "image_size": data_cfg.image_size,
+        "image_size": data_cfg.input_size,
         "precision": cfg.trainer.precision,
         "device": str(dist.device),
         "trainer_step_s": statistics.median(seconds["trainer"]),

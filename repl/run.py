@@ -47,7 +47,7 @@ def train(cfg: TrainConfig, run_dir: Path) -> Dict[str, Any]:
         seed_everything(cfg.seed)
         data_cfg = cfg.dataset
         model = build_model(cfg.model, num_classes=num_outputs(data_cfg, cfg.task.name), in_chans=data_cfg.in_chans,
-                            image_size=data_cfg.image_size)
+                            image_size=data_cfg.input_size)
         block_paths = [b.path for b in discover_blocks(model)] if cfg.trainer.checkpointing else None
         plan = apply_replacement(model, cfg.repl)  # validates the plan before any data is read
         if dist.is_main:

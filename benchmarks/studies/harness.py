@@ -43,7 +43,7 @@ def train_run(overrides: List[str], run_dir: Path, apply: Optional[Apply] = None
         seed_everything(cfg.seed)
         data_cfg = cfg.dataset
         model = build_model(cfg.model, num_classes=num_outputs(data_cfg, cfg.task.name), in_chans=data_cfg.in_chans,
-                            image_size=data_cfg.image_size)
+                            image_size=data_cfg.input_size)
         block_paths = [b.path for b in discover_blocks(model)] if cfg.trainer.checkpointing else None
         plan = (apply or default_apply)(model, cfg)
         data = build_data(data_cfg, seed=cfg.seed, device=dist.device, rank=dist.rank, world_size=dist.world_size,

@@ -35,6 +35,7 @@ class RunSummary:
             "experiment": self.cfg.experiment_name,
             "task": self.task.name,
             "dataset": self.cfg.dataset.name,
+            "input_size": None if self.task.unit == "tokens" else self.cfg.dataset.input_size,
             "model": self.cfg.model.name,
             "method": self.plan.method,
             "plan": self.plan.to_dict(),

@@ -1,9 +1,10 @@
-"""Vision Transformers from timm at the dataset's image size (`model=vit_t|vit_s|vit_b|vit_l`).
+"""Vision Transformers from timm at the model's input size (`model=vit_t|vit_s|vit_b|vit_l`).
 
 The patch size follows the image size unless `model.kwargs.patch_size` says otherwise: 4 px at
 CIFAR/SVHN's 32x32 (64 tokens), 8 px at STL-10's 96x96 (144 tokens), 16 px at ImageNet's 224
-(196 tokens, the published ViT/DeiT setting). `model.kwargs.arch` picks any other timm
-VisionTransformer architecture (e.g. `deit_small_patch16_224`); other kwargs go to timm.
+(196 tokens, the published ViT/DeiT setting; `dataset.resize=224` upsamples smaller images to it).
+`model.kwargs.arch` picks any other timm VisionTransformer architecture (e.g. `deit_small_patch16_224`);
+other kwargs go to timm.
 """
 from __future__ import annotations
 
@@ -34,7 +35,8 @@ def build_vit(variant: str, num_classes: int, in_chans: int, image_size: int, pr
 
     patch = patch_size or default_patch_size(image_size)
     if image_size % patch:
-        raise ConfigError(f"model.kwargs.patch_size={patch} must divide dataset.image_size={image_size}")
+        raise ConfigError(f"model.kwargs.patch_size={patch} must divide the input side {image_size} "
+                          "(dataset.resize, or dataset.image_size when resize is unset)")
     name = arch or ARCHS[variant]
     try:
         model = timm.create_model(name, pretrained=pretrained, num_classes=num_classes, in_chans=in_chans,

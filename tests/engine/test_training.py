@@ -76,6 +76,7 @@ def test_summary_has_every_contract_field(tmp_path):
     expected = {"status", "task", "dataset", "model", "method", "plan", "params", "memory", "flops", "time",
                 "throughput", "metrics", "primary", "epochs_done", "steps_done", "env"}
     assert expected <= on_disk.keys()
+    assert on_disk["input_size"] == 16  # the side of the images the model is built for (no dataset.resize)
     params, bp = on_disk["params"], baseline["params"]
     assert params["replaced"] > 0 and params["fusion"] > 0
     assert params["trainable"] == bp["trainable"] - params["replaced"] + params["fusion"]

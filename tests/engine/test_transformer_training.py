@@ -41,6 +41,7 @@ def test_lm_summary_reports_tokens_and_perplexity(tmp_path):
     on_disk = json.loads((tmp_path / "repl" / "summary.json").read_text())
     assert on_disk["task"] == "lm" and on_disk["model"] == "lm" and on_disk["method"] == "repl"
     assert on_disk["throughput"]["unit"] == "tokens" and on_disk["throughput"]["train_per_s"] > 0
+    assert on_disk["input_size"] is None  # token inputs have no image side
     assert on_disk["primary"] == {"name": "test_ppl", "value": summary["metrics"]["test_ppl"], "higher_is_better": False}
     metrics = on_disk["metrics"]
     for split in ("valid", "test"):
