@@ -2,9 +2,10 @@
 
 The few-steps run keeps the experiment's model, recipe and image size and swaps only the data: the
 dataset group becomes the embedded default of the experiment's task (what `task=<name>` alone
-selects), with the experiment's image size, tiny splits and batches, and 1-2 steps. Pretrained
-weights are off (no hub here). Detection and segmentation need the openmmlab extra, which `make test`
-installs; without it their few-steps runs are skipped with that reason (their configs still compose).
+selects), with the experiment's image size and `dataset.resize`, tiny splits and batches, and 1-2
+steps. Pretrained weights are off (no hub here). Detection and segmentation need the openmmlab extra,
+which `make test` installs; without it their few-steps runs are skipped with that reason (their
+configs still compose).
 """
 from __future__ import annotations
 
@@ -31,17 +32,17 @@ def dataset_choice(overrides: list[str]) -> str:
 
 def embedded_overrides(experiment: str) -> list[str]:
     """Overrides that run `experiment` on its task's embedded dataset, tiny and short."""
-    cfg = compose([f"experiment={experiment}"])
+    cfg = to_config(compose([f"experiment={experiment}"]))
     task_default = [f"task={cfg.task.name}"]
     embedded = dataset_choice(task_default)
     overrides = [f"experiment={experiment}", f"dataset={embedded}", "model.pretrained=false",
                  "dataset.batch_size=2", "trainer.progress=false", "trainer.log_every=1", "trainer.timing_warmup=0"]
     if cfg.task.name == "classification":
         size = cfg.dataset.image_size
-        # the experiment's image size, so its model runs at its real resolution; 10 classes keep the
-        # generated dataset small (only the classifier head's width differs)
+        # the experiment's image size (and its dataset.resize), so its model runs at its real resolution;
+        # 10 classes keep the generated dataset small (only the classifier head's width differs)
         overrides += [f"dataset.image_size={size}", "dataset.num_classes=10", "dataset.num_train=4", "dataset.num_eval=2"]
-        overrides.append(f"trainer.max_steps={1 if size >= LARGE_IMAGE else 2}")
+        overrides.append(f"trainer.max_steps={1 if cfg.dataset.input_size >= LARGE_IMAGE else 2}")
     else:  # the embedded set's own image size: the experiment's (e.g. 1024 px for CityScapes) is for GPUs
         overrides += [f"dataset.image_size={compose(task_default).dataset.image_size}", "trainer.max_steps=2"]
     return overrides
@@ -74,3 +75,5 @@ def test_experiment_trains_a_few_steps_on_embedded_data(experiment, tmp_path):
     assert summary["model"] == compose([f"experiment={experiment}"]).model.name
     assert summary["steps_done"] == cfg.trainer.max_steps
     assert summary["primary"]["value"] is not None and (tmp_path / "summary.json").exists()
+    if cfg.task.name == "classification":  # trained at the experiment's model input size
+        assert summary["input_size"] == to_config(compose([f"experiment={experiment}"])).dataset.input_size
