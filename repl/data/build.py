@@ -78,6 +78,9 @@ def build_data(
             f"{', '.join(CLASSIFICATION_DATASETS)}, or the task it belongs to (task=lm|detection|segmentation)"
         )
     if cfg.name == "synthetic":
+        if cfg.per_image_augment:
+            raise ConfigError("dataset.randaugment and dataset.random_erasing need a streamed dataset (per-image "
+                              "transforms); the synthetic set is held on the device: set both to 0")
         return _synthetic(cfg, seed=seed, device=device, rank=rank, world_size=world_size)
     spec = VISION[cfg.name]
     check_shape(cfg, spec)
@@ -123,10 +126,13 @@ def _synthetic(cfg: DatasetConfig, *, seed: int, device: torch.device, rank: int
 
 
 def _is_streaming(cfg: DatasetConfig, spec: VisionSpec) -> bool:
-    """resident=auto holds datasets that fit in memory on the device; resident=true insists."""
+    """resident=auto holds datasets that fit in memory on the device, unless per-image transforms are on; true insists."""
     if cfg.resident_mode == "true" and not spec.fits_in_memory:
         raise ConfigError(f"dataset.resident=true is not supported for {cfg.name} (too large); use auto or false")
-    return cfg.resident_mode == "false" or not spec.fits_in_memory
+    if cfg.resident_mode == "true" and cfg.per_image_augment:
+        raise ConfigError("dataset.resident=true cannot run dataset.randaugment / dataset.random_erasing "
+                          "(per-image transforms of the streaming path); use resident=auto or false")
+    return cfg.resident_mode == "false" or not spec.fits_in_memory or cfg.per_image_augment
 
 
 def subset_size(cfg: DatasetConfig, key: str, available: int) -> int:

@@ -11,6 +11,7 @@ TOKENIZERS = ("word", "bpe")
 RESIDENT_CHOICES = ("auto", "true", "false")
 MIN_RESIZE = 8  # smallest side dataset.resize accepts (it may up- or downsample)
 RESIZE_TASKS = ("classification",)  # detection, segmentation and lm scale their inputs their own way
+MAX_MAGNITUDE = 30  # torchvision RandAugment's 31 magnitude bins
 
 
 @dataclass
@@ -30,6 +31,8 @@ class DatasetConfig:
     num_train: Optional[int] = None  # training subset size; synthetic: dataset size (None = 5000)
     num_eval: Optional[int] = None  # evaluation subset size; synthetic: dataset size (None = 1000)
     augment: bool = True  # random crop (+ flip where the dataset allows) on training batches
+    randaugment: int = 0  # RandAugment magnitude, 2 ops per training image (DeiT: 9); 0 = off; streaming path
+    random_erasing: float = 0.0  # probability of erasing a box of a training image with noise (DeiT: 0.25)
     resident: str = "auto"  # auto | true | false: hold the dataset on the device and augment there
     noise: float = 0.3  # synthetic: per-pixel noise, relative to the class pattern's amplitude
     clutter: float = 0.5  # synthetic: strength of a per-sample random pattern over the class pattern
@@ -89,7 +92,26 @@ class DatasetConfig:
         if self.noise < 0 or self.clutter < 0:
             raise ConfigError(f"dataset.noise={self.noise} and dataset.clutter={self.clutter} must be 0 or more")
         self._check_resize(task)
+        self._check_per_image_augment(task)
         return self
+
+    @property
+    def per_image_augment(self) -> bool:
+        """True when training images need per-image transforms (RandAugment, random erasing): the streaming path."""
+        return self.randaugment > 0 or self.random_erasing > 0
+
+    def _check_per_image_augment(self, task: str) -> None:
+        if not 0 <= self.randaugment <= MAX_MAGNITUDE:
+            raise ConfigError(f"dataset.randaugment={self.randaugment} must be a magnitude in [0, {MAX_MAGNITUDE}] (0 = off)")
+        if not 0 <= self.random_erasing <= 1:
+            raise ConfigError(f"dataset.random_erasing={self.random_erasing} must be a probability in [0, 1]")
+        if not self.per_image_augment:
+            return
+        key = "randaugment" if self.randaugment else "random_erasing"
+        if task not in RESIZE_TASKS:
+            raise ConfigError(f"dataset.{key}={getattr(self, key)} is for task=classification only; unset it for task={task}")
+        if not self.augment:
+            raise ConfigError(f"dataset.{key}={getattr(self, key)} is a training augmentation: it needs dataset.augment=true")
 
     def _check_resize(self, task: str) -> None:
         """`resize`: null, or a side of at least MIN_RESIZE px (up- or downsampling), for classification only."""

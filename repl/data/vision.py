@@ -223,7 +223,12 @@ def train_transform(cfg: DatasetConfig, spec: VisionSpec) -> Callable:
         steps = [transforms.RandomCrop(cfg.image_size, padding=spec.crop_pad)]
     if spec.flip:
         steps.append(transforms.RandomHorizontalFlip())
-    return transforms.Compose([*steps, transforms.ToTensor(), transforms.Normalize(spec.mean, spec.std)])
+    if cfg.randaugment:
+        steps.append(transforms.RandAugment(num_ops=2, magnitude=cfg.randaugment))
+    steps += [transforms.ToTensor(), transforms.Normalize(spec.mean, spec.std)]
+    if cfg.random_erasing:  # on the normalised tensor, noise of its scale: DeiT's (timm's) "pixel" mode
+        steps.append(transforms.RandomErasing(p=cfg.random_erasing, value="random"))
+    return transforms.Compose(steps)
 
 
 def eval_transform(cfg: DatasetConfig, spec: VisionSpec) -> Callable:
