@@ -108,10 +108,11 @@ def provenance(result: Dict[str, Any]) -> str:
 
 
 def write_result(out_dir: Path, name: str, result: Dict[str, Any], markdown: str) -> None:
-    """`<name>.json` (everything) and `<name>.md` (the tables) in out_dir."""
+    """`<name>.json` (everything) and `<name>.md` (the tables) in out_dir; the tables are printed too."""
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
     (out_dir / f"{name}.md").write_text(markdown)
+    print(markdown)
 
 
 def mib(n: float) -> str:

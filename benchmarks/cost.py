@@ -331,7 +331,6 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     })
     text = markdown(result)
     write_result(args.out_dir, name, result, text)
-    print(text)
     return result
 
 

@@ -125,7 +125,6 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
               "(block inputs and the stem/head); the recomputation shows in FLOPs and time.", ""]
     text = "\n".join(lines)
     write_result(args.out_dir, name, result, text)
-    print(text)
     return result
 
 

@@ -56,14 +56,17 @@ def train_run(overrides: List[str], run_dir: Path, apply: Optional[Apply] = None
         distributed.cleanup()
 
 
+SEQUENTIAL_TIMES = ("Each run's step time is in the JSON; the runs ran one after another on a shared machine, so those "
+                    "times are not comparable (benchmarks/cost.py measures time ratios interleaved).")
+
+
 def report_runs(study: str, runs: Dict[str, Any], settings: Dict[str, Any], load_before: List[float], out_dir: Path,
                 markdown: Callable[[Dict[str, Any]], str]) -> Dict[str, Any]:
     """The result of a study made of training runs ({label: {"overrides", "summary"}}): written as
-    results/studies/<study>_<model>.{json,md}, printed, and returned."""
+    results/studies/<study>_<model>.{json,md} (and printed), and returned."""
     first = next(iter(runs.values()))["summary"]
     result = header(torch.device("cpu"), settings, load_before)
     result.update({"study": study, "model": first["model"], "primary": first["primary"]["name"], "runs": runs})
     text = markdown(result)
     write_result(out_dir, f"{study}_{first['model']}", result, text)
-    print(text)
     return result

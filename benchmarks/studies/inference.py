@@ -110,7 +110,6 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     lines.append("")
     text = "\n".join(lines)
     write_result(args.out_dir, name, result, text)
-    print(text)
     return result
 
 

@@ -142,7 +142,6 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
               f"{result['settings']['threads']} thread(s); x = fp32 / int8 time.", ""]
     text = "\n".join(lines)
     write_result(args.out_dir, f"quantize_{name}", result, text)
-    print(text)
     return result
 
 

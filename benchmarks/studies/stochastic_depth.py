@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import provenance, set_threads  # noqa: E402
-from benchmarks.studies.harness import default_apply, report_runs, train_run  # noqa: E402
+from benchmarks.studies.harness import SEQUENTIAL_TIMES, default_apply, report_runs, train_run  # noqa: E402
 
 DEFAULTS = ["trainer.device=cpu", "model=resnet32", "trainer.epochs=4", "trainer.progress=false", "repl.ratio=0.25"]
 
@@ -61,9 +61,7 @@ def markdown(result: Dict[str, Any]) -> str:
             f", stochastic depth on {plan['num_blocks'] - len(plan['blocks'])} trained blocks" if sd else "")
         lines.append(f"| {label} | {what} | {s['primary']['value']:.2f} | {s['params']['trainable']:,} "
                      f"| {s['flops']['train_step'] / 1e9:.2f} |")
-    lines += ["", "FLOPs of the stochastic runs are those of the one sampled step the trainer probes. Each run's step "
-              "time is in the JSON; the runs ran one after another on a shared machine, so those times are not "
-              "comparable (benchmarks/cost.py measures time ratios interleaved).", ""]
+    lines += ["", "FLOPs of the stochastic runs are those of the one sampled step the trainer probes. " + SEQUENTIAL_TIMES, ""]
     return "\n".join(lines)
 
 

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import provenance, set_threads  # noqa: E402
-from benchmarks.studies.harness import report_runs, train_run  # noqa: E402
+from benchmarks.studies.harness import SEQUENTIAL_TIMES, report_runs, train_run  # noqa: E402
 
 DEFAULTS = ["trainer.device=cpu", "model=resnet32", "trainer.epochs=2", "trainer.progress=false"]
 RUNS = {  # label: overrides of the fine-tuning run (besides the defaults and the user's)
@@ -60,8 +60,7 @@ def markdown(result: Dict[str, Any]) -> str:
         s = run["summary"]
         lines.append(f"| {label} | {s['primary']['value']:.2f} | {s['params']['trainable']:,} | {s['steps_done']} "
                      f"| {s['flops']['train_step'] / 1e9:.2f} |")
-    lines += ["", "Each run's step time is in the JSON; the runs ran one after another on a shared machine, so those "
-              "times are not comparable (benchmarks/cost.py measures time ratios interleaved).", ""]
+    lines += ["", SEQUENTIAL_TIMES, ""]
     return "\n".join(lines)
 
 
