@@ -10,7 +10,7 @@ DATASETS = ("synthetic", "cifar10", "svhn", "stl10", "imagenet", "coco", "citysc
 TOKENIZERS = ("word", "bpe")
 RESIDENT_CHOICES = ("auto", "true", "false")
 MIN_RESIZE = 8  # smallest side dataset.resize accepts (it may up- or downsample)
-RESIZE_TASKS = ("classification",)  # detection, segmentation and lm scale their inputs their own way
+IMAGE_BATCH_TASKS = ("classification",)  # resize and per-image augmentation; the other tasks transform their own way
 MAX_MAGNITUDE = 30  # torchvision RandAugment's 31 magnitude bins
 
 
@@ -108,8 +108,7 @@ class DatasetConfig:
         if not self.per_image_augment:
             return
         key = "randaugment" if self.randaugment else "random_erasing"
-        if task not in RESIZE_TASKS:
-            raise ConfigError(f"dataset.{key}={getattr(self, key)} is for task=classification only; unset it for task={task}")
+        self._classification_only(key, task)
         if not self.augment:
             raise ConfigError(f"dataset.{key}={getattr(self, key)} is a training augmentation: it needs dataset.augment=true")
 
@@ -119,5 +118,9 @@ class DatasetConfig:
             return
         if self.resize < MIN_RESIZE:
             raise ConfigError(f"dataset.resize={self.resize} must be null or an image side of at least {MIN_RESIZE}")
-        if task not in RESIZE_TASKS:
-            raise ConfigError(f"dataset.resize={self.resize} is for task=classification only; unset it for task={task}")
+        self._classification_only("resize", task)
+
+    def _classification_only(self, key: str, task: str) -> None:
+        """ConfigError if the set `dataset.<key>` is used with a task whose batches are not plain images."""
+        if task not in IMAGE_BATCH_TASKS:
+            raise ConfigError(f"dataset.{key}={getattr(self, key)} is for task=classification only; unset it for task={task}")
