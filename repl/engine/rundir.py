@@ -47,9 +47,8 @@ class RunDirState:
 
     def done_line(self) -> str:
         """The one line a rerun of a completed run prints."""
-        primary = (self.summary or {}).get("primary")
-        name, value = (primary.get("name"), primary.get("value")) if isinstance(primary, dict) else ("primary", None)
-        return f"run already completed: {self.path} ({name}={value}); nothing to do"
+        primary = self.summary["primary"]  # a completed state's summary has one (inspect)
+        return f"run already completed: {self.path} ({primary.get('name')}={primary.get('value')}); nothing to do"
 
 
 def read_summary(run_dir: Path) -> Optional[Dict[str, Any]]:
@@ -88,7 +87,7 @@ def inspect(run_dir: Path, tcfg: TrainerConfig) -> RunDirState:
     if not tcfg.resume:
         raise ConfigError(f"trainer.resume=false but {run_dir} already holds a run; rerun without it to resume, "
                           "add trainer.overwrite=true to discard that run and start over, or use another run directory")
-    completed = summary is not None and summary.get("status") == COMPLETED
+    completed = summary is not None and summary.get("status") == COMPLETED and isinstance(summary.get("primary"), dict)
     if completed and reached(summary, tcfg):
         return RunDirState(run_dir, COMPLETED, summary)
     if checkpoint:
