@@ -61,7 +61,7 @@ class OptimConfig:
     nesterov: bool = True  # sgd
     betas: List[float] = field(default_factory=lambda: [0.9, 0.999])  # adamw
     eps: float = 1e-8  # adamw
-    decay_1d: bool = False  # apply weight decay to 1-d tensors (biases, norms, fusion coefficients) too
+    decay_1d: bool = False  # apply weight decay to 1-d tensors (biases, norms) too; fusion parameters never
     schedule: str = "cosine"  # cosine | step | poly | constant
     warmup_epochs: float = 0.0  # linear warm-up from 0, in (fractional) epochs
     min_lr_ratio: float = 0.0  # cosine floor as a fraction of lr

@@ -19,7 +19,7 @@ agree get no map in either mode.
 from __future__ import annotations
 
 import math
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -157,3 +157,18 @@ class Fusion(nn.Module):
 
     def extra_repr(self) -> str:
         return f"mode={self.mode}, neighbor_grad={self.neighbor_grad}, tensors={len(self.sources)}"
+
+
+def fusion_parameters(model: nn.Module) -> List[nn.Parameter]:
+    """The learnable parameters of every `Fusion` in `model` (coefficients, learned gains), each once.
+
+    The optimizer never weight-decays them: decay would pull `channel` coefficients and learned gains
+    towards 0 while scalar and tensor coefficients are left alone, and the fusion ablations would no
+    longer compare like with like.
+    """
+    found: Dict[int, nn.Parameter] = {}
+    for module in model.modules():
+        if isinstance(module, Fusion):
+            for param in module.parameters():
+                found.setdefault(id(param), param)
+    return list(found.values())
