@@ -92,15 +92,17 @@ class Trainer:
             return self.task.loss(model, batch)
 
     def train_step(self, batch) -> torch.Tensor:
-        """One optimizer step on one batch; returns the detached loss (no host sync)."""
-        loss = self.forward_loss(self.train_model, batch)
+        """One optimizer step on one batch (in trainer.accumulate micro-batches); returns the detached loss (no host sync)."""
+        if self.tcfg.accumulate == 1:
+            loss = self.forward_loss(self.train_model, batch)
+            self.backward(loss)
+        else:
+            loss = self.accumulate_gradients(batch)
         if self.scaler is None:
-            loss.backward()
             if self.tcfg.grad_clip is not None:
                 nn.utils.clip_grad_norm_(self.clip_params, self.tcfg.grad_clip)
             self.optimizer.step()
         else:
-            self.scaler.scale(loss).backward()
             if self.tcfg.grad_clip is not None:
                 self.scaler.unscale_(self.optimizer)
                 nn.utils.clip_grad_norm_(self.clip_params, self.tcfg.grad_clip)
@@ -111,6 +113,28 @@ class Trainer:
         if self.ema is not None:
             self.ema.update_parameters(self.model)
         return loss.detach()
+
+    def backward(self, loss: torch.Tensor) -> None:
+        """Gradients of `loss`, added to those already accumulated (scaled under fp16)."""
+        (loss if self.scaler is None else self.scaler.scale(loss)).backward()
+
+    def accumulate_gradients(self, batch) -> torch.Tensor:
+        """Backward over the task's micro-batches of `batch`; returns the batch's loss.
+
+        Each micro loss is weighted by its share of what the batch loss averages over (samples, scored
+        tokens), so losses and gradients sum to the whole batch's, up to float summation order. Under DDP
+        gradients are all-reduced once, with the last micro-batch's backward.
+        """
+        parts = self.task.micro_losses(batch, self.tcfg.accumulate)
+        ddp = isinstance(self.train_model, nn.parallel.DistributedDataParallel)
+        total = torch.zeros((), device=self.device)
+        for i, part in enumerate(parts):
+            with self.train_model.no_sync() if ddp and i < len(parts) - 1 else nullcontext():
+                with self.autocast():
+                    loss = part(self.train_model)
+                self.backward(loss)
+            total += loss.detach().float()
+        return total
 
     def evaluate(self) -> Dict[str, float]:
         """Task metrics on the eval split (the EMA weights when EMA is on)."""
