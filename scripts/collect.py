@@ -39,7 +39,8 @@ READ_ERRORS = (OSError, ValueError, RecursionError, yaml.YAMLError)  # UnicodeDe
 
 def kind(value: Any) -> str:
     """A JSON/YAML value's type as a reader of the problem column knows it."""
-    return "null" if value is None else {dict: "an object", list: "a list", str: "a string"}.get(type(value), type(value).__name__)
+    names = {dict: "an object", list: "a list", str: "a string"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
 
 
 def run_config(run_dir: Path, problems: list[str] | None = None) -> dict[str, Any]:

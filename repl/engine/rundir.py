@@ -149,5 +149,5 @@ def record_failure(run_dir: Path, error: BaseException, steps_done: int, epochs_
     progress = {"steps_done": steps_done, "epochs_done": epochs_done}
     if steps_done == 0 and "steps_done" in stored:  # it failed before its first step: the stored progress stands
         progress = {}
-    atomic_write_json(Path(run_dir) / SUMMARY, {**stored, "status": "failed", "error": f"{type(error).__name__}: {error}",
-                                                **progress})
+    error_text = f"{type(error).__name__}: {error}"
+    atomic_write_json(Path(run_dir) / SUMMARY, {**stored, "status": "failed", "error": error_text, **progress})

@@ -243,7 +243,7 @@ class Trainer:
             for s, h in handlers.items():
                 signal.signal(s, h)
         if self._stop_signal is not None:
-            self._write_summary("running", timer)  # before the checkpoint it describes (rundir: never a checkpoint without one)
+            self._write_summary("running", timer)  # before its checkpoint: a death between leaves the measurements
             self.save()
             print(f"stopped by signal {self._stop_signal}; checkpoint saved, rerun the same command to resume", file=sys.stderr)
             sys.exit(128 + self._stop_signal)

@@ -57,16 +57,30 @@ def test_a_longer_config_without_a_checkpoint_to_continue_from_is_refused(tmp_pa
     assert snapshot(tmp_path) == before  # the completed run's results stand
 
 
+class Killed(BaseException):
+    """A kill: nothing in the run catches it."""
+
+
 @pytest.mark.parametrize("length", ["trainer.max_steps=2", "trainer.epochs=1"])
-def test_a_resume_with_no_step_left_keeps_the_measurements(tmp_path, length):
-    # Rank 0 died after the final checkpoint, before the completed summary: summary.json still says running.
-    done = run(tmp_path, length)
-    (tmp_path / "summary.json").write_text(json.dumps({**done, "status": "running"}))
+def test_a_death_right_after_the_last_checkpoint_loses_no_measurement(tmp_path, monkeypatch, length):
+    save = Trainer.save
+
+    def save_then_die(self):
+        save(self)
+        if self.step == self.total_steps:  # rank 0 dies between the final checkpoint and the final summary
+            raise Killed
+
+    monkeypatch.setattr(Trainer, "save", save_then_die)
+    with pytest.raises(Killed):
+        run(tmp_path, length)
+    left = summary_of(tmp_path)
+    monkeypatch.undo()
     resumed = run(tmp_path, length)  # resumes at the last step: no step, so neither probe nor timer runs
-    on_disk = summary_of(tmp_path)
-    assert resumed == on_disk and on_disk["status"] == "completed" and on_disk["steps_done"] == done["steps_done"]
+    assert resumed == summary_of(tmp_path) and resumed["status"] == "completed"
     for section in ("flops", "memory", "time", "throughput", "metrics", "params"):
-        assert on_disk[section] == done[section], section
+        assert resumed[section] == left[section], section
+    assert resumed["flops"]["train_step"] > 0 and resumed["memory"]["estimate_bytes"] > 0
+    assert resumed["time"]["step_s"] > 0 and resumed["throughput"]["train_per_s"] > 0
 
 
 def test_a_crash_after_a_resume_keeps_the_summary_and_adds_the_failure(tmp_path, monkeypatch):

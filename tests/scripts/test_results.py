@@ -167,7 +167,8 @@ def test_collect_turns_every_malformed_run_into_a_row_with_its_problem(malformed
 def test_tables_read_malformed_rows_and_average_only_the_sound_ones(malformed_runs, tmp_path):
     runs, paper, out = tmp_path / "runs.csv", tmp_path / "paper.csv", tmp_path / "tables"
     collect.main([str(malformed_runs), "--out", str(runs)])
-    paper.write_text(f"table,row,experiment,metric,value\nclassification,cifar10/1,cifar10_resnet56,top1,{PAPER_TOP1}\n")
+    paper.write_text(f"table,row,experiment,metric,value\nclassification,cifar10/1,cifar10_resnet56,top1,"
+                     f"{PAPER_TOP1}\n")
     assert make_tables.main(["--runs", str(runs), "--paper", str(paper), "--out", str(out)]) == 0
     text = (out / "classification.md").read_text()
     values = [v for (r, _), v in TOP1.items() if r == 0.25]

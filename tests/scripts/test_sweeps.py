@@ -42,7 +42,8 @@ def _sweep(*args: str) -> subprocess.CompletedProcess:
 def test_relaunching_a_sweep_leaves_completed_jobs_byte_identical_and_finishes_the_others(tmp_path):
     args = ["repl.ratio=0.9,0,0.25", f"hydra.sweep.dir={tmp_path}"]
     assert _sweep(*args).returncode == 1  # ratio 0.9 is refused, the other two complete
-    runs = {p.parent.parent.name.split("repl.ratio=")[1].split(",")[0]: p.parent for p in tmp_path.rglob("summary.json")}
+    runs = {p.parent.parent.name.split("repl.ratio=")[1].split(",")[0]: p.parent
+            for p in tmp_path.rglob("summary.json")}
     completed, partial = runs["0"], runs["0.25"]
     done = json.loads((partial / "summary.json").read_text())  # as if killed between its last checkpoint and summary
     (partial / "summary.json").write_text(json.dumps({**done, "status": "running"}))
