@@ -31,6 +31,8 @@ class TrainerConfig:
     accumulate: int = 1  # split each per-rank batch into this many micro-batches per optimizer step (same gradient)
     ema_decay: Optional[float] = None  # keep an EMA of the weights and evaluate it; null = off
     resume: bool = True  # continue from checkpoints/last.pt in the run dir when present
+    overwrite: bool = False  # discard what the run dir holds (summary, metrics, checkpoints) and start over
+    save_best: bool = False  # also keep checkpoints/best.pt: the state at the eval with the best primary metric
     eval_every: int = 1  # evaluate every N epochs (and always after the last)
     log_every: int = 50  # steps between metrics.jsonl records and progress-bar refreshes
     checkpoint_every: int = 0  # also checkpoint every N steps inside an epoch; 0 = epoch ends only

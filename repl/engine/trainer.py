@@ -22,7 +22,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from repl.config import TrainConfig
-from repl.engine import measure
+from repl.engine import measure, rundir
 from repl.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from repl.engine.distributed import DistInfo, all_reduce_sum, broadcast_buffers
 from repl.engine.loggers import MetricsLog
@@ -175,6 +175,11 @@ class Trainer:
             save_checkpoint(self.ckpt_path, self.state_dict())
         self._last_ckpt_time = time.monotonic()
 
+    def save_best(self) -> None:
+        """checkpoints/best.pt (rank 0): the training state at the eval with the best primary metric so far."""
+        if self.dist.is_main:
+            save_checkpoint(self.run_dir / rundir.CHECKPOINTS / rundir.BEST, self.state_dict())
+
     def resume(self) -> bool:
         """Load checkpoints/last.pt if resuming is on and it exists; refuse one made with another plan."""
         if not (self.tcfg.resume and self.ckpt_path.exists()):
@@ -238,12 +243,13 @@ class Trainer:
             for s, h in handlers.items():
                 signal.signal(s, h)
         if self._stop_signal is not None:
+            self._write_summary("running", timer)  # before the checkpoint it describes (rundir: never a checkpoint without one)
             self.save()
-            self._write_summary("running", timer)
             print(f"stopped by signal {self._stop_signal}; checkpoint saved, rerun the same command to resume", file=sys.stderr)
             sys.exit(128 + self._stop_signal)
         if self.eval_step != self.step:
             self._record_eval()
+        self._write_summary("running", timer)  # a death after the save below leaves these measurements to a rerun
         self.save()
         summary = self._write_summary("completed", timer)
         if self.log is not None:
@@ -299,8 +305,8 @@ class Trainer:
             self.step_in_epoch = 0
             if self.epoch % self.tcfg.eval_every == 0 or self.epoch == epochs:
                 self._record_eval()
-            self.save()
             self._write_summary("running", timer)
+            self.save()
 
     # ------------------------------------------------------------------ records
     def _window_loss(self, loss_sum: torch.Tensor, steps: int) -> float:
@@ -325,6 +331,8 @@ class Trainer:
         if better:
             self.best = value
         self.eval_metrics, self.eval_step = metrics, self.step
+        if better and self.tcfg.save_best:
+            self.save_best()
         if self.log is not None:
             self.log.log({"step": self.step, "epoch": self.epoch, **{f"eval/{k}": v for k, v in metrics.items()}})
         if self.dist.is_main and self.tcfg.progress:
@@ -338,7 +346,7 @@ class Trainer:
         summary = self.summary.build(status=status, model=self.model, metrics=metrics, timer=timer,
                                      train_s=self.train_s, epochs_done=self.epoch, steps_done=self.step)
         if self.dist.is_main:
-            self.summary.write(self.run_dir / "summary.json", summary)
+            summary = rundir.write_summary(self.run_dir, summary)  # keeps stored measurements this process lacks
         return summary
 
     def _print_start(self, resumed: bool) -> None:

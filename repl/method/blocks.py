@@ -1,4 +1,4 @@
-"""The block sequence of a model (METHOD.md, "Terms"): which residual blocks exist, in forward order.
+"""The block sequence of a model (docs/method.md, "Terms"): which residual blocks exist, in forward order.
 
 Each supported model family is a `FamilyAdapter` (detect + enumerate) in the `FAMILIES` registry;
 a new family (ViT, LM) registers its own adapter with `register_family` without touching this core.

@@ -1,4 +1,4 @@
-"""ReplConfig: every switch of the method and of its baselines (METHOD.md), validated before any compute."""
+"""ReplConfig: every switch of the method and of its baselines (docs/method.md), validated before any compute."""
 from __future__ import annotations
 
 from dataclasses import dataclass

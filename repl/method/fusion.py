@@ -1,4 +1,4 @@
-"""Fusion: synthesize a replaced block's weights from its two neighbours (METHOD.md, "Fusion").
+"""Fusion: synthesize a replaced block's weights from its two neighbours (docs/method.md, "Fusion").
 
 For every weight `name` of the surrogate, `W = a * A(prev[name]) + b * A(next[name])`, where `A`
 (`adapt`) maps a neighbour's tensor onto the target's channel counts. Channel dims are 0 (output)

@@ -1,4 +1,4 @@
-"""Plain modules for RepL's `lite` operator (METHOD.md, "The operator"): one residual sub-layer of a block.
+"""Plain modules for RepL's `lite` operator (docs/method.md, "The operator"): one residual sub-layer of a block.
 
 A trained `lite` surrogate bakes into one of these; they depend on torch.nn only. Submodule names are
 the original block's (conv1/bn1, conv3/bn3, downsample), so weights keep their names.
