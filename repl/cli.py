@@ -25,7 +25,8 @@ from omegaconf import DictConfig
 
 from repl.config import config_dir
 from repl.engine.checkpoint import atomic_write_json
-from repl.errors import ReplError
+from repl.errors import ConfigError, ReplError
+from repl.hydra_errors import one_line_errors
 from repl.run import report_user_error, train_from_dictconfig
 
 FAILED_LIST = "failed_jobs.txt"  # in the sweep dir: one "<run dir>\t<error>" line per failed job
@@ -38,6 +39,7 @@ def _main(cfg: DictConfig) -> float | None:
     if hydra_cfg.mode == RunMode.MULTIRUN:
         return _sweep_job(cfg, run_dir, Path(hydra_cfg.sweep.dir))
     try:
+        check_single_run(hydra_cfg)
         summary = train_from_dictconfig(cfg, run_dir)
     except ReplError as err:
         report_user_error(err)
@@ -151,6 +153,19 @@ class SweepReport(Callback):
         sys.exit(1)
 
 
+def check_single_run(hydra_cfg: Any) -> None:
+    """A single run refuses a launcher: only a multirun (-m) is launched by one; it would train here instead."""
+    launcher = hydra_cfg.runtime.choices.get("launcher")
+    if launcher:
+        raise ConfigError(f"launcher={launcher} launches the jobs of a multirun; add -m "
+                          f"(python train.py -m launcher={launcher} ...), or drop launcher= to train here")
+
+
 def main() -> None:
-    """Console-script entry."""
-    _main()
+    """Console-script entry: Hydra's own errors are one `error: ...` line with exit status 2 too."""
+    try:
+        with one_line_errors(_main.__wrapped__.__code__):
+            _main()
+    except ReplError as err:
+        report_user_error(err)
+        sys.exit(2)

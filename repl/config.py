@@ -6,6 +6,7 @@ so a wrong type or an unknown key fails at composition, before anything is built
 from __future__ import annotations
 
 import difflib
+import hashlib
 import re
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
@@ -40,11 +41,23 @@ class TrainConfig:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
 
 
+MAX_NAME = 255  # bytes in one file name on the common filesystems (ext4, xfs, btrfs, NFS)
+NAME_HASH = 12  # hex digits of the hash that keeps a shortened name unique
+
+
 def run_dirname(overrides: str) -> str:
-    """A file-system-safe directory name for a run from Hydra's override_dirname."""
+    """A file-system-safe directory name for a run from Hydra's override_dirname.
+
+    A name longer than a filesystem allows (many overrides) keeps its first characters and ends in a
+    hash of the whole, so it stays deterministic (a rerun finds its checkpoint) and distinct.
+    """
     if not overrides:
         return "default"
-    return re.sub(r"[^A-Za-z0-9_.,=+-]", "_", overrides)
+    name = re.sub(r"[^A-Za-z0-9_.,=+-]", "_", overrides)
+    if len(name) <= MAX_NAME:
+        return name
+    digest = hashlib.sha1(name.encode()).hexdigest()[:NAME_HASH]
+    return f"{name[:MAX_NAME - NAME_HASH - 1]}-{digest}"
 
 
 def register() -> None:

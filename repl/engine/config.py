@@ -1,8 +1,12 @@
 """Schemas of the Hydra groups the engine owns: trainer, optim, logger, task."""
 from __future__ import annotations
 
+import netrc
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import List, Optional
+from urllib.parse import urlparse
 
 from repl.bounds import bounds, check_numbers
 from repl.errors import ConfigError
@@ -85,6 +89,20 @@ class LoggerConfig:
     def validate(self) -> None:
         _check(self.name in ("jsonl", "wandb"), f"logger.name={self.name!r}: choose jsonl or wandb")
         _check(self.mode in ("offline", "online", "disabled"), f"logger.mode={self.mode!r}: choose offline, online or disabled")
+        _check(self.name != "wandb" or self.mode != "online" or wandb_key_configured(),
+               "logger.mode=online needs a W&B API key: set WANDB_API_KEY or run `wandb login`, or use logger.mode=offline")
+
+
+def wandb_key_configured() -> bool:
+    """True if wandb can log in without asking: WANDB_API_KEY, or a netrc entry for its host (what `wandb login` writes)."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
+    path = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
+    try:
+        return netrc.netrc(path).authenticators(host) is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
 
 
 @dataclass
