@@ -14,11 +14,12 @@ from pathlib import Path
 import pytest
 
 from repl import cli
-from repl.config import MAX_NAME, run_dirname
+from repl.config import run_dirname
 from tests.engine.test_training import TINY
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = TINY + ["trainer.max_steps=2"]
+NAME_MAX = os.pathconf(ROOT, "PC_NAME_MAX")  # the longest file name this filesystem takes
 
 BAD = [  # (command-line arguments, what the one line must contain)
     # Hydra's own errors: wrong type, unknown option, misspelt key, unparsable override, deletion
@@ -80,7 +81,7 @@ def test_run_dir_under_a_file_is_one_line(monkeypatch, capsys, tmp_path):
 
 
 def test_too_long_run_dir_given_by_the_user_is_one_line(monkeypatch, capsys, tmp_path):
-    code, stderr = _run_cli(monkeypatch, capsys, QUICK, tmp_path / ("x" * (MAX_NAME + 1)))
+    code, stderr = _run_cli(monkeypatch, capsys, QUICK, tmp_path / ("x" * (NAME_MAX + 1)))
     _assert_one_line(code, stderr, "File name too long")
 
 
@@ -105,7 +106,7 @@ def test_online_wandb_without_a_key_is_one_line(monkeypatch, capsys, tmp_path):
 def test_default_run_dir_of_many_overrides_fits_a_file_name():
     overrides = ",".join(f"model.kwargs.option_number_{i}=value_{i}" for i in range(17))
     name = run_dirname(overrides)
-    assert len(name) <= MAX_NAME and name.startswith(overrides[:100])
+    assert len(name) <= NAME_MAX and name.startswith(overrides[:100])
     assert run_dirname(overrides) == name  # deterministic: a rerun finds its checkpoint
     assert run_dirname(overrides + "x") != name  # and distinct
     assert run_dirname("repl.ratio=0.4") == "repl.ratio=0.4"  # short names are unchanged
