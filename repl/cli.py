@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+from hydra._internal.utils import get_args_parser
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
@@ -27,6 +28,7 @@ from repl.config import config_dir
 from repl.engine.checkpoint import atomic_write_json
 from repl.errors import ConfigError, ReplError
 from repl.hydra_errors import one_line_errors
+from repl.sweep_check import check_sweep
 from repl.run import report_user_error, train_from_dictconfig
 
 FAILED_LIST = "failed_jobs.txt"  # in the sweep dir: one "<run dir>\t<error>" line per failed job
@@ -163,8 +165,11 @@ def check_single_run(hydra_cfg: Any) -> None:
 
 def main() -> None:
     """Console-script entry: Hydra's own errors are one `error: ...` line with exit status 2 too."""
+    args = get_args_parser().parse_known_args()[0]
     try:
         with one_line_errors(_main.__wrapped__.__code__):
+            if args.multirun:
+                check_sweep(args.overrides)
             _main()
     except ReplError as err:
         report_user_error(err)

@@ -35,6 +35,8 @@ BAD = [  # (command-line arguments, what the one line must contain)
     # the same in a multirun: refused before any job
     (["-m", "trainer.epoch=1,2"], "did you mean trainer.epochs?"),
     (["-m", "dataset=nope,synthetic"], "dataset=nope"),
+    (["-m", "optim.lr=0.1,inf"], "optim.lr=inf"),  # the good job must not train first
+    (["-m", "repl.ratio=0.1,0.2", "seed=0,-1"], "seed=-1"),
     # values and keys refused at to_config
     (["optim.lr=inf"], "optim.lr=inf"),
     (["seed=-1"], "seed=-1"),
