@@ -1,6 +1,8 @@
 """`python train.py` / `repl-train`: the Hydra entry point.
 
-A single run stops with one line (exit 2) on a user error. In a multirun (`-m`, any launcher) a
+A single run stops with one line (exit 2) on a user error, Hydra's own errors included (a wrong type,
+an unknown option or key: repl/hydra_errors.py). A multirun's jobs are all validated before the first
+starts (repl/sweep_check.py). Beyond that, in a multirun (`-m`, any launcher) a
 job never raises: a failed job writes `"status": "failed"` into its summary.json and is listed in
 the sweep's `failed_jobs.txt`, the other jobs go on, and the sweep ends with exit status 1 naming
 the failed jobs (SweepReport). Under submitit (launcher=local|slurm) a job also joins its
@@ -28,7 +30,7 @@ from repl.config import config_dir
 from repl.engine.checkpoint import atomic_write_json
 from repl.errors import ConfigError, ReplError
 from repl.hydra_errors import one_line_errors
-from repl.sweep_check import check_sweep
+from repl.sweep_check import check_multirun
 from repl.run import report_user_error, train_from_dictconfig
 
 FAILED_LIST = "failed_jobs.txt"  # in the sweep dir: one "<run dir>\t<error>" line per failed job
@@ -165,11 +167,9 @@ def check_single_run(hydra_cfg: Any) -> None:
 
 def main() -> None:
     """Console-script entry: Hydra's own errors are one `error: ...` line with exit status 2 too."""
-    args = get_args_parser().parse_known_args()[0]
     try:
         with one_line_errors(_main.__wrapped__.__code__):
-            if args.multirun:
-                check_sweep(args.overrides)
+            check_multirun(get_args_parser().parse_known_args()[0])
             _main()
     except ReplError as err:
         report_user_error(err)

@@ -6,6 +6,7 @@ sweep the basic sweeper cannot expand (an interval for a search sweeper) is left
 """
 from __future__ import annotations
 
+from argparse import Namespace
 from typing import List
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
@@ -13,6 +14,12 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from repl.config import compose, to_config
 from repl.errors import ConfigError
+
+
+def check_multirun(args: Namespace) -> None:
+    """Validate every job of a `-m` command line (Hydra's parsed arguments) composed from configs/train.yaml."""
+    if args.multirun and not (args.config_name or args.config_path or args.config_dir):
+        check_sweep(args.overrides)
 
 
 def check_sweep(overrides: List[str]) -> None:
