@@ -8,7 +8,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import re
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Iterator, List, Optional
 
@@ -106,9 +106,8 @@ def schema_keys(schema: type = TrainConfig, prefix: str = "") -> Iterator[str]:
     for f in fields(schema):
         key = f"{prefix}{f.name}"
         yield key
-        default = schema.__dataclass_fields__[f.name].default_factory  # type: ignore[misc]
-        if callable(default) and is_dataclass(node := default()):
-            yield from schema_keys(type(node), f"{key}.")
+        if f.default_factory is not MISSING and is_dataclass(group := f.default_factory()):
+            yield from schema_keys(type(group), f"{key}.")
 
 
 def unknown_key_error(key: str) -> ConfigError:
