@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-from hydra._internal.utils import get_args_parser
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
@@ -29,7 +28,7 @@ from omegaconf import DictConfig
 from repl.config import config_dir
 from repl.engine.checkpoint import atomic_write_json
 from repl.errors import ConfigError, ReplError
-from repl.hydra_errors import one_line_errors
+from repl.hydra_errors import command_line, one_line_errors
 from repl.sweep_check import check_multirun
 from repl.run import report_user_error, train_from_dictconfig
 
@@ -169,7 +168,7 @@ def main() -> None:
     """Console-script entry: Hydra's own errors are one `error: ...` line with exit status 2 too."""
     try:
         with one_line_errors(_main.__wrapped__.__code__):
-            check_multirun(get_args_parser().parse_known_args()[0])
+            check_multirun(command_line(sys.argv[1:]))
             _main()
     except ReplError as err:
         report_user_error(err)

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import os
 import traceback
+from argparse import Namespace
 from contextlib import contextmanager
 from types import CodeType
 from typing import Iterator, Optional
 
+from hydra._internal.utils import get_args_parser
 from hydra.errors import HydraException, MissingConfigException, OverrideParseException
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
@@ -41,6 +43,15 @@ def one_line_errors(task_code: CodeType) -> Iterator[None]:
         os.environ.pop(FULL_ERROR, None)
 
 
+def command_line(argv: list) -> Namespace:
+    """Hydra's parse of the arguments; ConfigError for what it would reject with its multi-line usage text."""
+    args, unread = get_args_parser().parse_known_args(argv)
+    if unread:
+        raise ConfigError(f"unrecognized arguments {' '.join(unread)}: options such as -m go before the "
+                          "overrides (python train.py -m key=a,b); see --help")
+    return args
+
+
 def as_config_error(err: BaseException, task_code: CodeType) -> Optional[ConfigError]:
     """The one-line ConfigError for an error Hydra raised before the task ran; None for the task's own."""
     if _raised_in(err, task_code):
@@ -58,9 +69,8 @@ def as_config_error(err: BaseException, task_code: CodeType) -> Optional[ConfigE
         return ConfigError(f"{err.full_key}: {_first_line(err)}")
     if isinstance(err, HydraException):
         return ConfigError(_joined(err))
-    if isinstance(err, OSError):  # Hydra making the run dir or writing .hydra/ in it
-        where = err.filename or "the run directory"
-        return ConfigError(f"cannot write the run directory {where}: {err.strerror or err}; "
+    if isinstance(err, OSError) and err.filename:  # Hydra making the run dir or writing .hydra/ in it
+        return ConfigError(f"cannot write the run directory {err.filename}: {err.strerror or err}; "
                            "choose a writable one with hydra.run.dir=DIR (hydra.sweep.dir=DIR with -m)")
     return None
 

@@ -37,6 +37,7 @@ BAD = [  # (command-line arguments, what the one line must contain)
     (["-m", "dataset=nope,synthetic"], "dataset=nope"),
     (["-m", "optim.lr=0.1,inf"], "optim.lr=inf"),  # the good job must not train first
     (["-m", "repl.ratio=0.1,0.2", "seed=0,-1"], "seed=-1"),
+    (["seed=0", "-m", "repl.ratio=0.1,0.2"], "unrecognized arguments repl.ratio=0.1,0.2"),  # -m after an override
     # values and keys refused at to_config
     (["optim.lr=inf"], "optim.lr=inf"),
     (["seed=-1"], "seed=-1"),
