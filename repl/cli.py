@@ -1,6 +1,8 @@
 """`python train.py` / `repl-train`: the Hydra entry point.
 
-A single run stops with one line (exit 2) on a user error. In a multirun (`-m`, any launcher) a
+A single run stops with one line (exit 2) on a user error, Hydra's own errors included (a wrong type,
+an unknown option or key: repl/hydra_errors.py). A multirun's jobs are all validated before the first
+starts (repl/sweep_check.py). Beyond that, in a multirun (`-m`, any launcher) a
 job never raises: a failed job writes `"status": "failed"` into its summary.json and is listed in
 the sweep's `failed_jobs.txt`, the other jobs go on, and the sweep ends with exit status 1 naming
 the failed jobs (SweepReport). Under submitit (launcher=local|slurm) a job also joins its
@@ -25,7 +27,9 @@ from omegaconf import DictConfig
 
 from repl.config import config_dir
 from repl.engine.checkpoint import atomic_write_json
-from repl.errors import ReplError
+from repl.errors import ConfigError, ReplError
+from repl.hydra_errors import command_line, one_line_errors
+from repl.sweep_check import check_multirun
 from repl.run import report_user_error, train_from_dictconfig
 
 FAILED_LIST = "failed_jobs.txt"  # in the sweep dir: one "<run dir>\t<error>" line per failed job
@@ -38,6 +42,7 @@ def _main(cfg: DictConfig) -> float | None:
     if hydra_cfg.mode == RunMode.MULTIRUN:
         return _sweep_job(cfg, run_dir, Path(hydra_cfg.sweep.dir))
     try:
+        check_single_run(hydra_cfg)
         summary = train_from_dictconfig(cfg, run_dir)
     except ReplError as err:
         report_user_error(err)
@@ -151,6 +156,20 @@ class SweepReport(Callback):
         sys.exit(1)
 
 
+def check_single_run(hydra_cfg: Any) -> None:
+    """A single run refuses a launcher: only a multirun (-m) is launched by one; it would train here instead."""
+    launcher = hydra_cfg.runtime.choices.get("launcher")
+    if launcher:
+        raise ConfigError(f"launcher={launcher} launches the jobs of a multirun; add -m "
+                          f"(python train.py -m launcher={launcher} ...), or drop launcher= to train here")
+
+
 def main() -> None:
-    """Console-script entry."""
-    _main()
+    """Console-script entry: Hydra's own errors are one `error: ...` line with exit status 2 too."""
+    try:
+        with one_line_errors(_main.__wrapped__.__code__):
+            check_multirun(command_line(sys.argv[1:]))
+            _main()
+    except ReplError as err:
+        report_user_error(err)
+        sys.exit(2)

@@ -5,19 +5,24 @@ so a wrong type or an unknown key fails at composition, before anything is built
 """
 from __future__ import annotations
 
+import difflib
+import hashlib
 import re
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import List, Optional
+from typing import Iterator, List, Optional
 
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
+from repl.bounds import SEED, check_numbers
 from repl.data.config import DatasetConfig
 from repl.engine.config import LoggerConfig, OptimConfig, TaskConfig, TrainerConfig
 from repl.method.config import ReplConfig
+from repl.errors import ConfigError
 from repl.models.config import ModelConfig
 
 
@@ -25,7 +30,7 @@ from repl.models.config import ModelConfig
 class TrainConfig:
     """Everything one run needs. Field names are the Hydra groups and top-level keys."""
 
-    seed: int = 0
+    seed: int = field(default=0, metadata=SEED)
     experiment_name: str = "default"
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -36,11 +41,23 @@ class TrainConfig:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
 
 
+MAX_NAME = 255  # bytes in one file name on the common filesystems (ext4, xfs, btrfs, NFS)
+NAME_HASH = 12  # hex digits of the hash that keeps a shortened name unique
+
+
 def run_dirname(overrides: str) -> str:
-    """A file-system-safe directory name for a run from Hydra's override_dirname."""
+    """A file-system-safe directory name for a run from Hydra's override_dirname.
+
+    A name longer than a filesystem allows (many overrides) keeps its first characters and ends in a
+    hash of the whole, so it stays deterministic (a rerun finds its checkpoint) and distinct.
+    """
     if not overrides:
         return "default"
-    return re.sub(r"[^A-Za-z0-9_.,=+-]", "_", overrides)
+    name = re.sub(r"[^A-Za-z0-9_.,=+-]", "_", overrides)
+    if len(name) <= MAX_NAME:
+        return name
+    digest = hashlib.sha1(name.encode()).hexdigest()[:NAME_HASH]
+    return f"{name[:MAX_NAME - NAME_HASH - 1]}-{digest}"
 
 
 def register() -> None:
@@ -62,8 +79,17 @@ def compose(overrides: Optional[List[str]] = None) -> DictConfig:
 
 
 def to_config(cfg: DictConfig) -> TrainConfig:
-    """Turn the composed DictConfig into validated dataclasses (ConfigError on a bad value)."""
-    obj: TrainConfig = OmegaConf.to_object(cfg)  # type: ignore[assignment]
+    """Turn the composed DictConfig into validated dataclasses (ConfigError on a bad value).
+
+    Refused, naming the key: a key no schema knows (added with `+`), a value that cannot be
+    resolved, a number out of its declared range or not finite, and each schema's own rules.
+    """
+    check_known_keys(cfg)
+    try:
+        obj: TrainConfig = OmegaConf.to_object(cfg)  # type: ignore[assignment]
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"{err.full_key or 'config'}: {str(err).splitlines()[0]}") from None
+    check_numbers(obj)
     obj.dataset.validate(task=obj.task.name)  # which dataset keys apply depends on the task (dataset.resize)
     for part in (obj.repl, obj.task, obj.trainer, obj.optim, obj.logger):
         validate = getattr(part, "validate", None)
@@ -72,6 +98,43 @@ def to_config(cfg: DictConfig) -> TrainConfig:
     skips = obj.repl.method == "stochastic_depth" or (obj.repl.method == "repl" and obj.repl.stochastic_depth)
     obj.trainer.validate_with(obj.task.name, per_batch_skips=skips)  # trainer.accumulate, once each key is valid
     return obj
+
+
+FREE_DICTS = ("model.kwargs",)  # dict fields whose keys are free (the model constructor's arguments)
+
+
+def schema_keys(schema: type = TrainConfig, prefix: str = "") -> Iterator[str]:
+    """Every dotted key of the schema (`repl.ratio`, `trainer.epochs`, ...), groups included."""
+    for f in fields(schema):
+        key = f"{prefix}{f.name}"
+        yield key
+        if f.default_factory is not MISSING and is_dataclass(group := f.default_factory()):
+            yield from schema_keys(type(group), f"{key}.")
+
+
+def unknown_key_error(key: str) -> ConfigError:
+    """The one message for a key no schema knows, naming the closest known key if one is close."""
+    free = next((k for k in FREE_DICTS if key.startswith(f"{k}.")), None)
+    if free is not None:
+        return ConfigError(f"{key} is not set by this {free.split('.')[0]} config; add it with +{key}=VALUE")
+    known = list(schema_keys())
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]}?" if close else "; README.md lists every key"
+    return ConfigError(f"{key} is not a config key{hint}")
+
+
+def check_known_keys(cfg: DictConfig, prefix: str = "") -> None:
+    """ConfigError for the first key (added with `+`) that the schema of its node does not declare."""
+    schema = OmegaConf.get_type(cfg)
+    if not is_dataclass(schema):
+        return
+    declared = {f.name for f in fields(schema)}
+    for key in cfg.keys():
+        if key not in declared:
+            raise unknown_key_error(f"{prefix}{key}")
+        node = cfg._get_node(key)
+        if isinstance(node, DictConfig):
+            check_known_keys(node, f"{prefix}{key}.")
 
 
 register()

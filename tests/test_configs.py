@@ -2,6 +2,7 @@
 
 import pytest
 from hydra.errors import ConfigCompositionException as HydraCompositionError
+from omegaconf import OmegaConf
 
 from repl.config import compose, config_dir, run_dirname, to_config
 from repl.errors import ConfigError
@@ -15,7 +16,10 @@ def _options(group: str):
 
 @pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in _options(g)])
 def test_every_option_composes(group, option):
-    cfg = to_config(compose([f"{group}={option}"]))
+    overrides = [f"{group}={option}"]
+    if group == "dataset":  # a dataset option is made for one task (dataset.task), composed with it
+        overrides.append(f"task={OmegaConf.load(config_dir() / 'dataset' / f'{option}.yaml').task}")
+    cfg = to_config(compose(overrides))
     assert cfg is not None
 
 

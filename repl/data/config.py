@@ -5,6 +5,7 @@ import re
 from dataclasses import dataclass
 from typing import Optional
 
+from repl.bounds import check_numbers
 from repl.errors import ConfigError
 
 DATASETS = ("synthetic", "cifar10", "svhn", "stl10", "imagenet", "coco", "cityscapes", "wikitext2")
@@ -22,6 +23,7 @@ class DatasetConfig:
     """Which images to train on and how to batch them. Shape fields are static: models are built from them."""
 
     name: str = "synthetic"  # synthetic | cifar10 | svhn | stl10 | imagenet | coco | cityscapes | wikitext2
+    task: Optional[str] = None  # the task this dataset option is made for (set by configs/dataset/*.yaml); null = any
     root: str = "data"  # folder holding the dataset files (not used by synthetic)
     download: bool = False  # let torchvision fetch missing files (needs internet)
     batch_size: int = 128  # GLOBAL training batch over all ranks
@@ -62,6 +64,10 @@ class DatasetConfig:
 
     def validate(self, world_size: int = 1, task: str = "classification") -> "DatasetConfig":
         """Raise ConfigError naming the key if any value is outside what is accepted (by `task`)."""
+        check_numbers(self, "dataset.")
+        if self.task is not None and self.task != task:
+            raise ConfigError(f"dataset.task={self.task}: this dataset option is made for task={self.task}, not "
+                              f"task={task}; set task={self.task} or choose a {task} dataset")
         if self.name not in DATASETS:
             raise ConfigError(f"dataset.name={self.name!r} is not supported; choose one of {', '.join(DATASETS)}")
         if self.resident_mode not in RESIDENT_CHOICES:

@@ -106,7 +106,7 @@ def eval_windows(ids: torch.Tensor, seq_len: int, device: torch.device) -> tuple
 
 def vocabulary_size(cfg: DatasetConfig | DictConfig) -> int:
     """The number of token ids of the dataset (the model's vocabulary); reads and tokenizes files once."""
-    cfg = as_dataset_config(cfg).validate()
+    cfg = as_dataset_config(cfg).validate(task="lm")
     _check_name(cfg)
     if cfg.name == "synthetic":
         return cfg.vocab_size
@@ -117,7 +117,7 @@ def build_text_data(
     cfg: DatasetConfig | DictConfig, *, seed: int, device: torch.device, rank: int = 0, world_size: int = 1
 ) -> TextData:
     """The TextData of one run: the synthetic corpus of `seed`, or WikiText-2 from dataset.root."""
-    cfg = as_dataset_config(cfg).validate(world_size)
+    cfg = as_dataset_config(cfg).validate(world_size, task="lm")
     _check_name(cfg)
     reference_ppl = None
     if cfg.name == "synthetic":

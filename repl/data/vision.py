@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence, Tuple
 
@@ -30,6 +31,9 @@ STL10_FILES = tuple(f"stl10_binary/{name}" for name in ("train_X.bin", "train_y.
 IMAGENET_FOLDERS = ("train", "val")
 # Errors of reading a file that is present but not in the expected format.
 MALFORMED = (OSError, EOFError, ValueError, KeyError, IndexError, pickle.UnpicklingError, MatReadError)
+# Errors of decoding one image file of a folder dataset (unreadable, truncated, not an image, too large).
+UNREADABLE_IMAGE = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+MAX_SKIPPED_IN_A_ROW = 16  # more unreadable images in a row than this: the folder itself is broken
 
 
 def missing_path(root: str, relative_paths: Tuple[str, ...]) -> Optional[str]:
@@ -97,8 +101,28 @@ class VisionSpec:
     fits_in_memory: bool = True
 
 
+class SkippingImageFolder(datasets.ImageFolder):
+    """ImageFolder that skips an image it cannot decode, with a one-line warning naming its path.
+
+    One bad file among a million must not end a run mid-epoch with a worker traceback: the next
+    readable image of the folder list takes its place (the same one every epoch, so runs stay
+    reproducible). Many bad files in a row stop the run with a DataError naming the first.
+    """
+
+    def __getitem__(self, index: int):
+        for offset in range(MAX_SKIPPED_IN_A_ROW + 1):
+            position = (index + offset) % len(self.samples)
+            try:
+                return super().__getitem__(position)
+            except UNREADABLE_IMAGE as err:
+                path = self.samples[position][0]
+                print(f"warning: skipping unreadable image {path} ({_first_line(err)})", file=sys.stderr)
+        raise DataError(f"{MAX_SKIPPED_IN_A_ROW + 1} images in a row from {self.samples[index][0]} on cannot be read; "
+                        f"check the files under {self.root}")
+
+
 def _open_imagenet(root: str, train: bool, transform: Optional[Callable], download: bool) -> Dataset:
-    return datasets.ImageFolder(os.path.join(root, "train" if train else "val"), transform=transform)
+    return SkippingImageFolder(os.path.join(root, "train" if train else "val"), transform=transform)
 
 
 VISION = {

@@ -27,6 +27,7 @@ from repl.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, 
 from repl.engine.distributed import DistInfo, all_reduce_sum, broadcast_buffers
 from repl.engine.loggers import MetricsLog
 from repl.engine.optim import build_optimizer, build_schedule
+from repl.engine.resume_check import check_resume_config, check_resume_plan
 from repl.engine.summary import RunSummary
 from repl.errors import CheckpointError
 from repl.method.blocks import get_module
@@ -185,13 +186,8 @@ class Trainer:
         if not (self.tcfg.resume and self.ckpt_path.exists()):
             return False
         state = load_checkpoint(self.ckpt_path)
-        saved_plan = Plan.from_dict(state["plan"])
-        if not saved_plan.same_as(self.plan):
-            raise CheckpointError(
-                f"checkpoint {self.ckpt_path} was trained with another plan (blocks {saved_plan.blocks}, "
-                f"method {saved_plan.method}) than this run (blocks {self.plan.blocks}, method {self.plan.method}); "
-                "use another run directory or trainer.resume=false"
-            )
+        check_resume_plan(Plan.from_dict(state["plan"]), self.plan, self.ckpt_path)
+        check_resume_config(state.get("config"), self.config_dict, self.ckpt_path)
         try:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])

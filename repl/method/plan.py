@@ -88,8 +88,10 @@ class Plan:
 
     def same_as(self, other: "Plan") -> bool:
         """Whether a checkpoint made under `other` can resume under this plan."""
-        keys = ("method", "family", "num_blocks", "blocks", "paths", "settings")
-        return all(getattr(self, k) == getattr(other, k) for k in keys)
+        return all(getattr(self, k) == getattr(other, k) for k in RESUME_KEYS)
+
+
+RESUME_KEYS = ("method", "family", "num_blocks", "blocks", "paths", "settings")  # what a resumed plan must share
 
 
 def max_replaceable(num_blocks: int) -> int:

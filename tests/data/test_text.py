@@ -369,6 +369,6 @@ def test_wikitext2_config_file_is_a_valid_dataset_config(monkeypatch):
     for name in ("wikitext2", "synthetic_text"):
         values = OmegaConf.to_container(OmegaConf.create(yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())),
                                         resolve=True)
-        cfg = DatasetConfig(**values).validate()
+        cfg = DatasetConfig(**values).validate(task="lm")
         assert cfg.seq_len * cfg.batch_size >= 1024
     assert cfg.name == "synthetic"

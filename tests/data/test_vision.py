@@ -207,3 +207,15 @@ def test_streaming_rank_shards_form_the_global_batch(tmp_path):
     assert len(whole) == len(parts[0]) == len(parts[1]) == 2
     for (x, y), (x0, y0), (x1, y1) in zip(whole, *parts):
         assert torch.equal(torch.cat([x0, x1]), x) and torch.equal(torch.cat([y0, y1]), y)
+
+
+@pytest.mark.parametrize("damage", ["not an image", "truncated"])
+def test_unreadable_image_mid_epoch_is_skipped_with_a_one_line_warning(damage, tmp_path, capfd):
+    make_imagenet(tmp_path, n_train=4, n_val=2)
+    bad = sorted((tmp_path / "train").rglob("*.JPEG"))[5]
+    bad.write_bytes(b"not a jpeg" if damage == "not an image" else bad.read_bytes()[:200])
+    cfg = config("imagenet", tmp_path, image_size=32, num_classes=3, batch_size=4, num_workers=1)
+    images, labels = collect(build_data(cfg, seed=0, device=CPU).train_batches(0))
+    assert images.shape == (12, 3, 32, 32) and torch.isfinite(images).all()  # a whole epoch, no traceback
+    warnings = [line for line in capfd.readouterr().err.splitlines() if "unreadable" in line]
+    assert warnings and all(line.startswith("warning: ") and str(bad) in line for line in warnings)
