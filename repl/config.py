@@ -78,6 +78,11 @@ def compose(overrides: Optional[List[str]] = None) -> DictConfig:
         return hydra_compose(config_name="train", overrides=list(overrides or []))
 
 
+def as_dict(cfg: TrainConfig) -> dict:
+    """The validated config as plain data: what every checkpoint stores and resume compares."""
+    return OmegaConf.to_container(OmegaConf.structured(cfg))  # type: ignore[return-value]
+
+
 def to_config(cfg: DictConfig) -> TrainConfig:
     """Turn the composed DictConfig into validated dataclasses (ConfigError on a bad value).
 

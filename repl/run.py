@@ -12,7 +12,7 @@ import torch
 from omegaconf import DictConfig
 
 from repl import apply_replacement
-from repl.config import TrainConfig, to_config
+from repl.config import TrainConfig, as_dict, to_config
 from repl.data import build_data, num_outputs
 from repl.engine import distributed, measure, rundir
 from repl.engine.checkpoint import atomic_write_json
@@ -42,7 +42,7 @@ def train(cfg: TrainConfig, run_dir: Path) -> Dict[str, Any]:
     run_dir = Path(run_dir)
     dist = distributed.setup(cfg.trainer.device)
     try:
-        state = rundir.prepare(run_dir, cfg.trainer, dist.is_main)  # before anything is built or read
+        state = rundir.prepare(run_dir, cfg.trainer, dist.is_main, as_dict(cfg))  # before anything is built or read
         if state.completed:
             if dist.is_main:
                 print(state.done_line())

@@ -83,10 +83,13 @@ def _gib(n: int) -> str:
     return f"{n / 2**30:.2f} GiB"
 
 
-def load_checkpoint(path: Path) -> Dict[str, Any]:
-    """Load a checkpoint on the CPU (tensors only, no pickled code); CheckpointError if unreadable."""
+def load_checkpoint(path: Path, mmap: bool = False) -> Dict[str, Any]:
+    """Load a checkpoint on the CPU (tensors only, no pickled code); CheckpointError if unreadable.
+
+    `mmap=True` maps the tensors instead of reading them: cheap when only the config or progress is needed.
+    """
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as err:  # noqa: BLE001 - any unreadable file is reported the same way
         raise CheckpointError(
             f"checkpoint {path} is unreadable ({type(err).__name__}); delete it or set trainer.overwrite=true"

@@ -31,7 +31,7 @@ def check_resume_config(saved: Optional[Dict[str, Any]], current: Dict[str, Any]
     if changed:
         what = ", ".join(f"{key} {old!r} -> {new!r}" for key, old, new in changed)
         raise CheckpointError(f"checkpoint {checkpoint} was trained with other settings ({what}); these cannot change on "
-                              "resume: rerun with the checkpoint's values, use another run directory, or trainer.resume=false")
+                              "resume: rerun with the checkpoint's values, use another run directory, or trainer.overwrite=true to start over")
 
 
 def check_resume_plan(saved: Plan, current: Plan, checkpoint: Path) -> None:
@@ -43,7 +43,7 @@ def check_resume_plan(saved: Plan, current: Plan, checkpoint: Path) -> None:
     what = ", ".join(f"{key} {old.get(key)!r} -> {new.get(key)!r}" for key in sorted(old.keys() | new.keys())
                      if old.get(key) != new.get(key))
     raise CheckpointError(f"checkpoint {checkpoint} was trained with another plan ({what}); "
-                          "use another run directory or trainer.resume=false")
+                          "use another run directory or trainer.overwrite=true to start over")
 
 
 def changed_keys(saved: Dict[str, Any], current: Dict[str, Any]) -> List[Tuple[str, Any, Any]]:

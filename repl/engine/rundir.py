@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Optional
 
-from repl.engine.checkpoint import atomic_write_json
+from repl.engine.checkpoint import atomic_write_json, load_checkpoint
 from repl.engine.config import TrainerConfig
+from repl.engine.resume_check import check_resume_config
 from repl.errors import CheckpointError, ConfigError
 
 SUMMARY = "summary.json"
@@ -77,8 +78,12 @@ def reached(summary: Dict[str, Any], tcfg: TrainerConfig) -> bool:
     return epochs >= tcfg.epochs or (tcfg.max_steps is not None and steps >= tcfg.max_steps)
 
 
-def inspect(run_dir: Path, tcfg: TrainerConfig) -> RunDirState:
-    """Decide what this run does with `run_dir`; refuses (one line) what would lose a result."""
+def inspect(run_dir: Path, tcfg: TrainerConfig, config: Optional[Dict[str, Any]] = None) -> RunDirState:
+    """Decide what this run does with `run_dir`; refuses (one line) what would lose a result.
+
+    `config` (the run's whole config as a dict): a completed run counts as this run only if its
+    checkpoint was trained with the same fixed keys (resume_check); otherwise it is refused, not returned.
+    """
     run_dir = Path(run_dir)
     summary = read_summary(run_dir)
     checkpoint = (run_dir / CHECKPOINTS / LAST).exists()
@@ -89,6 +94,9 @@ def inspect(run_dir: Path, tcfg: TrainerConfig) -> RunDirState:
                           "add trainer.overwrite=true to discard that run and start over, or use another run directory")
     completed = summary is not None and summary.get("status") == COMPLETED and isinstance(summary.get("primary"), dict)
     if completed and reached(summary, tcfg):
+        if checkpoint and config is not None:
+            last = run_dir / CHECKPOINTS / LAST
+            check_resume_config(load_checkpoint(last, mmap=True).get("config"), config, last)
         return RunDirState(run_dir, COMPLETED, summary)
     if checkpoint:
         return RunDirState(run_dir, RESUME, summary)
@@ -99,9 +107,9 @@ def inspect(run_dir: Path, tcfg: TrainerConfig) -> RunDirState:
     return RunDirState(run_dir, FRESH, summary)
 
 
-def prepare(run_dir: Path, tcfg: TrainerConfig, is_main: bool) -> RunDirState:
+def prepare(run_dir: Path, tcfg: TrainerConfig, is_main: bool, config: Optional[Dict[str, Any]] = None) -> RunDirState:
     """inspect(), then (rank 0) clear what a resume or a fresh start must not find; a completed run is untouched."""
-    state = inspect(run_dir, tcfg)
+    state = inspect(run_dir, tcfg, config)
     if not is_main or state.completed:
         return state
     remove_stale_tmp(state.path)

@@ -15,13 +15,12 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 import torch
-from omegaconf import OmegaConf
 from torch import nn
 from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import apply_activation_checkpointing
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
-from repl.config import TrainConfig
+from repl.config import TrainConfig, as_dict
 from repl.engine import measure, rundir
 from repl.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from repl.engine.distributed import DistInfo, all_reduce_sum, broadcast_buffers
@@ -76,7 +75,7 @@ class Trainer:
         self.eval_step: Optional[int] = None  # the step the metrics were measured at
         self.best: Optional[float] = None
         self.summary = RunSummary(cfg, plan, task, dist)
-        self.config_dict = OmegaConf.to_container(OmegaConf.structured(cfg))  # stored in every checkpoint
+        self.config_dict = as_dict(cfg)  # stored in every checkpoint
         self.log = MetricsLog(self.run_dir / "metrics.jsonl", cfg.logger, self.config_dict) if dist.is_main else None
         self._stop_signal: Optional[int] = None
         self._last_ckpt_time = time.monotonic()

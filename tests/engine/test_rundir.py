@@ -37,6 +37,16 @@ def test_rerun_of_a_completed_run_changes_no_file_and_returns_its_summary(tmp_pa
     assert out == [f"run already completed: {tmp_path} (top1={again['primary']['value']}); nothing to do"]
 
 
+def test_a_completed_run_is_not_returned_for_a_config_it_was_not_trained_with(tmp_path):
+    """Through the API (or a hand-set hydra.run.dir) the directory name does not guard the config: a
+    changed lr must not print "nothing to do" and hand back the other run's result."""
+    run(tmp_path, "trainer.max_steps=2")
+    before = snapshot(tmp_path)
+    with pytest.raises(CheckpointError, match=r"optim.lr 0.1 -> 0.05"):
+        run(tmp_path, "trainer.max_steps=2", "optim.lr=0.05")
+    assert snapshot(tmp_path) == before
+
+
 def test_resume_false_on_an_existing_run_refuses_until_overwrite_is_asked(tmp_path):
     run(tmp_path, "trainer.max_steps=2")
     before = snapshot(tmp_path)
