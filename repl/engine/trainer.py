@@ -114,6 +114,19 @@ class Trainer:
             self.ema.update_parameters(self.model)
         return loss.detach()
 
+    def probe(self, batch) -> Dict[str, Any]:
+        """FLOPs of one optimizer step on `batch` and the memory of its forward+backward.
+
+        Under trainer.accumulate the step runs one micro-batch at a time, so the activations measured are
+        the first micro-batch's, and the FLOPs are scaled to the whole batch (they are linear in its rows).
+        """
+        if self.tcfg.accumulate == 1:
+            return measure.probe_step(self.model, self.forward_loss, batch, self.optimizer)
+        micro = tuple(t.tensor_split(self.tcfg.accumulate)[0] for t in batch)
+        probe = measure.probe_step(self.model, self.forward_loss, micro, self.optimizer)
+        probe["flops"] = round(probe["flops"] * self.task.batch_size(batch) / self.task.batch_size(micro))
+        return probe
+
     def backward(self, loss: torch.Tensor) -> None:
         """Gradients of `loss`, added to those already accumulated (scaled under fp16)."""
         (loss if self.scaler is None else self.scaler.scale(loss)).backward()
@@ -272,7 +285,7 @@ class Trainer:
                     batch = (batch[0].contiguous(memory_format=torch.channels_last), *batch[1:])
                 if self.summary.probe is None:  # once per process, on its first batch; disturbs nothing
                     with timer.paused():
-                        self.summary.probe = measure.probe_step(self.model, self.forward_loss, batch, self.optimizer)
+                        self.summary.probe = self.probe(batch)
                 loss_sum += self.train_step(batch)
                 self.step += 1
                 self.step_in_epoch += 1

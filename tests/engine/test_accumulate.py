@@ -129,3 +129,15 @@ def test_bad_accumulate_is_refused_in_one_line():
     for method in (["repl=stochastic_depth"], ["repl.stochastic_depth=true"]):
         with pytest.raises(ConfigError, match=r"^trainer.accumulate=2 with stochastic depth .* per micro-batch"):
             to_config(compose(["trainer.accumulate=2", *method]))
+
+
+def test_the_probe_measures_one_micro_batch_of_activations_and_the_whole_steps_flops(tmp_path):
+    """Under accumulation only one micro-batch's activations are alive at a time: the summary's memory
+    estimate must say so, while the FLOPs stay those of the whole optimizer step."""
+    task = ClassificationTask(TaskConfig(name="classification"))
+    (batch,) = image_batches(8, steps=1)
+    whole = trainer(tmp_path, mlp(), task, accumulate=1).probe(batch)
+    split = trainer(tmp_path, mlp(), task, accumulate=4).probe(batch)
+    assert split["flops"] == whole["flops"]  # linear layers: FLOPs are linear in the rows
+    quarter = trainer(tmp_path, mlp(), task, accumulate=1).probe(tuple(t[:2] for t in batch))
+    assert split["memory"]["activations"] == quarter["memory"]["activations"] < whole["memory"]["activations"]
