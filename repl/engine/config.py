@@ -8,6 +8,7 @@ from repl.errors import ConfigError
 
 
 TASK_NAMES = ("classification", "detection", "segmentation", "lm")
+WANDB_MODES = ("offline", "online", "disabled")
 
 
 def _check(ok: bool, message: str) -> None:
@@ -84,17 +85,25 @@ class OptimConfig:
 
 @dataclass
 class LoggerConfig:
-    """Where metrics go besides metrics.jsonl, which is always written."""
+    """Where metrics go besides metrics.jsonl, which is always written.
 
-    name: str = "jsonl"  # jsonl | wandb
-    project: str = "repl"
-    entity: Optional[str] = None
-    mode: str = "offline"  # wandb: offline | online | disabled (online needs a configured key)
+    wandb settings left null come from WANDB_MODE / WANDB_PROJECT / WANDB_ENTITY, else the defaults
+    (offline, project "repl"); a value given here wins over the environment.
+    """
+
+    backend: str = "jsonl"  # jsonl | wandb
+    project: Optional[str] = None  # wandb project; null: $WANDB_PROJECT, else "repl"
+    entity: Optional[str] = None  # wandb entity; null: $WANDB_ENTITY, else the account's default
+    mode: Optional[str] = None  # wandb: offline | online | disabled; null: $WANDB_MODE, else offline
+    group: Optional[str] = None  # wandb group; null: experiment_name (a sweep's runs share it)
+    name: Optional[str] = None  # wandb run name; null: the run directory's last two parts (<overrides>/seed<N>)
+    job_type: str = "train"  # wandb job type
     tags: List[str] = field(default_factory=list)
 
     def validate(self) -> None:
-        _check(self.name in ("jsonl", "wandb"), f"logger.name={self.name!r}: choose jsonl or wandb")
-        _check(self.mode in ("offline", "online", "disabled"), f"logger.mode={self.mode!r}: choose offline, online or disabled")
+        _check(self.backend in ("jsonl", "wandb"), f"logger.backend={self.backend!r}: choose jsonl or wandb")
+        _check(self.mode is None or self.mode in WANDB_MODES,
+               f"logger.mode={self.mode!r}: choose {', '.join(WANDB_MODES)} or null ($WANDB_MODE, else offline)")
 
 
 @dataclass
