@@ -112,3 +112,15 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
     assert "cannot write" in _one_line_exit_2(capsys, str(run_dir), "--out", str(blocker / "export"))
     assert main([str(run_dir)]) == 0
     assert "exported" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("method, exported", [("drop", False), ("freeze", True)])
+def test_baselines_export_when_the_architecture_is_the_stock_one(tmp_path, capsys, method, exported):
+    run_dir = tmp_path / "run"
+    train(to_config(compose(TINY + ["trainer.max_steps=1", f"repl={method}"])), run_dir)
+    if exported:
+        assert main([str(run_dir)]) == 0
+        stock = build_model(ModelConfig(name="resnet20"), num_classes=10, in_chans=3, image_size=16)
+        stock.load_state_dict(torch.load(run_dir / "export" / "model.pt", weights_only=True), strict=True)
+    else:  # dropped blocks are gone: no stock model to load into, and export says so
+        assert "repl.method=drop" in _one_line_exit_2(capsys, str(run_dir))
