@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import resource
 import sys
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, List, Optional
 
 import torch
 
@@ -30,7 +30,7 @@ class WindowStats:
             return
         grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
         if grads:
-            self._grad_norm = torch.nn.utils.get_total_norm(grads).detach()
+            self._grad_norm = total_norm(grads)
 
     def record(self) -> Dict[str, float]:
         """The window's keys for metrics.jsonl; the gradient norm once per measurement."""
@@ -42,3 +42,11 @@ class WindowStats:
             out["memory/cuda_peak_allocated(bytes)"] = measure.peak_memory_bytes(self.device)
         out["memory/host_peak_rss(bytes)"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * _RSS_UNIT
         return out
+
+
+def total_norm(grads: List[torch.Tensor]) -> torch.Tensor:
+    """The L2 norm of all tensors together, on their device (torch < 2.6 lacks nn.utils.get_total_norm)."""
+    with torch.no_grad():
+        if hasattr(torch.nn.utils, "get_total_norm"):
+            return torch.nn.utils.get_total_norm(grads).detach()
+        return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]))

@@ -142,3 +142,18 @@ def test_what_a_run_prints_is_in_its_train_log(tmp_path):
     log = (tmp_path / "train.log").read_text()
     for line in ("run dir:", "plan: method=repl", "training 2 steps", "params total / trainable", "results in"):
         assert line in log
+
+
+def test_the_logged_grad_norm_is_the_global_norm_of_the_stepped_gradients():
+    import torch
+
+    from repl.engine.window import WindowStats
+
+    model = torch.nn.Linear(3, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    stats = WindowStats(opt, torch.device("cpu"))
+    model(torch.ones(4, 3)).pow(2).sum().backward()
+    expected = torch.cat([p.grad.flatten() for p in model.parameters()]).norm().item()
+    opt.step()
+    assert stats.record()["train/grad_norm"] == pytest.approx(expected)
+    assert "train/grad_norm" not in stats.record()  # measured once, logged once
