@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 from repl import apply_replacement
 from repl.config import TrainConfig, to_config
 from repl.data import build_data, num_outputs
-from repl.engine import distributed, measure
+from repl.engine import distributed, measure, rundir
 from repl.engine.checkpoint import atomic_write_json
 from repl.engine.console import echo
 from repl.engine.trainer import Trainer
@@ -43,6 +43,11 @@ def train(cfg: TrainConfig, run_dir: Path) -> Dict[str, Any]:
     run_dir = Path(run_dir)
     dist = distributed.setup(cfg.trainer.device)
     try:
+        state = rundir.prepare(run_dir, cfg.trainer, dist.is_main)  # before anything is built or read
+        if state.completed:
+            if dist.is_main:
+                print(state.done_line())
+            return state.summary
         if cfg.trainer.deterministic:
             torch.use_deterministic_algorithms(True)
         seed_everything(cfg.seed)
@@ -62,8 +67,7 @@ def train(cfg: TrainConfig, run_dir: Path) -> Dict[str, Any]:
         except Exception as err:  # a crash or a full disk mid-run: leave a summary that says so, then re-raise
             trainer.close_log(exit_code=1)  # wandb marks the run failed
             if dist.is_main and (trainer.step > 0 or not isinstance(err, ReplError)):
-                atomic_write_json(run_dir / "summary.json", {"status": "failed", "error": f"{type(err).__name__}: {err}",
-                                                              "steps_done": trainer.step, "epochs_done": trainer.epoch})
+                rundir.record_failure(run_dir, err, trainer.step, trainer.epoch)
             raise
     finally:
         distributed.cleanup()

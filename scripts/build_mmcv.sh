@@ -3,7 +3,7 @@
 # cached outside the repository), then mmengine/mmdet/mmsegmentation from the project's pins.
 # Usage: scripts/build_mmcv.sh [PYTHON]   (default .venv/bin/python)
 # Cache: ${REPL_WHEEL_CACHE:-$HOME/.cache/repl/wheels}; the wheel is keyed by Python, torch and CPU/CUDA ops.
-# Recipe and its traps: ../shared/design/DEPENDENCIES.md (the registry has only the sdist; torch 2.14 headers
+# Recipe and its traps: docs/openmmlab.md, "Building mmcv" (the registry has only the sdist; torch 2.14 headers
 # need C++20; the build needs pkg_resources, so setuptools<82, without build isolation).
 set -euo pipefail
 cd "$(dirname "$0")/.."

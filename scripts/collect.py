@@ -3,8 +3,9 @@
 Looks under each directory (default: outputs/ and multirun/) for summary.json files. Each run gives
 one row: its status, what was trained (experiment, model, method, ratio, seed, planned epochs from
 the run's .hydra/config.yaml), what it measured and where it ran. A file that cannot be read or
-parsed, or a summary that lacks fields, still gives a row whose `problem` says so, and is listed on
-stderr; it never stops the collection. A run that replaced nothing (repl.ratio=0) is method `bp`.
+parsed, a summary that lacks fields or has one of the wrong type (its cell is left empty), or an
+unreadable or oddly shaped .hydra/config.yaml, still gives a row whose `problem` says so, and is listed
+on stderr; it never stops the collection. A run that replaced nothing (repl.ratio=0) is method `bp`.
 """
 from __future__ import annotations
 
@@ -30,48 +31,116 @@ COLUMNS = [
 METRIC_PREFIX = "metric."  # one column per task metric: metric.top1, metric.test_ppl, ...
 
 
-def run_config(run_dir: Path) -> dict[str, Any]:
-    """The run's composed config (.hydra/config.yaml) as a dict; {} if absent or unreadable."""
+NUMERIC = {"ratio", "seed", "epochs", "max_steps", "epochs_done", "steps_done", "world_size", "primary_value",
+           "params_total", "params_trainable", "params_replaced", "params_fusion", "memory_peak_bytes",
+           "memory_estimate_bytes", "flops_train_step", "time_train_s", "time_step_s", "throughput"}
+READ_ERRORS = (OSError, ValueError, RecursionError, yaml.YAMLError)  # UnicodeDecodeError is a ValueError
+
+
+def kind(value: Any) -> str:
+    """A JSON/YAML value's type as a reader of the problem column knows it."""
+    names = {dict: "an object", list: "a list", str: "a string"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
+
+
+def run_config(run_dir: Path, problems: list[str] | None = None) -> dict[str, Any]:
+    """The run's composed config (.hydra/config.yaml) as a dict; {} if absent, unreadable or not a mapping."""
     path = run_dir / ".hydra" / "config.yaml"
+    if not path.exists():
+        return {}
+    problems = problems if problems is not None else []
     try:
         loaded = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError):
+    except READ_ERRORS as err:
+        problems.append(f".hydra/config.yaml is unreadable ({type(err).__name__})")
         return {}
-    return loaded if isinstance(loaded, dict) else {}
+    if not isinstance(loaded, dict):
+        problems.append(f".hydra/config.yaml is {kind(loaded)}, not a mapping")
+        return {}
+    return loaded
 
 
-def method_label(summary: dict[str, Any]) -> str | None:
+def mapping(parent: dict[str, Any], key: str, problems: list[str], label: str | None = None) -> dict[str, Any]:
+    """parent[key] when it is an object (absent or null: {}); any other type is a problem and gives {}."""
+    value = parent.get(key)
+    if value is None or isinstance(value, dict):
+        return value or {}
+    problems.append(f"{label or key} is {kind(value)}")
+    return {}
+
+
+def method_label(summary: dict[str, Any], plan: dict[str, Any]) -> str | None:
     """The summary's method, with `bp` for a plan that replaced, dropped or froze nothing."""
-    method, plan = summary.get("method"), summary.get("plan") or {}
+    method = summary.get("method")
     if method in ("repl", "drop", "freeze") and "blocks" in plan and not plan["blocks"]:
         return "bp"
     return method
+
+
+def blocks_text(plan: dict[str, Any], problems: list[str]) -> str | None:
+    """The plan's blocks as "1;3"; None (and a problem) unless they are a list."""
+    blocks = plan.get("blocks", [])
+    if not isinstance(blocks, list):
+        problems.append(f"plan.blocks is {kind(blocks)}")
+        return None
+    return ";".join(str(b) for b in blocks)
+
+
+def clean_cells(row: dict[str, Any], problems: list[str]) -> None:
+    """Blank every cell a table could not use: an object or list anywhere, a non-number in a number column."""
+    for column, value in row.items():
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        numeric = column in NUMERIC or column.startswith(METRIC_PREFIX)
+        if value is None or (number if numeric else isinstance(value, (str, int, float, bool))):
+            continue
+        problems.append(f"{column} is {kind(value)}")
+        row[column] = None
 
 
 def summary_row(path: Path) -> dict[str, Any]:
     """One CSV row for the run whose summary.json is `path`; `problem` is set when it is unusable."""
     run_dir = path.parent
     row: dict[str, Any] = {"path": str(run_dir)}
-    config = run_config(run_dir)
-    trainer = config.get("trainer") or {}
+    problems: list[str] = []
+    config = run_config(run_dir, problems)
+    trainer = mapping(config, "trainer", problems, ".hydra/config.yaml trainer")
     row.update(experiment=config.get("experiment_name"), epochs=trainer.get("epochs"),
                max_steps=trainer.get("max_steps"), seed=config.get("seed"))
     try:
         summary = json.loads(path.read_text())
-    except (OSError, ValueError) as err:
-        row.update(status="unreadable", problem=f"corrupt: {type(err).__name__}: {str(err).splitlines()[0]}")
+    except READ_ERRORS as err:
+        row.update(status="unreadable", problem=f"corrupt: {type(err).__name__}: {(str(err).splitlines() or [''])[0]}")
         return row
     if not isinstance(summary, dict):
         row.update(status="unreadable", problem="corrupt: not a JSON object")
         return row
-    plan, params = summary.get("plan") or {}, summary.get("params") or {}
-    memory, time_, env = summary.get("memory") or {}, summary.get("time") or {}, summary.get("env") or {}
-    primary, throughput = summary.get("primary") or {}, summary.get("throughput") or {}
-    settings = plan.get("settings") or {}
+    fill_from_summary(row, summary, problems)
+    missing = [key for key in REQUIRED if key not in summary]
+    malformed = "; ".join(problems)
+    if malformed:
+        row["problem"] = f"malformed: {malformed}"
+    elif row["status"] != "failed" and missing:  # a failed run's summary is short by design
+        row["problem"] = f"partial: no {', '.join(missing)}"
+    elif row["status"] == "completed" and row.get("primary_value") is None:
+        row["problem"] = "partial: no primary metric value"
+    return row
+
+
+def fill_from_summary(row: dict[str, Any], summary: dict[str, Any], problems: list[str]) -> None:
+    """The row's cells from a summary object, each field checked for its type (problems listed)."""
+    plan, params = mapping(summary, "plan", problems), mapping(summary, "params", problems)
+    memory, time_, env = (mapping(summary, key, problems) for key in ("memory", "time", "env"))
+    primary, throughput = mapping(summary, "primary", problems), mapping(summary, "throughput", problems)
+    flops, metrics = mapping(summary, "flops", problems), mapping(summary, "metrics", problems)
+    settings = mapping(plan, "settings", problems, "plan.settings")
+    status = summary.get("status", "unknown")
+    if not isinstance(status, str):
+        problems.append(f"status is {kind(status)}")
+        status = "unknown"
     row.update(
-        status=summary.get("status", "unknown"), error=summary.get("error"), task=summary.get("task"),
-        dataset=summary.get("dataset"), model=summary.get("model"), method=method_label(summary),
-        ratio=plan.get("ratio"), blocks=";".join(str(b) for b in plan.get("blocks", [])),
+        status=status, error=summary.get("error"), task=summary.get("task"),
+        dataset=summary.get("dataset"), model=summary.get("model"), method=method_label(summary, plan),
+        ratio=plan.get("ratio"), blocks=blocks_text(plan, problems),
         surrogate=settings.get("surrogate"), fusion=settings.get("fusion"),
         seed=summary.get("seed", row["seed"]), epochs_done=summary.get("epochs_done"),
         steps_done=summary.get("steps_done"), world_size=summary.get("world_size"),
@@ -79,19 +148,14 @@ def summary_row(path: Path) -> dict[str, Any]:
         params_total=params.get("total"), params_trainable=params.get("trainable"),
         params_replaced=params.get("replaced"), params_fusion=params.get("fusion"),
         memory_peak_bytes=memory.get("peak_bytes"), memory_estimate_bytes=memory.get("estimate_bytes"),
-        flops_train_step=(summary.get("flops") or {}).get("train_step"), time_train_s=time_.get("train_s"),
+        flops_train_step=flops.get("train_step"), time_train_s=time_.get("train_s"),
         time_step_s=time_.get("step_s"), throughput=throughput.get("train_per_s"), throughput_unit=throughput.get("unit"),
         git_sha=env.get("git_sha"), git_dirty=env.get("git_dirty"), device=env.get("device"), torch=env.get("torch"),
         hostname=env.get("hostname"),
     )
-    for name, value in (summary.get("metrics") or {}).items():
+    for name, value in metrics.items():
         row[METRIC_PREFIX + name] = value
-    missing = [key for key in REQUIRED if key not in summary]
-    if row["status"] != "failed" and missing:  # a failed run's summary is short by design
-        row["problem"] = f"partial: no {', '.join(missing)}"
-    elif row["status"] == "completed" and primary.get("value") is None:
-        row["problem"] = "partial: no primary metric value"
-    return row
+    clean_cells(row, problems)
 
 
 def collect(dirs: list[Path]) -> list[dict[str, Any]]:
@@ -115,6 +179,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("dirs", nargs="*", type=Path, help=f"where to look (default: {' '.join(DEFAULT_DIRS)})")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"CSV to write (default: {DEFAULT_OUT})")
     args = parser.parse_args(argv)
+    if args.out.is_dir():
+        print(f"error: --out {args.out} is a directory; give the CSV file to write", file=sys.stderr)
+        return 2
     dirs = args.dirs or [Path(d) for d in DEFAULT_DIRS if Path(d).is_dir()]
     missing = [str(d) for d in args.dirs if not d.is_dir()]
     if missing or not dirs:

@@ -40,11 +40,20 @@ class Group:
     def values(self, metric: str) -> list[float]:
         """The metric of every completed run that has it."""
         column = "metric." + metric
-        return [float(r[column]) for r in self.completed if r.get(column) not in (None, "")]
+        numbers = (number(r.get(column)) for r in self.completed)
+        return [v for v in numbers if v is not None]
 
     def distinct(self, column: str) -> str:
         """The distinct non-empty values of a column over the completed runs, joined."""
         return ", ".join(sorted({r[column] for r in self.completed if r.get(column)}))
+
+
+def number(text: str | None) -> float | None:
+    """A cell as a float; None when it is empty or not a number (a hand-edited or older CSV)."""
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return None
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
@@ -68,7 +77,7 @@ def group_runs(runs: list[dict[str, str]]) -> list[Group]:
 
 def _sort_key(key: tuple) -> tuple:
     record = dict(zip(GROUP_KEYS, key))
-    ratio = float(record["ratio"]) if record["ratio"] else 0.0
+    ratio = number(record["ratio"]) or 0.0
     return record["experiment"], record["model"], record["method"] != "bp", record["method"], ratio, key
 
 
@@ -114,7 +123,7 @@ def _row(ref: dict[str, str], group: Group | None, metric: str) -> dict[str, str
     measured = "—" if mean is None else fmt(mean) + ("" if std is None else f" ± {fmt(std)}")
     diff = "—" if mean is None or paper_value is None else f"{mean - paper_value:+.2f}"
     trainable = group.distinct("params_trainable")
-    memory = [float(r["memory_peak_bytes"]) / 2**20 for r in group.completed if r.get("memory_peak_bytes")]
+    memory = [v / 2**20 for v in (number(r.get("memory_peak_bytes")) for r in group.completed) if v is not None]
     commits = sorted({r["git_sha"][:7] + ("+dirty" if r.get("git_dirty") == "True" else "")
                       for r in group.completed if r.get("git_sha")})
     epochs_done = group.distinct("epochs_done")

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from tests.data.fabricate_text import make_wikitext2
+from tests.engine.test_rundir import snapshot
 from tests.engine.test_training import TINY, assert_same_weights, weights
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -124,3 +125,16 @@ def test_vit_b_with_repl_from_the_command_line(tmp_path):
     assert summary["model"] == "vit_b" and summary["steps_done"] == 3 and summary["plan"]["blocks"] == [1, 5, 9]
     d = 768  # a ViT-B block: qkv 3d^2+3d, proj d^2+d, fc1 4d^2+4d, fc2 4d^2+d, two norms 4d
     assert summary["params"]["replaced"] == 3 * (12 * d * d + 13 * d) and summary["params"]["fusion"] == 6
+
+
+@pytest.mark.slow
+def test_rerun_of_a_completed_run_leaves_every_file_byte_identical(tmp_path):
+    args = [*TINY, "trainer.max_steps=2", f"hydra.run.dir={tmp_path}"]
+    assert _cli(*args).returncode == 0
+    before = snapshot(tmp_path)
+    assert {"summary.json", "metrics.jsonl", "env.json", "checkpoints/last.pt", ".hydra/config.yaml"} <= before.keys()
+    result = _cli(*args)
+    assert result.returncode == 0, result.stderr
+    assert snapshot(tmp_path) == before  # summary, metrics, checkpoint, env, Hydra's own files: byte for byte
+    value = json.loads(before["summary.json"])["primary"]["value"]
+    assert result.stdout.strip().splitlines() == [f"run already completed: {tmp_path} (top1={value}); nothing to do"]

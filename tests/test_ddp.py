@@ -100,3 +100,17 @@ def test_logged_training_loss_is_the_global_batch_loss(runs):
 
     assert losses(runs["two"]) == pytest.approx(losses(runs["one"]), rel=1e-4)
 
+
+
+def test_two_processes_accumulating_train_the_same_weights_as_one(runs, tmp_path):
+    """trainer.accumulate=2 under DDP (no_sync on the first micro-batch): still the global batch's gradient."""
+    run_dir = tmp_path / "two_accumulate"
+    done = subprocess.run([*_torchrun(), "--standalone", "--nproc_per_node=2", str(ROOT / "train.py"), *ARGS,
+                           "trainer.accumulate=2", f"hydra.run.dir={run_dir}"], cwd=ROOT, env=_env(),
+                          capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    two, one = _weights(run_dir), _weights(runs["one"])
+    keys = [k for k in one if one[k].is_floating_point()]
+    diff = sum(float((two[k].double() - one[k].double()).square().sum()) for k in keys) ** 0.5
+    norm = sum(float(one[k].double().square().sum()) for k in keys) ** 0.5
+    assert diff <= WEIGHT_RTOL * norm, f"relative weight difference {diff / norm:.2e}"

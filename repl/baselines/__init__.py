@@ -1,4 +1,4 @@
-"""Baselines run on the same plan as RepL (METHOD.md, "Baselines in the same harness")."""
+"""Baselines run on the same plan as RepL (docs/method.md, "Baselines in the same harness")."""
 from repl.baselines.drop import ShortcutOnly, apply_drop
 from repl.baselines.freeze import EvalBatchNorm2d, apply_freeze
 from repl.baselines.stochastic_depth import StochasticDepthBlock, apply_stochastic_depth, survival_probabilities, wrap_blocks

@@ -6,7 +6,7 @@ state_dict holds only `<path>.downsample.*` (same keys as in the original block)
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import nn
@@ -23,7 +23,8 @@ class ShortcutOnly(ResidualParts):
         kept = [info.shortcut, info.out_act] if info.shortcut is not None else []
         super().__init__(block, info, kept)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        """The shortcut alone; keyword arguments (a transformer block's attention mask) have nothing to act on."""
         return self.merge(x, None)
 
 

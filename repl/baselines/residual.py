@@ -14,7 +14,7 @@ same submodules, and without it the block is the identity.
 """
 from __future__ import annotations
 
-from typing import Iterable, Optional
+from typing import Any, Iterable, Optional
 
 import torch
 from torch import nn
@@ -40,16 +40,19 @@ class ResidualParts(nn.Module):
         for name in dict.fromkeys(names):
             self.add_module(name, getattr(block, name))
 
-    def full(self, x: torch.Tensor) -> torch.Tensor:
-        """The block's output with its residual computed, exactly as the original block."""
+    def full(self, x: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        """The block's output with its residual computed, exactly as the original block.
+
+        Keyword arguments (timm's `attn_mask=`, `is_causal=`) go to a transformer block's own forward.
+        """
         if self._block_forward is not None:
-            return self._block_forward(self, x)
+            return self._block_forward(self, x, **kwargs)
         return self.merge(x, self.residual(x))
 
-    def residual(self, x: torch.Tensor) -> torch.Tensor:
+    def residual(self, x: torch.Tensor, **kwargs: Any) -> torch.Tensor:
         """The residual branch, module by module in forward order (transformers: block(x) - x)."""
         if self._block_forward is not None:
-            return self._block_forward(self, x) - x
+            return self._block_forward(self, x, **kwargs) - x
         for name in self.info.branch:
             x = getattr(self, name)(x)
         return x

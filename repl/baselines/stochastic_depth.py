@@ -12,7 +12,7 @@ original names, so state_dict keys are unchanged (`layer2.0.conv1.weight` stays 
 """
 from __future__ import annotations
 
-from typing import List, Sequence
+from typing import Any, List, Sequence
 
 import torch
 from torch import nn
@@ -34,11 +34,12 @@ class StochasticDepthBlock(ResidualParts):
         super().__init__(block, info, [name for name, _ in block.named_children()])
         self.survival = survival
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        """Keyword arguments (a transformer block's attention mask) go to the block's own forward."""
         if not self.training:
-            return self.merge(x, self.residual(x) * self.survival)
+            return self.merge(x, self.residual(x, **kwargs) * self.survival)
         if torch.rand(()).item() < self.survival:
-            return self.full(x)
+            return self.full(x, **kwargs)
         return self.merge(x, None)
 
     def extra_repr(self) -> str:

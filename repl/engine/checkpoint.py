@@ -94,10 +94,10 @@ def load_checkpoint(path: Path) -> Dict[str, Any]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unreadable file is reported the same way
         raise CheckpointError(
-            f"checkpoint {path} is unreadable ({type(err).__name__}); delete it or set trainer.resume=false"
+            f"checkpoint {path} is unreadable ({type(err).__name__}); delete it or set trainer.overwrite=true"
         ) from None
     if not isinstance(state, dict) or "model" not in state or "progress" not in state:
-        raise CheckpointError(f"checkpoint {path} is not a RepL training checkpoint; delete it or set trainer.resume=false")
+        raise CheckpointError(f"checkpoint {path} is not a RepL training checkpoint; delete it or set trainer.overwrite=true")
     return state
 
 

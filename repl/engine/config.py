@@ -8,6 +8,7 @@ from repl.errors import ConfigError
 
 
 TASK_NAMES = ("classification", "detection", "segmentation", "lm")
+ACCUMULATING_TASKS = ("classification", "lm")  # tasks whose batch loss splits exactly into micro-batches (micro_losses)
 WANDB_MODES = ("offline", "online", "disabled")
 
 
@@ -28,8 +29,11 @@ class TrainerConfig:
     channels_last: bool = False  # NHWC memory format for conv nets
     checkpointing: bool = False  # activation checkpointing of every block of the block sequence
     grad_clip: Optional[float] = None  # clip the global gradient norm to this value
+    accumulate: int = 1  # split each per-rank batch into this many micro-batches per optimizer step (same gradient)
     ema_decay: Optional[float] = None  # keep an EMA of the weights and evaluate it; null = off
     resume: bool = True  # continue from checkpoints/last.pt in the run dir when present
+    overwrite: bool = False  # discard what the run dir holds (summary, metrics, checkpoints) and start over
+    save_best: bool = False  # also keep checkpoints/best.pt: the state at the eval with the best primary metric
     eval_every: int = 1  # evaluate every N epochs (and always after the last)
     log_every: int = 50  # steps between metrics.jsonl records and progress-bar refreshes
     checkpoint_every: int = 0  # also checkpoint every N steps inside an epoch; 0 = epoch ends only
@@ -49,6 +53,13 @@ class TrainerConfig:
         _check(self.eval_every >= 1, f"trainer.eval_every={self.eval_every} must be >= 1")
         _check(self.log_every >= 1, f"trainer.log_every={self.log_every} must be >= 1")
         _check(self.checkpoint_every >= 0, f"trainer.checkpoint_every={self.checkpoint_every} must be >= 0")
+        _check(self.accumulate >= 1, f"trainer.accumulate={self.accumulate} must be an integer >= 1 (1 = no accumulation)")
+
+    def validate_for_task(self, task: str) -> None:
+        """Keys whose validity depends on task.name: accumulation splits classification and lm losses only."""
+        _check(self.accumulate == 1 or task in ACCUMULATING_TASKS,
+               f"trainer.accumulate={self.accumulate} splits {' and '.join(ACCUMULATING_TASKS)} batches only, "
+               f"not task.name={task} (its loss is not a mean over samples); use trainer.accumulate=1")
 
 
 @dataclass
@@ -62,7 +73,7 @@ class OptimConfig:
     nesterov: bool = True  # sgd
     betas: List[float] = field(default_factory=lambda: [0.9, 0.999])  # adamw
     eps: float = 1e-8  # adamw
-    decay_1d: bool = False  # apply weight decay to 1-d tensors (biases, norms, fusion coefficients) too
+    decay_1d: bool = False  # apply weight decay to 1-d tensors (biases, norms) too; fusion parameters never
     schedule: str = "cosine"  # cosine | step | poly | constant
     warmup_epochs: float = 0.0  # linear warm-up from 0, in (fractional) epochs
     min_lr_ratio: float = 0.0  # cosine floor as a fraction of lr

@@ -9,15 +9,19 @@ from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
 from repl.engine.config import OptimConfig
+from repl.method.fusion import fusion_parameters
 
 
 def param_groups(model: nn.Module, weight_decay: float, decay_1d: bool) -> List[dict]:
-    """Trainable parameters split into decayed (>= 2-d) and undecayed (biases, norms, fusion coefficients)."""
+    """Trainable parameters split into decayed (>= 2-d) and undecayed (biases, norms, and every fusion
+    parameter of the method whatever its shape: `repl.method.fusion.fusion_parameters`)."""
+    fusion = {id(p) for p in fusion_parameters(model)}
     decay, no_decay = [], []
     for _, param in model.named_parameters():  # named_parameters yields each tensor once
         if not param.requires_grad:
             continue
-        (decay if param.ndim >= 2 or decay_1d else no_decay).append(param)
+        decayed = (param.ndim >= 2 or decay_1d) and id(param) not in fusion
+        (decay if decayed else no_decay).append(param)
     groups = [{"params": decay, "weight_decay": weight_decay}]
     if no_decay:
         groups.append({"params": no_decay, "weight_decay": 0.0})

@@ -1,14 +1,12 @@
 """summary.json as CONTRACT.md specifies it, and the short table printed at the end of a run."""
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Dict, Optional
 
 from torch import nn
 
 from repl.config import TrainConfig
 from repl.engine import measure
-from repl.engine.checkpoint import atomic_write_json
 from repl.engine.distributed import DistInfo
 from repl.method.plan import Plan
 
@@ -55,10 +53,6 @@ class RunSummary:
             "world_size": self.dist.world_size,
             "env": self.env,
         }
-
-    @staticmethod
-    def write(path: Path, summary: Dict[str, Any]) -> None:
-        atomic_write_json(path, summary)
 
     @staticmethod
     def table(summary: Dict[str, Any]) -> str:

@@ -22,7 +22,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from repl.config import TrainConfig
-from repl.engine import measure
+from repl.engine import measure, rundir
 from repl.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from repl.engine.distributed import DistInfo, all_reduce_sum, broadcast_buffers
 from repl.engine.console import echo
@@ -95,15 +95,17 @@ class Trainer:
             return self.task.loss(model, batch)
 
     def train_step(self, batch) -> torch.Tensor:
-        """One optimizer step on one batch; returns the detached loss (no host sync)."""
-        loss = self.forward_loss(self.train_model, batch)
+        """One optimizer step on one batch (in trainer.accumulate micro-batches); returns the detached loss (no host sync)."""
+        if self.tcfg.accumulate == 1:
+            loss = self.forward_loss(self.train_model, batch)
+            self.backward(loss)
+        else:
+            loss = self.accumulate_gradients(batch)
         if self.scaler is None:
-            loss.backward()
             if self.tcfg.grad_clip is not None:
                 nn.utils.clip_grad_norm_(self.clip_params, self.tcfg.grad_clip)
             self.optimizer.step()
         else:
-            self.scaler.scale(loss).backward()
             if self.tcfg.grad_clip is not None:
                 self.scaler.unscale_(self.optimizer)
                 nn.utils.clip_grad_norm_(self.clip_params, self.tcfg.grad_clip)
@@ -114,6 +116,28 @@ class Trainer:
         if self.ema is not None:
             self.ema.update_parameters(self.model)
         return loss.detach()
+
+    def backward(self, loss: torch.Tensor) -> None:
+        """Gradients of `loss`, added to those already accumulated (scaled under fp16)."""
+        (loss if self.scaler is None else self.scaler.scale(loss)).backward()
+
+    def accumulate_gradients(self, batch) -> torch.Tensor:
+        """Backward over the task's micro-batches of `batch`; returns the batch's loss.
+
+        Each micro loss is weighted by its share of what the batch loss averages over (samples, scored
+        tokens), so losses and gradients sum to the whole batch's, up to float summation order. Under DDP
+        gradients are all-reduced once, with the last micro-batch's backward.
+        """
+        parts = self.task.micro_losses(batch, self.tcfg.accumulate)
+        ddp = isinstance(self.train_model, nn.parallel.DistributedDataParallel)
+        total = torch.zeros((), device=self.device)
+        for i, part in enumerate(parts):
+            with self.train_model.no_sync() if ddp and i < len(parts) - 1 else nullcontext():
+                with self.autocast():
+                    loss = part(self.train_model)
+                self.backward(loss)
+            total += loss.detach().float()
+        return total
 
     def evaluate(self) -> Dict[str, float]:
         """Task metrics on the eval split (the EMA weights when EMA is on)."""
@@ -153,6 +177,11 @@ class Trainer:
         if self.dist.is_main:
             save_checkpoint(self.ckpt_path, self.state_dict())
         self._last_ckpt_time = time.monotonic()
+
+    def save_best(self) -> None:
+        """checkpoints/best.pt (rank 0): the training state at the eval with the best primary metric so far."""
+        if self.dist.is_main:
+            save_checkpoint(self.run_dir / rundir.CHECKPOINTS / rundir.BEST, self.state_dict())
 
     def resume(self) -> bool:
         """Load checkpoints/last.pt if resuming is on and it exists; refuse one made with another plan."""
@@ -217,13 +246,14 @@ class Trainer:
             for s, h in handlers.items():
                 signal.signal(s, h)
         if self._stop_signal is not None:
+            self._write_summary("running", timer)  # before its checkpoint: a death between leaves the measurements
             self.save()
-            self._write_summary("running", timer)
             echo(f"stopped by signal {self._stop_signal}; checkpoint saved, rerun the same command to resume", warning=True)
             self.close_log(128 + self._stop_signal)
             sys.exit(128 + self._stop_signal)
         if self.eval_step != self.step:
             self._record_eval()
+        self._write_summary("running", timer)  # a death after the save below leaves these measurements to a rerun
         self.save()
         summary = self._write_summary("completed", timer)
         if self.log is not None:
@@ -279,8 +309,8 @@ class Trainer:
             self.step_in_epoch = 0
             if self.epoch % self.tcfg.eval_every == 0 or self.epoch == epochs:
                 self._record_eval()
-            self.save()
             self._write_summary("running", timer)
+            self.save()
 
     # ------------------------------------------------------------------ records
     def _logs_this_step(self) -> bool:
@@ -323,6 +353,8 @@ class Trainer:
         if better:
             self.best = value
         self.eval_metrics, self.eval_step = metrics, self.step
+        if better and self.tcfg.save_best:
+            self.save_best()
         if self.log is not None:
             self.log.log({"step": self.step, "epoch": self.epoch, **{f"eval/{k}": v for k, v in metrics.items()}})
         if self.dist.is_main and self.tcfg.progress:
@@ -336,7 +368,7 @@ class Trainer:
         summary = self.summary.build(status=status, model=self.model, metrics=metrics, timer=timer,
                                      train_s=self.train_s, epochs_done=self.epoch, steps_done=self.step)
         if self.dist.is_main:
-            self.summary.write(self.run_dir / "summary.json", summary)
+            summary = rundir.write_summary(self.run_dir, summary)  # keeps stored measurements this process lacks
         return summary
 
     def _print_start(self, resumed: bool) -> None:

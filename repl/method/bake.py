@@ -1,4 +1,4 @@
-"""Bake: turn every surrogate into an ordinary module with materialized weights (METHOD.md, "Bake")."""
+"""Bake: turn every surrogate into an ordinary module with materialized weights (docs/method.md, "Bake")."""
 from __future__ import annotations
 
 import copy

@@ -1,4 +1,4 @@
-"""The block sequence of a model (METHOD.md, "Terms"): which residual blocks exist, in forward order.
+"""The block sequence of a model (docs/method.md, "Terms"): which residual blocks exist, in forward order.
 
 Each supported model family is a `FamilyAdapter` (detect + enumerate) in the `FAMILIES` registry;
 a new family (ViT, LM) registers its own adapter with `register_family` without touching this core.
@@ -38,7 +38,7 @@ class BlockInfo:
     branch: Tuple[str, ...] = ()  # relative names of the residual branch's modules, in forward order
     shortcut: Optional[str] = None  # relative name of the projection shortcut, None for identity
     out_act: Optional[str] = None  # relative name of the activation applied after the residual sum
-    stride_conv: Optional[str] = None  # relative name of the branch conv that carries the stride (None if 1)
+    stride_conv: Optional[str] = None  # the branch conv that carries the stride (None: stride 1, or an anti-aliasing `aa`)
 
 
 @dataclass(frozen=True)
@@ -121,7 +121,7 @@ def _stages(model: nn.Module) -> List[Tuple[str, nn.Module]]:
 
 
 def _resnet_block_info(index: int, path: str, family: str, block: nn.Module, layout: ResNetLayout) -> BlockInfo:
-    """Describe one ResNet block from its modules (stride from its convs, shapes from its parameters)."""
+    """Describe one ResNet block from its modules (stride from its convs or the block, shapes from its parameters)."""
     branch = tuple(
         name for name in layout.branch if not isinstance(getattr(block, name, None), (type(None), nn.Identity))
     )
@@ -129,11 +129,9 @@ def _resnet_block_info(index: int, path: str, family: str, block: nn.Module, lay
     strided = [(name, conv.stride[0]) for name, conv in convs if conv.stride[0] != 1]
     if len(strided) > 1:
         raise UnsupportedModelError(f"{family} block {path} strides in more than one conv; one is supported")
-    if getattr(block, "stride", 1) != 1 and not strided:
-        raise UnsupportedModelError(
-            f"{family} block {path} downsamples outside its convs (anti-aliasing, aa_layer); "
-            "supported: blocks whose stride is on a conv"
-        )
+    # Anti-aliased blocks (timm aa_layer) downsample in their `aa` module, not in a conv: the stride is
+    # the block's, with no stride conv. `full` runs the block's own forward; `lite` refuses `aa`.
+    stride = strided[0][1] if strided else getattr(block, "stride", 1)
     downsample = getattr(block, "downsample", None)
     return BlockInfo(
         index=index,
@@ -142,7 +140,7 @@ def _resnet_block_info(index: int, path: str, family: str, block: nn.Module, lay
         kind=layout.kind,
         in_channels=convs[0][1].in_channels,
         out_channels=convs[-1][1].out_channels,
-        stride=strided[0][1] if strided else 1,
+        stride=stride,
         has_projection=downsample is not None,
         param_shapes=tuple(sorted((n, tuple(p.shape)) for n, p in block.named_parameters())),
         branch=branch,

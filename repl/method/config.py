@@ -1,4 +1,4 @@
-"""ReplConfig: every switch of the method and of its baselines (METHOD.md), validated before any compute."""
+"""ReplConfig: every switch of the method and of its baselines (docs/method.md), validated before any compute."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -53,6 +53,9 @@ class ReplConfig:
         if self.stochastic_depth and self.method != "repl":
             raise ConfigError(f"repl.stochastic_depth=true composes with repl.method=repl only, not {self.method}; "
                               "stochastic depth alone is repl=stochastic_depth")
+        if self.stochastic_depth and self.is_plain_backprop:
+            raise ConfigError("repl.stochastic_depth=true composes with replaced blocks, and repl.ratio=0 replaces none; "
+                              "set repl.ratio > 0, or use repl=stochastic_depth for stochastic depth alone")
         if self.recompute and self.method != "repl":
             raise ConfigError(f"repl.recompute=true applies to repl.method=repl (surrogates), not {self.method}")
         if not 0.0 < float(self.survival_last) <= 1.0:

@@ -1,4 +1,4 @@
-"""Fusion: synthesize a replaced block's weights from its two neighbours (METHOD.md, "Fusion").
+"""Fusion: synthesize a replaced block's weights from its two neighbours (docs/method.md, "Fusion").
 
 For every weight `name` of the surrogate, `W = a * A(prev[name]) + b * A(next[name])`, where `A`
 (`adapt`) maps a neighbour's tensor onto the target's channel counts. Channel dims are 0 (output)
@@ -19,7 +19,7 @@ agree get no map in either mode.
 from __future__ import annotations
 
 import math
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -60,8 +60,9 @@ class ChannelAdapter(nn.Module):
         gains = tile_gains(source, target)
         self.shapes = (tuple(source), tuple(target))
         self.dims = tuple(gains)
-        for d in self.dims:
-            self.register_buffer(f"index_{DIM_NAMES[d]}", tile_index(target[d], source[d], like.device), persistent=False)
+        # The gather indices are made at each call from these sizes, not kept as buffers: a non-persistent
+        # buffer is garbage after meta-device init + to_empty, and load_state_dict does not restore it.
+        self.sizes = {d: (target[d], source[d]) for d in self.dims}
         self.learned = learned
         if learned:
             for d, init in gains.items():
@@ -72,7 +73,7 @@ class ChannelAdapter(nn.Module):
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
         for d in self.dims:
-            t = t.index_select(d, getattr(self, f"index_{DIM_NAMES[d]}"))
+            t = t.index_select(d, tile_index(*self.sizes[d], device=t.device))
         if self.learned:
             for d in self.dims:
                 t = t * getattr(self, f"gain_{DIM_NAMES[d]}")
@@ -157,3 +158,18 @@ class Fusion(nn.Module):
 
     def extra_repr(self) -> str:
         return f"mode={self.mode}, neighbor_grad={self.neighbor_grad}, tensors={len(self.sources)}"
+
+
+def fusion_parameters(model: nn.Module) -> List[nn.Parameter]:
+    """The learnable parameters of every `Fusion` in `model` (coefficients, learned gains), each once.
+
+    The optimizer never weight-decays them: decay would pull `channel` coefficients and learned gains
+    towards 0 while scalar and tensor coefficients are left alone, and the fusion ablations would no
+    longer compare like with like.
+    """
+    found: Dict[int, nn.Parameter] = {}
+    for module in model.modules():
+        if isinstance(module, Fusion):
+            for param in module.parameters():
+                found.setdefault(id(param), param)
+    return list(found.values())

@@ -1,4 +1,4 @@
-"""The plan: which blocks a method acts on (METHOD.md, "Plan"). Pure, JSON-serialisable data.
+"""The plan: which blocks a method acts on (docs/method.md, "Plan"). Pure, JSON-serialisable data.
 
 Rules for `repl`, `drop` and `freeze` (all three get the same blocks for the same config):
 - k = round(ratio * N) with round half up (computed in decimal, so 0.25 * 10 gives 3, not 2);

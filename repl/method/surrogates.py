@@ -1,4 +1,4 @@
-"""Surrogates: what stands in a replaced block's place (METHOD.md, "The operator").
+"""Surrogates: what stands in a replaced block's place (docs/method.md, "The operator").
 
 A `Surrogate` owns a `body` (the block's computation, `full`, or its lite sub-layer) from which the
 synthesized weights have been removed, and a `Fusion` that makes those weights from the neighbours

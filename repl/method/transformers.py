@@ -3,7 +3,7 @@
 Both are pre-norm residual blocks, `x + attn(norm1(x))` then `+ mlp(norm2(x))`, with the same
 submodule names (norm1, attn.qkv, attn.proj, norm2, mlp.fc1, mlp.fc2), so fusion's same-name rule
 pairs a block's tensors with its neighbours' and one lite operator serves both: the MLP
-sub-layer with its norm, without attention (METHOD.md, "The operator").
+sub-layer with its norm, without attention (docs/method.md, "The operator").
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Plain modules for RepL's `lite` operator (METHOD.md, "The operator"): one residual sub-layer of a block.
+"""Plain modules for RepL's `lite` operator (docs/method.md, "The operator"): one residual sub-layer of a block.
 
 A trained `lite` surrogate bakes into one of these; they depend on torch.nn only. Submodule names are
 the original block's (conv1/bn1, conv3/bn3, downsample), so weights keep their names.
@@ -53,7 +53,9 @@ class LiteTransformerBlock(nn.Module):
     """x + post(mlp(norm2(x))): a pre-norm transformer block without its attention sub-layer.
 
     `post` are the block's own modules applied to the MLP output (LayerScale, drop-path, dropout),
-    kept under their original names so that weights (e.g. `ls2.gamma`) keep theirs.
+    kept under their original names so that weights (e.g. `ls2.gamma`) keep theirs. The attention
+    arguments timm passes to every block (`blk(x, attn_mask=..., is_causal=...)`) are accepted and
+    ignored: there is no attention here.
     """
 
     def __init__(self, norm2: nn.Module, mlp: nn.Module, post: Dict[str, nn.Module]) -> None:
@@ -64,7 +66,7 @@ class LiteTransformerBlock(nn.Module):
         for name, module in post.items():
             self.add_module(name, module)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None, is_causal: bool = False) -> torch.Tensor:
         y = self.mlp(self.norm2(x))
         for name in self.post:
             y = getattr(self, name)(y)

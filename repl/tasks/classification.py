@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
-from typing import Dict, Iterable, Tuple
+from typing import Dict, Iterable, List, Optional, Tuple
 
 import torch
 from torch import nn
 
 from repl.engine.config import TaskConfig
 from repl.engine.distributed import all_reduce_sum
+from repl.tasks.micro import MicroLoss, micro_loss, row_chunks
 from repl.tasks.mixing import BatchMixer
 
 Batch = Tuple[torch.Tensor, torch.Tensor]
@@ -28,12 +29,34 @@ class ClassificationTask:
 
     def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
         """Mean training loss of one batch (of its mixup/CutMix version when those are on)."""
+        return self._mixed_loss(model, *self._mixed(batch))
+
+    def micro_losses(self, batch: Batch, parts: int) -> List[MicroLoss]:
+        """`loss` of the batch as `parts` micro-batch losses weighted by their sample share, which sum to it.
+
+        The whole batch is mixed first (one lam and one partner order, as without accumulation), then split.
+        """
+        images, labels, partners, lam = self._mixed(batch)
+        n = labels.shape[0]
+        if partners is None:
+            return [micro_loss(self._mixed_loss, x.shape[0] / n, x, y, None, lam) for x, y in row_chunks(parts, images, labels)]
+        return [micro_loss(self._mixed_loss, x.shape[0] / n, x, y, p, lam)
+                for x, y, p in row_chunks(parts, images, labels, partners)]
+
+    def _mixed(self, batch: Batch) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor], float]:
+        """(images, labels, partner labels, lam): mixup/CutMix applied, or (images, labels, None, 1) when off."""
         images, labels = batch
         if not self.mixer.active:
-            return self.criterion(model(images), labels)
+            return images, labels, None, 1.0
         mixed, partner, lam = self.mixer(images)
-        logits = model(mixed)
-        return lam * self.criterion(logits, labels) + (1.0 - lam) * self.criterion(logits, labels[partner])
+        return mixed, labels, labels[partner], lam
+
+    def _mixed_loss(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                    partners: Optional[torch.Tensor], lam: float) -> torch.Tensor:
+        logits = model(images)
+        if partners is None:
+            return self.criterion(logits, labels)
+        return lam * self.criterion(logits, labels) + (1.0 - lam) * self.criterion(logits, partners)
 
     @staticmethod
     def batch_size(batch: Batch) -> int:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from contextlib import AbstractContextManager
-from typing import Dict, Iterable, Tuple
+from typing import Dict, Iterable, List, Tuple
 
 import torch
 from torch import nn
@@ -18,6 +18,7 @@ from repl.data.text import IGNORE_INDEX
 from repl.engine.config import TaskConfig
 from repl.engine.distributed import all_reduce_sum
 from repl.errors import ConfigError
+from repl.tasks.micro import MicroLoss, micro_loss, row_chunks
 
 SPLITS = ("valid", "test")
 
@@ -44,6 +45,17 @@ class LanguageModelTask:
         """Mean next-token loss of one batch."""
         inputs, targets = batch
         return token_loss(model(inputs), targets)
+
+    def micro_losses(self, batch: Tuple[torch.Tensor, torch.Tensor], parts: int) -> List[MicroLoss]:
+        """`loss` of the batch as `parts` micro-batch losses that sum to it: each is its token-loss sum over
+        the batch's scored tokens (not its own mean, since padding makes micro-batches score unequal counts)."""
+        inputs, targets = batch
+        scored = (targets != IGNORE_INDEX).sum()  # a tensor: no host sync
+        return [micro_loss(self._summed_loss, 1.0 / scored, x, y) for x, y in row_chunks(parts, inputs, targets)]
+
+    @staticmethod
+    def _summed_loss(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return token_loss(model(inputs), targets, reduction="sum")
 
     @staticmethod
     def batch_size(batch: Tuple[torch.Tensor, ...]) -> int:

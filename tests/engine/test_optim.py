@@ -70,3 +70,24 @@ def test_poly_schedule_matches_mmsegmentations_polylr():
         expected = (1 - 0.01) * (1 - step / total) ** 0.9 + 0.01
         assert lr_factor(cfg, step, total, 0) == pytest.approx(expected)
     assert lr_factor(cfg, 20, total, 0) > lr_factor(OptimConfig(schedule="poly", power=2.0), 20, total, 0)
+
+
+@pytest.mark.parametrize("fusion", ["scalar", "tensor", "channel"])
+@pytest.mark.parametrize("adapt", ["tile", "learned"])
+@pytest.mark.parametrize("decay_1d", [False, True])
+def test_no_fusion_parameter_is_decayed(fusion, adapt, decay_1d):
+    """Channel coefficients ([C_out,1,1,1]) and learned gains have >= 2 dims; they are undecayed like scalars."""
+    from repl import apply_replacement
+    from repl.method.fusion import fusion_parameters
+    from repl.models.cifar_resnet import CifarResNet
+
+    model = CifarResNet(20)
+    apply_replacement(model, ratio=0.25, boundary="allow", fusion=fusion, adapt=adapt)  # boundary blocks: adapters
+    fused = {id(p) for p in fusion_parameters(model)}
+    shapes = [p.ndim for p in fusion_parameters(model)]
+    assert fused and (max(shapes) >= 2) == (fusion == "channel" or adapt == "learned")  # the case that used to decay
+    groups = param_groups(model, weight_decay=0.1, decay_1d=decay_1d)
+    decayed = {id(p) for g in groups if g["weight_decay"] > 0 for p in g["params"]}
+    assert not fused & decayed
+    assert fused <= {id(p) for g in groups for p in g["params"]}  # still optimized
+    assert {id(m.conv1.weight) for m in model.modules() if hasattr(m, "conv1") and m.conv1.weight is not None} <= decayed

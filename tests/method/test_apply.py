@@ -179,3 +179,49 @@ def test_ratio_zero_of_any_method_is_reported_as_backprop():
     model, _ = built("resnet32")
     plan = apply_replacement(model, ratio=0.0)
     assert plan.method == "bp" and plan.num_blocks == 15 and plan.family == "cifar_resnet"
+
+
+@pytest.mark.parametrize("assign", [False, True])
+def test_meta_device_init_then_load_gives_the_real_model(assign):
+    """Build on meta, apply, to_empty, load a real state_dict: the outputs are the real model's.
+
+    ResNet-50 at the default ratio replaces a stage-boundary block, so channel adapters (whose gather
+    indices no state_dict carries) are exercised. Same ops on the same values on CPU: equal bit for bit.
+    """
+    from repl.method.fusion import ChannelAdapter
+
+    build, size = MODELS["tv_resnet50"]
+    torch.manual_seed(0)
+    real = build()
+    apply_replacement(real, ratio=0.25)
+    assert any(isinstance(m, ChannelAdapter) for m in real.modules())
+    with torch.device("meta"):
+        lazy = build()
+    apply_replacement(lazy, ratio=0.25)
+    lazy.to_empty(device="cpu")
+    lazy.load_state_dict(real.state_dict(), assign=assign)
+    x = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        assert torch.equal(lazy.eval()(x), real.eval()(x))
+
+
+@pytest.mark.parametrize("surrogate", ["lite", "full"])
+def test_one_block_per_stage_synthesizes_the_projection_from_the_next_block_alone(surrogate):
+    """In ResNet(BasicBlock, [1, 1, 1, 1]) every block past the first owns a projection shortcut, so a
+    replaced block's `downsample` has a same-shaped tensor in its successor only: W = b * A(next)."""
+    import torchvision
+
+    torch.manual_seed(0)
+    model = torchvision.models.resnet.ResNet(torchvision.models.resnet.BasicBlock, [1, 1, 1, 1], num_classes=10)
+    plan = apply_replacement(model, ratio=0.25, surrogate=surrogate, fusion="tensor", init_b=0.3)
+    surrogate_module = get_module(model, plan.paths[0])
+    assert plan.paths == ["layer2.0"]
+    fusion = surrogate_module.fusion
+    assert fusion.sources["downsample.0.weight"] == ("next",) and fusion.sources["downsample.1.weight"] == ("next",)
+    assert "downsample_0_weight" not in fusion.a and "downsample_0_weight" in fusion.b
+    nxt = get_module(model, "layer3.0").downsample[0].weight  # [256, 128, 1, 1] -> [128, 64, 1, 1]: sliced, x sqrt(128/64)
+    expected = nxt[:128, :64] * (128 / 64) ** 0.5 * fusion.b["downsample_0_weight"]  # the adapter's op order: exact
+    assert float(fusion.b["downsample_0_weight"]) == pytest.approx(0.3)
+    assert torch.equal(surrogate_module.synthesized()["downsample.0.weight"], expected)
+    model(torch.randn(2, 3, 32, 32)).sum().backward()
+    assert nxt.grad is not None and fusion.b["downsample_0_weight"].grad is not None

@@ -247,3 +247,10 @@ def test_repl_with_stochastic_depth_wraps_the_trained_blocks_only():
 def test_stochastic_depth_composes_with_repl_only():
     with pytest.raises(ConfigError, match="repl.stochastic_depth"):
         apply_replacement(CifarResNet(20), ReplConfig(method="drop", stochastic_depth=True))
+
+
+def test_stochastic_depth_at_ratio_zero_is_refused_not_dropped():
+    """Ratio 0 is plain backprop; the switch would be recorded as on while nothing skips."""
+    with pytest.raises(ConfigError, match=r"repl.stochastic_depth=true .* repl.ratio=0"):
+        apply_replacement(CifarResNet(20), ReplConfig(ratio=0.0, stochastic_depth=True))
+    apply_replacement(CifarResNet(20), ReplConfig(select="explicit", blocks=[2], ratio=0.0, stochastic_depth=True))

@@ -1,4 +1,6 @@
 """Block discovery: counts, shapes, strides, and that each BlockInfo's description recomposes the block."""
+import copy
+
 import pytest
 import timm
 import torch
@@ -107,9 +109,27 @@ def test_timm_regularisers_are_part_of_the_branch():
     assert all("aa" not in b.branch and "se" not in b.branch for b in blocks)
 
 
-def test_timm_anti_aliased_downsampling_is_refused():
-    with pytest.raises(UnsupportedModelError, match="aa_layer"):
-        discover_blocks(timm.create_model("resnetaa50"))
+def test_timm_anti_aliased_blocks_work_with_full_and_are_refused_by_lite():
+    """resnetaa50 downsamples in an `aa` AvgPool after conv2, not in a conv: `full` runs the block as it is."""
+    from repl import apply_replacement, bake
+    from repl.errors import ConfigError
+
+    torch.manual_seed(0)
+    model = timm.create_model("resnetaa50", num_classes=10)
+    blocks = discover_blocks(model)
+    assert [(b.index, b.stride_conv, "aa" in b.branch) for b in blocks if b.stride == 2] == \
+        [(3, None, True), (7, None, True), (13, None, True)]
+    with pytest.raises(ConfigError, match="repl.surrogate=lite cannot carry aa of block layer2.0"):
+        apply_replacement(copy.deepcopy(model), select="explicit", blocks=[3])
+    plan = apply_replacement(model, select="explicit", blocks=[3, 7], surrogate="full")
+    x = torch.randn(2, 3, 64, 64)
+    model(x).sum().backward()
+    assert model.get_submodule("layer2.0").fusion.a["block"].grad is not None
+    model.eval()
+    with torch.no_grad():
+        out = model(x)
+        torch.testing.assert_close(bake(model).eval()(x), out, rtol=1e-4, atol=1e-5)  # float32 rounding of the synthesis
+    assert plan.blocks == [3, 7] and out.shape == (2, 10)
 
 
 def test_unsupported_model_names_every_family():

@@ -239,3 +239,23 @@ def test_gpt_ties_its_head_to_the_embedding_and_counts_by_formula():
     assert model.head.weight is model.tok_emb.weight
     # embeddings V*D + C*D, blocks, final norm 2D; the tied head adds nothing
     assert sum(p.numel() for p in model.parameters()) == VOCAB * DIM + CONTEXT * DIM + DEPTH * BLOCK + 2 * DIM
+
+
+@pytest.mark.parametrize("method,surrogate", [("repl", "lite"), ("repl", "full"), ("drop", "lite"), ("stochastic_depth", "lite")])
+def test_timm_attention_arguments_reach_every_block(method, surrogate):
+    """Given a mask, timm runs the blocks one by one as `blk(x, attn_mask=..., is_causal=...)`."""
+    model, x = built("vit")
+    plan = apply_replacement(model, method=method, ratio=0.34, surrogate=surrogate)
+    model.eval()
+    tokens = 1 + (32 // 8) ** 2
+    with torch.no_grad():
+        plain = model.forward_features(x)
+        zero_mask = model.forward_features(x, attn_mask=torch.zeros(tokens, tokens))
+        causal = model.forward_features(x, is_causal=True)
+    torch.testing.assert_close(zero_mask, plain, rtol=0, atol=1e-6)  # an all-zero additive mask changes nothing
+    assert not torch.allclose(causal, plain, atol=1e-3)  # the causal flag reached the trained blocks' attention
+    if method == "repl":
+        block, h = get_module(model, plan.paths[0]), torch.randn(2, tokens, DIM)
+        with torch.no_grad():
+            same = torch.allclose(block(h, is_causal=True), block(h), atol=1e-6)
+        assert same == (surrogate == "lite")  # lite has no attention to mask; full forwards the flag

@@ -114,3 +114,71 @@ def test_plots_write_png_and_pdf(fixture_runs, tmp_path):
         for ext in ("png", "pdf"):
             path = out / f"cifar10_resnet56_{name}.{ext}"
             assert path.stat().st_size > 1000, path
+
+
+def _nested(depth: int) -> dict:
+    value: dict = {}
+    for _ in range(depth):
+        value = {"x": value}
+    return value
+
+
+MALFORMED = {  # run name: (summary, config.yaml bytes or None for a good one, what the problem names)
+    "status_null": ({"status": None}, None, "status is null"),
+    "plan_str": ({"plan": "x"}, None, "plan is a string"),
+    "metrics_list": ({"metrics": [93.1, 0.5]}, None, "metrics is a list"),
+    "primary_number": ({"primary": 93.1}, None, "primary is float"),
+    "blocks_int": ({"plan": {"ratio": 0.25, "blocks": 5}}, None, "plan.blocks is int"),
+    "metric_nested": ({"metrics": {"top1": _nested(50)}}, None, "metric.top1 is an object"),
+    "value_text": ({"primary": {"name": "top1", "value": "high"}}, None, "primary_value is a string"),
+    "config_binary": ({}, b"\xff\xfe\x00\x9c binary", ".hydra/config.yaml is unreadable"),
+    "config_list": ({}, b"- 1\n- 2\n", ".hydra/config.yaml is a list"),
+    "config_trainer": ({}, b"experiment_name: cifar10_resnet56\ntrainer: [1, 2]\n", "trainer is a list"),
+}
+
+
+@pytest.fixture
+def malformed_runs(fixture_runs) -> Path:
+    for name, (fields, config, _) in MALFORMED.items():
+        run = _run_dir(fixture_runs, name, json.dumps({**_summary(0.25, 0, 99.0), **fields}))
+        if config is not None:
+            (run / ".hydra" / "config.yaml").write_bytes(config)
+    deep = "[" * 200_000 + "]" * 200_000  # parsing this recurses past Python's limit
+    _run_dir(fixture_runs, "deep", deep)
+    return fixture_runs
+
+
+def test_collect_turns_every_malformed_run_into_a_row_with_its_problem(malformed_runs, tmp_path, capsys):
+    out = tmp_path / "runs.csv"
+    assert collect.main([str(malformed_runs), "--out", str(out)]) == 0
+    rows = _csv(out)
+    assert len(rows) == 5 + 3 + len(MALFORMED) + 1  # the good, the known-bad, the malformed and the deep one
+    rows = {Path(r["path"]).parent.name: r for r in rows if Path(r["path"]).name == "seed0"}
+    for name, (_, _, problem) in MALFORMED.items():
+        assert rows[name]["problem"].startswith("malformed") and problem in rows[name]["problem"], name
+        assert rows[name]["model"] == "resnet56", name  # what could be read still is
+    assert rows["deep"]["status"] == "unreadable" and "RecursionError" in rows["deep"]["problem"]
+    assert rows["status_null"]["status"] == "unknown" and rows["value_text"]["primary_value"] == ""
+    assert rows["repl.ratio=0.4"]["metric.top1"] == str(TOP1[(0.4, 0)])  # the good runs are all there
+    err = capsys.readouterr().err
+    assert all(name in err for name in MALFORMED)
+
+
+def test_tables_read_malformed_rows_and_average_only_the_sound_ones(malformed_runs, tmp_path):
+    runs, paper, out = tmp_path / "runs.csv", tmp_path / "paper.csv", tmp_path / "tables"
+    collect.main([str(malformed_runs), "--out", str(runs)])
+    paper.write_text(f"table,row,experiment,metric,value\nclassification,cifar10/1,cifar10_resnet56,top1,"
+                     f"{PAPER_TOP1}\n")
+    assert make_tables.main(["--runs", str(runs), "--paper", str(paper), "--out", str(out)]) == 0
+    text = (out / "classification.md").read_text()
+    values = [v for (r, _), v in TOP1.items() if r == 0.25]
+    rows = [line for line in text.splitlines() if "| repl | 0.25 |" in line]
+    assert len(rows) > 1  # malformed runs whose config could not be read form rows of their own (no epochs)
+    assert any(f"| 2 | {statistics.fmean(values):.2f} ± {statistics.stdev(values):.2f} |" in row for row in rows)
+    assert "99.00" not in text
+
+
+def test_collect_refuses_a_directory_as_out_in_one_line(fixture_runs, tmp_path, capsys):
+    assert collect.main([str(fixture_runs), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(tmp_path) in err[0] and "directory" in err[0]

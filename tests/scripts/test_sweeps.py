@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.engine.test_rundir import snapshot
+
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ["experiment=smoke", "dataset.num_train=128", "dataset.num_eval=64", "dataset.image_size=16",
         "trainer.max_steps=1", "trainer.progress=false"]
@@ -30,6 +32,30 @@ def test_a_failed_job_does_not_stop_the_sweep(tmp_path):
     assert completed["status"] == "completed" and completed["steps_done"] == 1
     assert "1 job(s) failed" in result.stderr and "repl.ratio=0.9" in result.stderr
     assert "Traceback" not in result.stderr  # a user error stays one line, in a sweep too
+
+
+def _sweep(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "train.py"), "-m", *TINY, *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=600, env={**os.environ, "WANDB_MODE": "offline"}, check=False)
+
+
+def test_relaunching_a_sweep_leaves_completed_jobs_byte_identical_and_finishes_the_others(tmp_path):
+    args = ["repl.ratio=0.9,0,0.25", f"hydra.sweep.dir={tmp_path}"]
+    assert _sweep(*args).returncode == 1  # ratio 0.9 is refused, the other two complete
+    runs = {p.parent.parent.name.split("repl.ratio=")[1].split(",")[0]: p.parent
+            for p in tmp_path.rglob("summary.json")}
+    completed, partial = runs["0"], runs["0.25"]
+    done = json.loads((partial / "summary.json").read_text())  # as if killed between its last checkpoint and summary
+    (partial / "summary.json").write_text(json.dumps({**done, "status": "running"}))
+    before = snapshot(completed)
+    result = _sweep(*args)
+    assert result.returncode == 1 and "1 job(s) failed" in result.stderr
+    assert snapshot(completed) == before  # every file of the completed job, Hydra's included, byte for byte
+    assert f"run already completed: {completed} (top1=" in result.stdout
+    resumed = json.loads((partial / "summary.json").read_text())
+    assert resumed["status"] == "completed" and resumed["steps_done"] == 1
+    for section in ("flops", "memory", "time", "throughput", "metrics"):  # resumed with no step left: nothing zeroed
+        assert resumed[section] == done[section], section
 
 
 def _children(pid: int) -> list[int]:
