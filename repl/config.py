@@ -66,11 +66,12 @@ def to_config(cfg: DictConfig) -> TrainConfig:
     """Turn the composed DictConfig into validated dataclasses (ConfigError on a bad value)."""
     obj: TrainConfig = OmegaConf.to_object(cfg)  # type: ignore[assignment]
     obj.dataset.validate(task=obj.task.name)  # which dataset keys apply depends on the task (dataset.resize)
-    obj.trainer.validate_for_task(obj.task.name)  # trainer.accumulate
     for part in (obj.repl, obj.task, obj.trainer, obj.optim, obj.logger):
         validate = getattr(part, "validate", None)
         if validate is not None:
             validate()
+    skips = obj.repl.method == "stochastic_depth" or (obj.repl.method == "repl" and obj.repl.stochastic_depth)
+    obj.trainer.validate_with(obj.task.name, per_batch_skips=skips)  # trainer.accumulate, once each key is valid
     return obj
 
 

@@ -44,7 +44,7 @@ def embedded_overrides(experiment: str) -> list[str]:
         overrides += [f"dataset.image_size={size}", "dataset.num_classes=10", "dataset.num_train=4", "dataset.num_eval=2"]
         overrides.append(f"trainer.max_steps={1 if cfg.dataset.input_size >= LARGE_IMAGE else 2}")
         # the embedded set lives on the device, where per-image transforms cannot run (tests/data covers them)
-        overrides += ["dataset.randaugment=0", "dataset.random_erasing=0"]
+        overrides += ["dataset.randaugment=null", "dataset.random_erasing=0"]
     else:  # the embedded set's own image size: the experiment's (e.g. 1024 px for CityScapes) is for GPUs
         overrides += [f"dataset.image_size={compose(task_default).dataset.image_size}", "trainer.max_steps=2"]
     return overrides

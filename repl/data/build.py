@@ -80,7 +80,7 @@ def build_data(
     if cfg.name == "synthetic":
         if cfg.per_image_augment:
             raise ConfigError("dataset.randaugment and dataset.random_erasing need a streamed dataset (per-image "
-                              "transforms); the synthetic set is held on the device: set both to 0")
+                              "transforms); the synthetic set is held on the device: set dataset.randaugment=null and dataset.random_erasing=0")
         return _synthetic(cfg, seed=seed, device=device, rank=rank, world_size=world_size)
     spec = VISION[cfg.name]
     check_shape(cfg, spec)
@@ -147,7 +147,7 @@ def datamodule_args(cfg: DatasetConfig, num_train: int, *, seed: int, device: to
     """The DataModule arguments shared by every data path; the batch size must fit the training set."""
     if cfg.batch_size > num_train:
         raise ConfigError(f"dataset.batch_size={cfg.batch_size} exceeds the training set ({num_train} images)")
-    order = BatchOrder(num_train, cfg.batch_size, seed=seed, rank=rank, world_size=world_size)
+    order = BatchOrder(num_train, cfg.batch_size, seed=seed, rank=rank, world_size=world_size, repeats=cfg.repeated_aug)
     return dict(
         num_classes=cfg.num_classes,
         image_size=cfg.image_size,

@@ -1,6 +1,7 @@
 """DatasetConfig: the schema of the Hydra `dataset` group, validated before any data is read."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Optional
 
@@ -11,7 +12,9 @@ TOKENIZERS = ("word", "bpe")
 RESIDENT_CHOICES = ("auto", "true", "false")
 MIN_RESIZE = 8  # smallest side dataset.resize accepts (it may up- or downsample)
 IMAGE_BATCH_TASKS = ("classification",)  # resize and per-image augmentation; the other tasks transform their own way
-MAX_MAGNITUDE = 30  # torchvision RandAugment's 31 magnitude bins
+# timm's RandAugment config: "rand" and dash-separated sections (magnitude m, ops n, probability p, magnitude
+# noise mstd, bound mmax, increasing ops inc, transform set t...); timm skips a section it cannot read, so this is checked
+RANDAUGMENT_CONFIG = re.compile(r"rand(-(mstd|mmax|inc|m|n|p)\d+(\.\d+)?|-t\w+)*")
 
 
 @dataclass
@@ -31,8 +34,9 @@ class DatasetConfig:
     num_train: Optional[int] = None  # training subset size; synthetic: dataset size (None = 5000)
     num_eval: Optional[int] = None  # evaluation subset size; synthetic: dataset size (None = 1000)
     augment: bool = True  # random crop (+ flip where the dataset allows) on training batches
-    randaugment: int = 0  # RandAugment magnitude, 2 ops per training image (DeiT: 9); 0 = off; streaming path
+    randaugment: Optional[str] = None  # timm RandAugment config (DeiT: rand-m9-mstd0.5-inc1); null = off; streaming path
     random_erasing: float = 0.0  # probability of erasing a box of a training image with noise (DeiT: 0.25)
+    repeated_aug: int = 1  # repeated augmentation: each sample of an epoch k times, augmented apart (DeiT: 3); 1 = off
     resident: str = "auto"  # auto | true | false: hold the dataset on the device and augment there
     noise: float = 0.3  # synthetic: per-pixel noise, relative to the class pattern's amplitude
     clutter: float = 0.5  # synthetic: strength of a per-sample random pattern over the class pattern
@@ -93,21 +97,33 @@ class DatasetConfig:
             raise ConfigError(f"dataset.noise={self.noise} and dataset.clutter={self.clutter} must be 0 or more")
         self._check_resize(task)
         self._check_per_image_augment(task)
+        self._check_repeated_aug(task)
         return self
+
+    def _check_repeated_aug(self, task: str) -> None:
+        if self.repeated_aug < 1:
+            raise ConfigError(f"dataset.repeated_aug={self.repeated_aug} must be an integer >= 1 (1 = off; DeiT: 3)")
+        if self.repeated_aug == 1:
+            return
+        self._classification_only("repeated_aug", task)
+        if not self.augment:
+            raise ConfigError(f"dataset.repeated_aug={self.repeated_aug} repeats samples to augment them apart: "
+                              "it needs dataset.augment=true")
 
     @property
     def per_image_augment(self) -> bool:
         """True when training images need per-image transforms (RandAugment, random erasing): the streaming path."""
-        return self.randaugment > 0 or self.random_erasing > 0
+        return self.randaugment is not None or self.random_erasing > 0
 
     def _check_per_image_augment(self, task: str) -> None:
-        if not 0 <= self.randaugment <= MAX_MAGNITUDE:
-            raise ConfigError(f"dataset.randaugment={self.randaugment} must be a magnitude in [0, {MAX_MAGNITUDE}] (0 = off)")
+        if self.randaugment is not None and not valid_randaugment(self.randaugment):
+            raise ConfigError(f"dataset.randaugment={self.randaugment!r} is not a timm RandAugment config; "
+                              "use e.g. rand-m9-mstd0.5-inc1 (DeiT), or null for none")
         if not 0 <= self.random_erasing <= 1:
             raise ConfigError(f"dataset.random_erasing={self.random_erasing} must be a probability in [0, 1]")
         if not self.per_image_augment:
             return
-        key = "randaugment" if self.randaugment else "random_erasing"
+        key = "randaugment" if self.randaugment is not None else "random_erasing"
         self._classification_only(key, task)
         if not self.augment:
             raise ConfigError(f"dataset.{key}={getattr(self, key)} is a training augmentation: it needs dataset.augment=true")
@@ -124,3 +140,16 @@ class DatasetConfig:
         """ConfigError if the set `dataset.<key>` is used with a task whose batches are not plain images."""
         if task not in IMAGE_BATCH_TASKS:
             raise ConfigError(f"dataset.{key}={getattr(self, key)} is for task=classification only; unset it for task={task}")
+
+
+def valid_randaugment(config: str) -> bool:
+    """Whether timm builds RandAugment from `config` with every section read (no section silently skipped)."""
+    if not RANDAUGMENT_CONFIG.fullmatch(str(config)):
+        return False
+    from timm.data.auto_augment import rand_augment_transform
+
+    try:
+        rand_augment_transform(str(config), {})
+    except (AssertionError, ValueError, KeyError):
+        return False
+    return True

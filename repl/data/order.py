@@ -28,19 +28,34 @@ def subset_indices(total: int, keep: int) -> torch.Tensor:
 
 
 class BatchOrder:
-    """Shuffled training batches of a global batch size, each split into disjoint per-rank shards."""
+    """Shuffled training batches of a global batch size, each split into disjoint per-rank shards.
 
-    def __init__(self, num_train: int, batch_size: int, *, seed: int, rank: int = 0, world_size: int = 1) -> None:
+    With `repeats` k > 1 (DeiT's repeated augmentation, timm's RepeatAugSampler) an epoch is still
+    `num_train` samples long: the first ceil(N / k) samples of the shuffle, each k times in a row. Each
+    rank then takes every world_size-th position of a global batch, so the k copies of a sample go to
+    different ranks (as RepeatAugSampler's `indices[rank::num_replicas]`), each augmented on its own.
+    """
+
+    def __init__(self, num_train: int, batch_size: int, *, seed: int, rank: int = 0, world_size: int = 1,
+                 repeats: int = 1) -> None:
         self.num_train = num_train
         self.batch_size = batch_size
         self.seed = seed
+        self.repeats = repeats
         self.per_rank = batch_size // world_size
-        self.rank_slice = slice(rank * self.per_rank, (rank + 1) * self.per_rank)
+        if repeats == 1:
+            self.rank_slice = slice(rank * self.per_rank, (rank + 1) * self.per_rank)
+        else:
+            self.rank_slice = slice(rank, None, world_size)
         self.steps_per_epoch = num_train // batch_size  # drop_last
 
     def permutation(self, epoch: int) -> torch.Tensor:
-        """The order of all training samples in `epoch`."""
-        return torch.randperm(self.num_train, generator=generator(self.seed, "shuffle", epoch))
+        """The order of the `num_train` training positions of `epoch` (sample indices, repeated with `repeats`)."""
+        perm = torch.randperm(self.num_train, generator=generator(self.seed, "shuffle", epoch))
+        if self.repeats == 1:
+            return perm
+        distinct = -(-self.num_train // self.repeats)
+        return perm[:distinct].repeat_interleave(self.repeats)[: self.num_train]
 
     def rank_batches(
         self, epoch: int, start_step: int = 0, device: Optional[torch.device] = None

@@ -10,9 +10,10 @@ from __future__ import annotations
 import os
 import pickle
 from dataclasses import dataclass
-from typing import Callable, Optional, Tuple
+from typing import Any, Callable, Optional, Sequence, Tuple
 
 import torch
+from PIL import Image
 from scipy.io.matlab import MatReadError
 from torch.utils.data import Dataset
 from torchvision import datasets, transforms
@@ -223,12 +224,45 @@ def train_transform(cfg: DatasetConfig, spec: VisionSpec) -> Callable:
         steps = [transforms.RandomCrop(cfg.image_size, padding=spec.crop_pad)]
     if spec.flip:
         steps.append(transforms.RandomHorizontalFlip())
-    if cfg.randaugment:
-        steps.append(transforms.RandAugment(num_ops=2, magnitude=cfg.randaugment))
+    if cfg.randaugment is not None:
+        steps.append(randaugment(cfg.randaugment, cfg.image_size, spec.mean))
     steps += [transforms.ToTensor(), transforms.Normalize(spec.mean, spec.std)]
     if cfg.random_erasing:  # on the normalised tensor, noise of its scale: DeiT's (timm's) "pixel" mode
         steps.append(transforms.RandomErasing(p=cfg.random_erasing, value="random"))
     return transforms.Compose(steps)
+
+
+def randaugment(config: str, image_size: int, mean: Sequence[float]) -> Callable:
+    """timm's RandAugment from its config string, with the hyper-parameters timm's create_transform gives it
+    (DeiT): translations up to 45% of the side, the dataset mean as fill, bicubic resampling.
+
+    Draws come from Python's and NumPy's RNGs, which DataLoader seeds per worker from the run's seed.
+    """
+    from timm.data.auto_augment import posterize as timm_posterize
+    from timm.data.auto_augment import rand_augment_transform
+    from timm.data.transforms import str_to_pil_interp
+
+    hparams = {"translate_const": int(image_size * 0.45), "img_mean": tuple(min(255, round(255 * m)) for m in mean),
+               "interpolation": str_to_pil_interp("bicubic")}
+    augment = rand_augment_transform(config, hparams)
+    for op in augment.ops:
+        if op.aug_fn is timm_posterize:
+            op.aug_fn = posterize
+    return augment
+
+
+def posterize(image: Image.Image, bits_to_keep: int, **_: Any) -> Image.Image:
+    """timm's posterize op, also at 0 bits kept: a black image, as Pillow < 11 made it when DeiT was trained.
+
+    PosterizeIncreasing keeps 4 - int(level * 0.4) bits, so a magnitude-noise draw at the level cap (10;
+    ~2% of draws at rand-m9-mstd0.5) asks for 0 bits, which Pillow >= 11 refuses with a ValueError that
+    stops the run.
+    """
+    from timm.data.auto_augment import posterize as timm_posterize
+
+    if bits_to_keep <= 0:
+        return image.point(lambda _: 0)
+    return timm_posterize(image, bits_to_keep)
 
 
 def eval_transform(cfg: DatasetConfig, spec: VisionSpec) -> Callable:

@@ -55,11 +55,16 @@ class TrainerConfig:
         _check(self.checkpoint_every >= 0, f"trainer.checkpoint_every={self.checkpoint_every} must be >= 0")
         _check(self.accumulate >= 1, f"trainer.accumulate={self.accumulate} must be an integer >= 1 (1 = no accumulation)")
 
-    def validate_for_task(self, task: str) -> None:
-        """Keys whose validity depends on task.name: accumulation splits classification and lm losses only."""
+    def validate_with(self, task: str, per_batch_skips: bool) -> None:
+        """Keys whose validity depends on other groups: accumulation is exact for classification and lm losses,
+        and not when blocks are skipped per forward (stochastic depth draws per micro-batch, not per batch)."""
         _check(self.accumulate == 1 or task in ACCUMULATING_TASKS,
                f"trainer.accumulate={self.accumulate} splits {' and '.join(ACCUMULATING_TASKS)} batches only, "
                f"not task.name={task} (its loss is not a mean over samples); use trainer.accumulate=1")
+        _check(self.accumulate == 1 or not per_batch_skips,
+               f"trainer.accumulate={self.accumulate} with stochastic depth (repl=stochastic_depth or "
+               "repl.stochastic_depth=true) would draw the skipped blocks per micro-batch, not per batch; "
+               "use trainer.accumulate=1")
 
 
 @dataclass

@@ -3,7 +3,4 @@
 # (ResNet-50, plus the ViT-S extension row), each at RATIOS x SEEDS. Needs the datasets under
 # $REPL_DATA (or dataset.root=...) and, for the ViT-B rows, timm's pretrained weights.
 source "$(dirname "$0")/_common.sh"
-for experiment in cifar10_resnet56 svhn_resnet56 stl10_resnet56 cifar10_vit_b svhn_vit_b stl10_vit_b \
-                  imagenet_resnet50 imagenet_vit_s; do
-  sweep "$experiment" || echo "sweep $experiment had failed jobs (see its failed_jobs.txt)" >&2
-done
+table cifar10_resnet56 svhn_resnet56 stl10_resnet56 cifar10_vit_b svhn_vit_b stl10_vit_b imagenet_resnet50 imagenet_vit_s

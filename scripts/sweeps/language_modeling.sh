@@ -1,4 +1,4 @@
 #!/usr/bin/env bash
 # Table "language_modeling": the GPT-style decoder on WikiText-2 (files under $REPL_DATA/wikitext2).
 source "$(dirname "$0")/_common.sh"
-sweep wikitext2_lm
+table wikitext2_lm

@@ -125,4 +125,7 @@ def test_bad_accumulate_is_refused_in_one_line():
         to_config(compose(["trainer.accumulate=0"]))
     assert to_config(compose(["trainer.accumulate=4"])).trainer.accumulate == 4
     with pytest.raises(ConfigError, match="trainer.accumulate=2 splits classification and lm batches only, not task.name=detection"):
-        TrainerConfig(accumulate=2).validate_for_task("detection")
+        TrainerConfig(accumulate=2).validate_with("detection", per_batch_skips=False)
+    for method in (["repl=stochastic_depth"], ["repl.stochastic_depth=true"]):
+        with pytest.raises(ConfigError, match=r"^trainer.accumulate=2 with stochastic depth .* per micro-batch"):
+            to_config(compose(["trainer.accumulate=2", *method]))

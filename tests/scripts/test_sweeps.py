@@ -97,3 +97,44 @@ def test_submitit_preemption_checkpoints_requeues_and_resumes(tmp_path):
     assert summary["status"] == "completed" and summary["steps_done"] == 12
     steps = [json.loads(line)["step"] for line in metrics.read_text().splitlines() if "train/loss" in line]
     assert steps == list(range(1, 13))  # resumed where it stopped, no step repeated or lost
+
+
+def _table(tmp_path: Path, together: str) -> dict:
+    """Run `table table_a table_b` (two copies of the smoke experiment) through _common.sh with submitit's
+    local executor; returns {experiment: (first submission time, last summary.json write)}."""
+    experiments = tmp_path / "configs" / "experiment"
+    experiments.mkdir(parents=True)
+    smoke = (ROOT / "configs" / "experiment" / "smoke.yaml").read_text()
+    for name in ("table_a", "table_b"):
+        (experiments / f"{name}.yaml").write_text(smoke.replace("experiment_name: smoke", f"experiment_name: {name}"))
+    overrides = [f"hydra.searchpath=[file://{tmp_path / 'configs'}]", *TINY[1:],
+                 f"hydra.sweep.dir={tmp_path}/multirun/${{experiment_name}}"]
+    result = subprocess.run(["bash", "-c", 'source scripts/sweeps/_common.sh local "$@"; table table_a table_b', "table",
+                             *overrides], cwd=ROOT, capture_output=True, text=True, timeout=600, check=False,
+                            env={**os.environ, "WANDB_MODE": "offline", "RATIOS": "0.25", "SEEDS": "0",
+                                 "PYTHON": sys.executable, "TOGETHER": together})
+    assert result.returncode == 0, result.stderr[-3000:]
+    times = {}
+    for name in ("table_a", "table_b"):
+        sweep = tmp_path / "multirun" / name
+        submitted = min(p.stat().st_mtime for p in (sweep / ".submitit").rglob("*_submitted.pkl"))
+        (summary,) = sweep.rglob("summary.json")
+        assert json.loads(summary.read_text())["status"] == "completed"
+        times[name] = (submitted, summary.stat().st_mtime)
+    return times
+
+
+@pytest.mark.slow
+def test_a_table_submits_every_experiment_before_any_finishes(tmp_path):
+    """submitit's launcher waits for its job array, so TOGETHER=1 (slurm's default) must launch each
+    experiment's sweep in the background: both are submitted before either job has finished."""
+    (a_submitted, a_done), (b_submitted, b_done) = _table(tmp_path / "together", "1").values()
+    assert b_submitted < a_done and a_submitted < b_done
+    (a_submitted, a_done), (b_submitted, b_done) = _table(tmp_path / "in_turn", "0").values()
+    assert b_submitted > a_done  # the control: one after another, as slurm did before
+
+
+def test_a_bad_together_value_is_refused_in_one_line():
+    result = subprocess.run(["bash", "-c", "source scripts/sweeps/_common.sh slurm"], cwd=ROOT, capture_output=True,
+                            text=True, env={**os.environ, "TOGETHER": "yes"}, timeout=60, check=False)
+    assert result.returncode == 2 and result.stderr.strip() == "error: TOGETHER=yes: choose 1 (every experiment at once) or 0 (one after another)"
