@@ -24,6 +24,7 @@ from repl.engine.config import LoggerConfig, OptimConfig, TaskConfig, TrainerCon
 from repl.method.config import ReplConfig
 from repl.errors import ConfigError
 from repl.models.config import ModelConfig
+from repl.resources import shipped_dir
 
 
 @dataclass
@@ -68,8 +69,8 @@ def register() -> None:
 
 
 def config_dir() -> Path:
-    """The configs/ directory of this checkout (the package is used from a clone, `pip install -e .`)."""
-    return Path(__file__).resolve().parent.parent / "configs"
+    """The Hydra configs: the checkout's configs/ (clone, `pip install -e .`) or the wheel's repl/configs."""
+    return shipped_dir("configs")
 
 
 def compose(overrides: Optional[List[str]] = None) -> DictConfig:

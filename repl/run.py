@@ -16,6 +16,7 @@ from repl.config import TrainConfig, as_dict, to_config
 from repl.data import build_data, num_outputs
 from repl.engine import distributed, measure, rundir
 from repl.engine.checkpoint import atomic_write_json
+from repl.engine.console import echo
 from repl.engine.trainer import Trainer
 from repl.errors import ReplError
 from repl.method.blocks import discover_blocks
@@ -64,6 +65,7 @@ def train(cfg: TrainConfig, run_dir: Path) -> Dict[str, Any]:
         try:
             return trainer.fit()
         except Exception as err:  # a crash or a full disk mid-run: leave a summary that says so, then re-raise
+            trainer.close_log(exit_code=1)  # wandb marks the run failed
             if dist.is_main and (trainer.step > 0 or not isinstance(err, ReplError)):
                 rundir.record_failure(run_dir, err, trainer.step, trainer.epoch)
             raise
@@ -78,6 +80,6 @@ def train_from_dictconfig(cfg: DictConfig, run_dir: Path) -> Dict[str, Any]:
 
 def report_user_error(err: ReplError) -> None:
     """One line, no traceback: the user can fix it from the message alone."""
-    print(f"error: {err}", file=sys.stderr)
+    echo(f"error: {err}", warning=True)  # on stderr, and in the run's train.log
 
 

@@ -48,6 +48,11 @@ def atomic_write_text(path: Path, text: str) -> None:
     _atomic_write(Path(path), lambda h: h.write(text), "w")
 
 
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write a binary file atomically (e.g. an exported model)."""
+    _atomic_write(Path(path), lambda h: h.write(data), "wb")
+
+
 def save_checkpoint(path: Path, state: Dict[str, Any]) -> None:
     """Save a training state atomically; a crash mid-save leaves the previous checkpoint intact.
 

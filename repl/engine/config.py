@@ -14,6 +14,7 @@ from repl.errors import ConfigError
 
 TASK_NAMES = ("classification", "detection", "segmentation", "lm")
 ACCUMULATING_TASKS = ("classification", "lm")  # tasks whose batch loss splits exactly into micro-batches (micro_losses)
+WANDB_MODES = ("offline", "online", "disabled")
 
 
 def _check(ok: bool, message: str) -> None:
@@ -93,19 +94,34 @@ class OptimConfig:
 
 @dataclass
 class LoggerConfig:
-    """Where metrics go besides metrics.jsonl, which is always written."""
+    """Where metrics go besides metrics.jsonl, which is always written.
 
-    name: str = "jsonl"  # jsonl | wandb
-    project: str = "repl"
-    entity: Optional[str] = None
-    mode: str = "offline"  # wandb: offline | online | disabled (online needs a configured key)
+    wandb settings left null come from WANDB_MODE / WANDB_PROJECT / WANDB_ENTITY, else the defaults
+    (offline, project "repl"); a value given here wins over the environment.
+    """
+
+    backend: str = "jsonl"  # jsonl | wandb
+    project: Optional[str] = None  # wandb project; null: $WANDB_PROJECT, else "repl"
+    entity: Optional[str] = None  # wandb entity; null: $WANDB_ENTITY, else the account's default
+    mode: Optional[str] = None  # wandb: offline | online | disabled; null: $WANDB_MODE, else offline
+    group: Optional[str] = None  # wandb group; null: experiment_name (a sweep's runs share it)
+    name: Optional[str] = None  # wandb run name; null: the run directory's last two parts (<overrides>/seed<N>)
+    job_type: str = "train"  # wandb job type
     tags: List[str] = field(default_factory=list)
 
     def validate(self) -> None:
-        _check(self.name in ("jsonl", "wandb"), f"logger.name={self.name!r}: choose jsonl or wandb")
-        _check(self.mode in ("offline", "online", "disabled"), f"logger.mode={self.mode!r}: choose offline, online or disabled")
-        _check(self.name != "wandb" or self.mode != "online" or wandb_key_configured(),
-               "logger.mode=online needs a W&B API key: set WANDB_API_KEY or run `wandb login`, or use logger.mode=offline")
+        _check(self.backend in ("jsonl", "wandb"), f"logger.backend={self.backend!r}: choose jsonl or wandb")
+        _check(self.mode is None or self.mode in WANDB_MODES,
+               f"logger.mode={self.mode!r}: choose {', '.join(WANDB_MODES)} or null ($WANDB_MODE, else offline)")
+        if self.backend == "wandb":
+            mode = self.wandb_mode()
+            _check(mode in WANDB_MODES, f"WANDB_MODE={mode!r} (logger.mode is null): choose {', '.join(WANDB_MODES)}")
+            _check(mode != "online" or wandb_key_configured(),
+                   "logger.mode=online needs a W&B API key: set WANDB_API_KEY or run `wandb login`, or use logger.mode=offline")
+
+    def wandb_mode(self) -> str:
+        """The mode wandb runs in: logger.mode, else $WANDB_MODE, else offline."""
+        return self.mode or os.environ.get("WANDB_MODE") or "offline"
 
 
 def wandb_key_configured() -> bool:

@@ -24,7 +24,9 @@ from repl.config import TrainConfig, as_dict
 from repl.engine import measure, rundir
 from repl.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from repl.engine.distributed import DistInfo, all_reduce_sum, broadcast_buffers
+from repl.engine.console import echo
 from repl.engine.loggers import MetricsLog
+from repl.engine.window import WindowStats
 from repl.engine.optim import build_optimizer, build_schedule
 from repl.engine.resume_check import check_resume_config, check_resume_plan
 from repl.engine.summary import RunSummary
@@ -79,6 +81,7 @@ class Trainer:
         self.log = MetricsLog(self.run_dir / "metrics.jsonl", cfg.logger, self.config_dict) if dist.is_main else None
         self._stop_signal: Optional[int] = None
         self._last_ckpt_time = time.monotonic()
+        self.window = WindowStats(self.optimizer, self.device, wanted=self._logs_this_step)  # grad norm, memory
 
     # ------------------------------------------------------------------ steps
     def autocast(self):
@@ -253,7 +256,8 @@ class Trainer:
         if self._stop_signal is not None:
             self._write_summary("running", timer)  # before its checkpoint: a death between leaves the measurements
             self.save()
-            print(f"stopped by signal {self._stop_signal}; checkpoint saved, rerun the same command to resume", file=sys.stderr)
+            echo(f"stopped by signal {self._stop_signal}; checkpoint saved, rerun the same command to resume", warning=True)
+            self.close_log(128 + self._stop_signal)
             sys.exit(128 + self._stop_signal)
         if self.eval_step != self.step:
             self._record_eval()
@@ -263,8 +267,8 @@ class Trainer:
         if self.log is not None:
             self.log.close(summary)
         if self.dist.is_main:
-            print(self.summary.table(summary))
-            print(f"  results in {self.run_dir}/summary.json")
+            echo(self.summary.table(summary))
+            echo(f"  results in {self.run_dir}/summary.json")
         return summary
 
     def _loop(self, timer: "measure.StepTimer") -> None:
@@ -317,6 +321,12 @@ class Trainer:
             self.save()
 
     # ------------------------------------------------------------------ records
+    def _logs_this_step(self) -> bool:
+        """Whether the optimizer step being taken ends a logged window (called before step counters advance)."""
+        step_in_epoch = self.step_in_epoch + 1
+        return (step_in_epoch % self.tcfg.log_every == 0 or step_in_epoch == self.data.steps_per_epoch
+                or self.step + 1 >= self.total_steps)
+
     def _window_loss(self, loss_sum: torch.Tensor, steps: int) -> float:
         """Mean training loss of the global batches of a logging window (every rank calls this at the same step)."""
         return (all_reduce_sum(loss_sum) / (steps * self.dist.world_size)).item()  # loss_sum is reset after
@@ -329,8 +339,20 @@ class Trainer:
             bar.update(advanced)
             bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.3g}", **{f"{self.task.unit}/s": f"{rate:.0f}"})
         if self.log is not None:
-            self.log.log({"step": self.step, "epoch": self.epoch + self.step_in_epoch / self.data.steps_per_epoch,
-                          "train/loss": loss, "lr": lr})
+            record = {"step": self.step, "epoch": self.epoch + self.step_in_epoch / self.data.steps_per_epoch,
+                      "train/loss": loss, "train/lr": lr}
+            if rate is not None:
+                record[f"train/throughput({self.task.unit}/s)"] = rate
+            self.log.log({**record, **self.window.record()})
+
+    def close_log(self, exit_code: int) -> None:
+        """Finish the metric sinks of a run that did not complete (wandb marks it failed or stopped)."""
+        if self.log is None:
+            return
+        try:
+            self.log.close(exit_code=exit_code)
+        except Exception as err:  # noqa: BLE001 - never hide the error that ended the run
+            echo(f"could not finish the metric log: {type(err).__name__}: {err}", warning=True)
 
     def _record_eval(self) -> None:
         metrics = self.evaluate()
@@ -345,7 +367,7 @@ class Trainer:
             self.log.log({"step": self.step, "epoch": self.epoch, **{f"eval/{k}": v for k, v in metrics.items()}})
         if self.dist.is_main and self.tcfg.progress:
             text = " ".join(f"{k}={v:.4g}" for k, v in metrics.items())
-            tqdm.write(f"epoch {self.epoch}: {text}")
+            echo(f"epoch {self.epoch}: {text}")
 
     def _write_summary(self, status: str, timer) -> Dict[str, Any]:
         metrics = dict(self.eval_metrics)
@@ -361,9 +383,9 @@ class Trainer:
         if not self.dist.is_main:
             return
         where = f"resumed at epoch {self.epoch}, step {self.step}" if resumed else "from scratch"
-        print(f"run dir: {self.run_dir}  ({where})")
-        print(self.plan.describe())
-        print(f"training {self.total_steps} steps ({self.data.steps_per_epoch}/epoch) on {self.device}, "
+        echo(f"run dir: {self.run_dir}  ({where})")
+        echo(self.plan.describe())
+        echo(f"training {self.total_steps} steps ({self.data.steps_per_epoch}/epoch) on {self.device}, "
               f"precision {self.tcfg.precision}{', compiled' if self.tcfg.compile else ''}, world size {self.dist.world_size}")
 
 

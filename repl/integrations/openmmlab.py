@@ -25,12 +25,13 @@ import torch
 from torch import nn
 
 from repl.errors import ConfigError, UnsupportedModelError
+from repl.resources import shipped_dir
 
 if TYPE_CHECKING:
     from repl.method.blocks import BlockInfo
 
 INSTALL_HINT = "the openmmlab extra is not installed; run `make openmmlab` (builds mmcv once, then pip install -e .[openmmlab])"
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "mm"
+CONFIG_DIR = shipped_dir("configs") / "mm"
 
 try:
     import mmdet.models  # noqa: F401  (registers mmdet's modules)

@@ -1,0 +1,221 @@
+"""`repl-export RUN_DIR [--out DIR]` / `python -m repl.export`: a trained run as a plain checkpoint.
+
+Reads RUN_DIR/checkpoints/last.pt, rebuilds the trained model (the EMA weights when the run kept an
+EMA: those are the ones it evaluated), bakes every surrogate into an ordinary module and writes into
+DIR (default RUN_DIR/export):
+
+    model.safetensors   the baked model's state_dict (safetensors)
+    model.pt            the same state_dict (torch.save; torch.load(..., weights_only=True))
+    architecture.json   what to build to load it: the model registry entry and, for surrogate=lite,
+                        which blocks are repl.models.lite modules made of which of the block's modules
+
+With repl.surrogate=full (or a baseline that keeps the architecture) the state_dict loads strictly
+into the stock model (timm, torchvision or the project's); with `lite` into `build_exported(arch)`,
+which needs only repl.models (no surrogate machinery). Bad input is one line and exit status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Dict, Optional, Tuple
+
+import torch
+from omegaconf import OmegaConf
+from torch import nn
+
+from repl.errors import ReplError
+from repl.models import lite
+from repl.models.config import ModelConfig
+
+FORMAT = "repl-export/1"
+ARCHITECTURE = "architecture.json"
+SAFETENSORS = "model.safetensors"
+STATE_DICT = "model.pt"
+LITE_CLASSES = {cls.__name__: cls for cls in (lite.LiteBasicBlock, lite.LiteBottleneck, lite.LiteTransformerBlock)}
+
+
+class ExportError(ReplError):
+    """The run directory cannot be exported (no such run, no or bad checkpoint, unwritable output)."""
+
+
+# ---------------------------------------------------------------------------------- loading side
+def build_exported(arch: Dict[str, Any]) -> nn.Module:
+    """The exported architecture, randomly initialised: the stock model with its lite blocks in place.
+
+    Uses only repl.models; load the exported state_dict into it with `load_state_dict(state, strict=True)`.
+    """
+    from repl.models import build_model
+
+    spec = arch["model"]
+    model = build_model(ModelConfig(name=spec["name"], kwargs=dict(spec.get("kwargs", {}))),
+                        num_classes=spec["num_classes"], in_chans=spec["in_chans"], image_size=spec["image_size"])
+    for block in arch.get("lite_blocks", []):
+        _set_submodule(model, block["path"], _lite_block(model.get_submodule(block["path"]), block))
+    return model.eval()
+
+
+def load_exported(directory: Path) -> nn.Module:
+    """The exported model of `directory` (architecture.json + model.safetensors), in eval mode."""
+    from safetensors.torch import load_file
+
+    directory = Path(directory)
+    model = build_exported(json.loads((directory / ARCHITECTURE).read_text()))
+    model.load_state_dict(load_file(str(directory / SAFETENSORS)), strict=True)
+    return model
+
+
+def _lite_block(block: nn.Module, spec: Dict[str, Any]) -> nn.Module:
+    """A repl.models.lite module made of the stock block's own modules, as the spec names them."""
+    parts = {name: block.get_submodule(source) for name, source in spec["modules"].items()}
+    for name, stride in spec.get("strides", {}).items():
+        parts[name].stride = tuple(stride)
+    cls = LITE_CLASSES[spec["class"]]
+    if cls is lite.LiteTransformerBlock:
+        return cls(parts["norm2"], parts["mlp"], {name: parts[name] for name in spec["post"]})
+    return cls(**parts)
+
+
+def _set_submodule(model: nn.Module, path: str, new: nn.Module) -> None:
+    parent, _, leaf = path.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, leaf, new)
+
+
+# ---------------------------------------------------------------------------------- exporting side
+def load_run(run_dir: Path) -> Tuple[Any, Dict[str, Any]]:
+    """The run's TrainConfig and training checkpoint; ExportError when either is missing or unusable."""
+    from repl.config import TrainConfig
+    from repl.engine.checkpoint import load_checkpoint
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ExportError(f"{run_dir}: no such run directory")
+    path = run_dir / "checkpoints" / "last.pt"
+    if not path.is_file():
+        raise ExportError(f"{run_dir} has no checkpoint ({path}); train it first")
+    try:
+        state = load_checkpoint(path)
+    except ReplError as err:
+        raise ExportError(str(err).split(";")[0]) from None
+    try:
+        cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(TrainConfig), state["config"]))
+    except Exception as err:  # noqa: BLE001 - a config this version cannot read
+        raise ExportError(f"checkpoint {path} holds a config this version cannot read: "
+                          f"{str(err).splitlines()[0]}") from None
+    return cfg, state
+
+
+def trained_model(cfg: Any, state: Dict[str, Any]) -> nn.Module:
+    """The model as trained (method applied) with the checkpoint's weights: the EMA's when it kept one."""
+    from repl import apply_replacement
+    from repl.data import num_outputs
+    from repl.models import build_model
+
+    model_cfg = replace(cfg.model, pretrained=False, weights=None)  # every weight comes from the checkpoint
+    model = build_model(model_cfg, num_classes=num_outputs(cfg.dataset, cfg.task.name), in_chans=cfg.dataset.in_chans,
+                        image_size=cfg.dataset.input_size)
+    apply_replacement(model, cfg.repl)
+    weights = state["model"]
+    if "ema" in state:  # torch.optim.swa_utils.AveragedModel: module.<key>, plus n_averaged
+        weights = {k[len("module."):]: v for k, v in state["ema"].items() if k.startswith("module.")}
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as err:
+        raise ExportError(f"the checkpoint does not match its own config: {str(err).splitlines()[0]}") from None
+    return model.eval()
+
+
+def architecture(cfg: Any, baked: nn.Module) -> Dict[str, Any]:
+    """architecture.json: the registry entry to build and the lite blocks to put in it."""
+    from repl.data import num_outputs
+
+    arch: Dict[str, Any] = {
+        "format": FORMAT,
+        "model": {"name": cfg.model.name, "kwargs": dict(cfg.model.kwargs),
+                  "num_classes": num_outputs(cfg.dataset, cfg.task.name), "in_chans": cfg.dataset.in_chans,
+                  "image_size": cfg.dataset.input_size},
+        "method": cfg.repl.method, "surrogate": cfg.repl.surrogate, "task": cfg.task.name,
+    }
+    lite_paths = [path for path, module in baked.named_modules() if type(module).__name__ in LITE_CLASSES]
+    if lite_paths:
+        arch["lite_blocks"] = _lite_specs(arch, lite_paths)
+    return arch
+
+
+def _lite_specs(arch: Dict[str, Any], paths: list) -> list:
+    """For each lite block: its class and which module of the stock block each of its modules is.
+
+    Found by building the lite body from a fresh stock block (the method's own builder) and matching
+    the modules by identity, so the spec follows whatever the registered lite operator does.
+    """
+    from repl.method.blocks import discover_blocks
+    from repl.method.surrogates import lite_body
+
+    stock = build_exported({"model": arch["model"]})
+    infos = {info.path: info for info in discover_blocks(stock)}
+    specs = []
+    for path in paths:
+        block = stock.get_submodule(path)
+        names = {id(module): name for name, module in block.named_children()}
+        body = lite_body(block, infos[path])
+        modules = {name: names[id(module)] for name, module in body.named_children()}
+        strides = {name: list(module.stride) for name, module in body.named_children() if isinstance(module, nn.Conv2d)}
+        spec = {"path": path, "class": type(body).__name__, "modules": modules, "strides": strides}
+        if isinstance(body, lite.LiteTransformerBlock):
+            spec["post"] = list(body.post)
+        specs.append(spec)
+    return specs
+
+
+def export_run(run_dir: Path, out: Optional[Path] = None) -> Path:
+    """Bake the run's model and write model.safetensors, model.pt and architecture.json; returns the directory."""
+    from safetensors.torch import save as safetensors_bytes
+
+    from repl import bake
+    from repl.engine.checkpoint import atomic_write_bytes, atomic_write_json
+
+    cfg, state = load_run(run_dir)
+    baked = bake(trained_model(cfg, state)).eval()
+    arch = architecture(cfg, baked)
+    weights = {k: v.detach().clone().contiguous() for k, v in baked.state_dict().items()}  # no shared storage
+    try:
+        build_exported(arch).load_state_dict(weights, strict=True)
+    except RuntimeError as err:
+        raise ExportError(f"repl.method={cfg.repl.method} changes the architecture in a way export cannot describe: "
+                          f"{str(err).splitlines()[0]}") from None
+    progress = state["progress"]
+    arch.update(step=progress["step"], weights="ema" if "ema" in state else "model",
+                metrics=dict(progress.get("eval_metrics") or {}), files=[SAFETENSORS, STATE_DICT])
+    out = Path(out) if out is not None else Path(run_dir) / "export"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(out / SAFETENSORS, safetensors_bytes(weights, metadata={"format": FORMAT}))
+        buffer = io.BytesIO()
+        torch.save(weights, buffer)
+        atomic_write_bytes(out / STATE_DICT, buffer.getvalue())
+        atomic_write_json(out / ARCHITECTURE, arch)
+    except OSError as err:
+        raise ExportError(f"cannot write the export into {out}: {err.strerror or type(err).__name__}") from None
+    return out
+
+
+def main(argv: Optional[list] = None) -> int:
+    """Console-script entry: exit 0, or 2 with one line on bad input."""
+    parser = argparse.ArgumentParser(prog="repl-export", description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir", type=Path, help="a run directory (holds checkpoints/last.pt)")
+    parser.add_argument("--out", type=Path, default=None, help="where to write (default: RUN_DIR/export)")
+    args = parser.parse_args(argv)
+    try:
+        out = export_run(args.run_dir, args.out)
+    except ReplError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"exported {args.run_dir} to {out}: {SAFETENSORS}, {STATE_DICT}, {ARCHITECTURE}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
