@@ -16,7 +16,7 @@ from repl.config import TrainConfig, as_dict, to_config
 from repl.data import build_data, num_outputs
 from repl.engine import distributed, measure, rundir
 from repl.engine.checkpoint import atomic_write_json
-from repl.engine.console import echo
+from repl.engine.console import echo_error
 from repl.engine.trainer import Trainer
 from repl.errors import ReplError
 from repl.method.blocks import discover_blocks
@@ -80,6 +80,6 @@ def train_from_dictconfig(cfg: DictConfig, run_dir: Path) -> Dict[str, Any]:
 
 def report_user_error(err: ReplError) -> None:
     """One line, no traceback: the user can fix it from the message alone."""
-    echo(f"error: {err}", warning=True)  # on stderr, and in the run's train.log
+    echo_error(f"error: {err}")  # on stderr, and in the run's train.log
 
 

@@ -21,6 +21,24 @@ def echo(message: str, *, warning: bool = False) -> None:
         print(message, file=sys.stderr if warning else sys.stdout)
 
 
+def echo_error(message: str) -> None:
+    """Print `message` on stderr, always directly (a user error may come before Hydra configures logging, or
+    after an earlier run in the same process left handlers on a stream that is gone), and into train.log."""
+    print(message, file=sys.stderr)
+    record = LOG.makeRecord(LOG.name, logging.ERROR, __file__, 0, message, None, None)
+    for handler in file_handlers():
+        handler.handle(record)
+
+
+def file_handlers() -> list:
+    """The file handlers a `repl` record reaches (Hydra's per-run log file)."""
+    found, logger = [], LOG
+    while logger is not None:
+        found += [h for h in logger.handlers if isinstance(h, logging.FileHandler)]
+        logger = logger.parent if logger.propagate else None
+    return found
+
+
 class BelowWarning(logging.Filter):
     """Keeps records under WARNING: Hydra's stdout handler leaves warnings to the stderr one (configs/train.yaml)."""
 

@@ -17,7 +17,8 @@ from repl.method.plan import RESUME_KEYS, Plan
 
 FIXED_ON_RESUME = ("seed", "model", "repl", "task", "optim", "dataset", "trainer.precision", "trainer.grad_clip",
                    "trainer.ema_decay", "trainer.accumulate")  # what is trained, and how: key or group prefixes
-FREE_ON_RESUME = ("dataset.root", "dataset.download", "dataset.num_workers", "dataset.eval_batch_size")  # same data
+# Same data, or the same gradients computed another way (repl.recompute is bitwise-identical, tested).
+FREE_ON_RESUME = ("dataset.root", "dataset.download", "dataset.num_workers", "dataset.eval_batch_size", "repl.recompute")
 
 
 def check_resume_config(saved: Optional[Dict[str, Any]], current: Dict[str, Any], checkpoint: Path) -> None:

@@ -144,6 +144,17 @@ def test_what_a_run_prints_is_in_its_train_log(tmp_path):
         assert line in log
 
 
+def test_a_user_error_after_logging_is_set_up_is_one_stderr_line_and_in_the_train_log(tmp_path):
+    """Hydra configures logging before the run's own checks: the refusal is printed once, and kept in train.log."""
+    args = [sys.executable, str(ROOT / "train.py"), *TINY, "trainer.max_steps=2", f"hydra.run.dir={tmp_path}"]
+    assert subprocess.run(args, cwd=ROOT, capture_output=True, timeout=300).returncode == 0
+    result = subprocess.run([*args, "trainer.resume=false"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: trainer.resume=false but"), result.stderr
+    assert lines[0] in (tmp_path / "train.log").read_text()
+
+
 def test_the_logged_grad_norm_is_the_global_norm_of_the_stepped_gradients():
     import torch
 
