@@ -14,3 +14,21 @@ torch.set_num_threads(1)
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging():
+    """Hydra configures the root logger in-process (hydra.job_logging) with handlers bound to the stderr of
+    that moment, which pytest closes after the test; later tests' log records would hit a closed stream."""
+    import logging
+
+    loggers = [logging.getLogger(), logging.getLogger("repl")]
+    saved = [(lg, list(lg.handlers), lg.level, lg.propagate) for lg in loggers]
+    yield
+    for lg, handlers, level, propagate in saved:
+        for handler in lg.handlers:
+            if handler not in handlers:
+                handler.close()
+        lg.handlers[:] = handlers
+        lg.setLevel(level)
+        lg.propagate = propagate
