@@ -134,20 +134,15 @@ def test_a_resume_that_dropped_nothing_continues_the_wandb_run(tmp_path, offline
     assert not last.HasField("branch_point")
 
 
-def test_what_a_run_prints_is_in_its_train_log(tmp_path):
-    result = subprocess.run([sys.executable, str(ROOT / "train.py"), *TINY, "trainer.max_steps=2",
-                             f"hydra.run.dir={tmp_path}"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+def test_what_a_run_prints_is_in_its_train_log_and_a_later_user_error_too(tmp_path):
+    args = [sys.executable, str(ROOT / "train.py"), *TINY, "trainer.max_steps=2", f"hydra.run.dir={tmp_path}"]
+    result = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "results in" in result.stdout and not result.stdout.startswith("[")  # the console stays as printed
     log = (tmp_path / "train.log").read_text()
     for line in ("run dir:", "plan: method=repl", "training 2 steps", "params total / trainable", "results in"):
         assert line in log
-
-
-def test_a_user_error_after_logging_is_set_up_is_one_stderr_line_and_in_the_train_log(tmp_path):
-    """Hydra configures logging before the run's own checks: the refusal is printed once, and kept in train.log."""
-    args = [sys.executable, str(ROOT / "train.py"), *TINY, "trainer.max_steps=2", f"hydra.run.dir={tmp_path}"]
-    assert subprocess.run(args, cwd=ROOT, capture_output=True, timeout=300).returncode == 0
+    # Hydra configures logging before the run's own checks: a refusal is printed once, and kept in train.log
     result = subprocess.run([*args, "trainer.resume=false"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
