@@ -14,7 +14,7 @@ _RSS_UNIT = 1 if sys.platform == "darwin" else 1024
 
 
 class WindowStats:
-    """`train/grad_norm`: the global L2 norm of the gradients the optimizer stepped with (before clipping,
+    """`train/grad_norm`: the global L2 norm of the gradients the optimizer stepped with (after clipping,
     unscaled under fp16) at the last step of a logged window, measured by an optimizer step pre-hook on
     the steps `wanted()` names only; `memory/...`: peak memory so far."""
 
