@@ -69,3 +69,15 @@ def test_no_code_outside_the_records_compares_a_method_name():
     offending = [f"{p.relative_to(ROOT)}:{i}: {line.strip()}" for p in files
                  for i, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
     assert offending == []
+
+
+def test_the_plan_says_whether_ddp_must_expect_unused_parameters():
+    from repl.method.blocks import discover_blocks
+    from repl.method.plan import make_plan
+    from repl.models.cifar_resnet import CifarResNet
+
+    blocks = discover_blocks(CifarResNet(20))
+    expected = {("stochastic_depth", False): True, ("repl", True): True, ("repl", False): False,
+                ("drop", False): False, ("freeze", False): False, ("layerdrop", False): True, ("bp", False): False}
+    for (method, sd), unused in expected.items():
+        assert make_plan(blocks, ReplConfig(method=method, stochastic_depth=sd)).skips_blocks is unused, method
