@@ -6,7 +6,7 @@ what it reads, how it validates, and how it is applied to a model.
 """
 from __future__ import annotations
 
-from typing import Sequence, Tuple
+from typing import Any, Mapping, Sequence, Tuple
 
 from torch import nn
 
@@ -51,6 +51,11 @@ def apply_repl(model: nn.Module, plan: Plan, blocks: Sequence[BlockInfo], cfg: R
     return replaced, fusion
 
 
+def skips_blocks(settings: Mapping[str, Any]) -> bool:
+    """Only with repl.stochastic_depth are blocks (the ones left trained) skipped per batch."""
+    return bool(settings.get("stochastic_depth"))
+
+
 def validate(cfg: ReplConfig) -> None:
     """repl.stochastic_depth needs replaced blocks to compose with."""
     if cfg.stochastic_depth and cfg.is_plain_backprop:
@@ -66,6 +71,6 @@ METHOD = MethodRecord(
     verb="replaced",
     switches=frozenset({"select", "blocks", "boundary", "seed", "fusion", "adapt", "surrogate", "neighbor_grad",
                         "init_a", "init_b", "recompute", "stochastic_depth", "survival_last"}),
-    skips_blocks=lambda settings: bool(settings.get("stochastic_depth")),
+    skips_blocks=skips_blocks,
     validate=validate,
 )
