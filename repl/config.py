@@ -101,8 +101,7 @@ def to_config(cfg: DictConfig) -> TrainConfig:
         validate = getattr(part, "validate", None)
         if validate is not None:
             validate()
-    skips = obj.repl.method == "stochastic_depth" or (obj.repl.method == "repl" and obj.repl.stochastic_depth)
-    obj.trainer.validate_with(obj.task.name, per_batch_skips=skips)  # trainer.accumulate, once each key is valid
+    obj.trainer.validate_with(obj.task.name, per_batch_skips=obj.repl.skips_blocks)  # trainer.accumulate, once each key is valid
     return obj
 
 

@@ -30,6 +30,7 @@ COLUMNS = [
 ]
 METRIC_PREFIX = "metric."  # one column per task metric: metric.top1, metric.test_ppl, ...
 
+PLAIN_BACKPROP = "bp"  # the label of a plan that acts on no block (repl.method.registry.PLAIN_BACKPROP)
 
 NUMERIC = {"ratio", "seed", "epochs", "max_steps", "epochs_done", "steps_done", "world_size", "primary_value",
            "params_total", "params_trainable", "params_replaced", "params_fusion", "memory_peak_bytes",
@@ -70,11 +71,10 @@ def mapping(parent: dict[str, Any], key: str, problems: list[str], label: str | 
 
 
 def method_label(summary: dict[str, Any], plan: dict[str, Any]) -> str | None:
-    """The summary's method, with `bp` for a plan that replaced, dropped or froze nothing."""
-    method = summary.get("method")
-    if method in ("repl", "drop", "freeze") and "blocks" in plan and not plan["blocks"]:
-        return "bp"
-    return method
+    """The summary's method, with `bp` for a plan that acts on no block (ratio 0 of any method is plain backprop)."""
+    if "blocks" in plan and not plan["blocks"]:
+        return PLAIN_BACKPROP
+    return summary.get("method")
 
 
 def blocks_text(plan: dict[str, Any], problems: list[str]) -> str | None:

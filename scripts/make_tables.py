@@ -21,6 +21,7 @@ from pathlib import Path
 
 DEFAULT_RUNS = Path("results/runs.csv")
 DEFAULT_PAPER = Path("results/paper.csv")
+PAPER_METHOD = "repl"  # the method results/paper.csv reports, unless a row has a `method` column
 DEFAULT_OUT = Path("results/tables")
 GROUP_KEYS = ("experiment", "dataset", "model", "method", "ratio", "surrogate", "fusion", "epochs", "max_steps")
 OTHER = "other"
@@ -78,7 +79,7 @@ def group_runs(runs: list[dict[str, str]]) -> list[Group]:
 def _sort_key(key: tuple) -> tuple:
     record = dict(zip(GROUP_KEYS, key))
     ratio = number(record["ratio"]) or 0.0
-    return record["experiment"], record["model"], record["method"] != "bp", record["method"], ratio, key
+    return record["experiment"], record["model"], ratio != 0.0, record["method"], ratio, key  # plain backprop (ratio 0) first
 
 
 def mean_std(values: list[float]) -> tuple[float, float | None]:
@@ -118,7 +119,7 @@ def _row(ref: dict[str, str], group: Group | None, metric: str) -> dict[str, str
                 "commit": "—", "hardware": "—"}
     values = group.values(metric)
     mean, std = mean_std(values) if values else (None, None)
-    if group.key["method"] != "repl":  # the paper's numbers are RepL's
+    if group.key["method"] != (ref.get("method") or PAPER_METHOD):  # a paper number belongs to the method it reports
         paper_value = None
     measured = "—" if mean is None else fmt(mean) + ("" if std is None else f" ± {fmt(std)}")
     diff = "—" if mean is None or paper_value is None else f"{mean - paper_value:+.2f}"

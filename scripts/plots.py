@@ -21,7 +21,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_tables import DEFAULT_RUNS, group_runs, mean_std, read_csv
+from make_tables import DEFAULT_RUNS, group_runs, mean_std, number, read_csv
 
 DEFAULT_OUT = Path("results/figures")
 COST = (("params_trainable", "trainable parameters", 1.0), ("memory_peak_bytes", "peak memory (MiB)", 2.0**-20))
@@ -49,8 +49,8 @@ def _series(groups, column: str, scale: float = 1.0) -> dict[str, list[tuple[flo
 def _plot_vs_ratio(ax, series: dict, ylabel: str) -> None:
     for method, points in sorted(series.items()):
         xs, ys, errs = zip(*points)
-        if method == "bp" and set(xs) == {0.0}:
-            ax.axhline(ys[0], color="black", linestyle="--", label="bp")
+        if set(xs) == {0.0}:  # plain backprop: every method at ratio 0 is collected as it
+            ax.axhline(ys[0], color="black", linestyle="--", label=method)
             ax.plot(0.0, ys[0], "ks")  # the baseline is ratio 0: keep it on the axis
             ax.axhspan(ys[0] - errs[0], ys[0] + errs[0], color="black", alpha=0.1)
         else:
@@ -99,7 +99,8 @@ def plot_experiment(experiment: str, groups, out: Path) -> list[Path]:
     firsts = {}
     for group in groups:
         for run in sorted(group.completed, key=lambda r: int(r.get("seed") or 0)):
-            label = "bp" if group.key["method"] == "bp" else f"{group.key['method']} {group.key['ratio']}"
+            ratio = group.key["ratio"]
+            label = group.key["method"] if not number(ratio) else f"{group.key['method']} {ratio}"  # ratio 0: plain backprop
             firsts.setdefault(label, Path(run["path"]))
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
     for label, run_dir in sorted(firsts.items()):

@@ -67,12 +67,12 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     ratio = max_replaceable(n) / n if args.ratio == "max" else float(args.ratio)
     rows: List[Dict[str, Any]] = []
     steps = []
-    for method in ("bp", "repl"):
+    for label, replaced in (("BP", 0.0), (f"RepL {args.surrogate}", ratio)):  # ratio 0 is plain backprop
         grads = None
         for ckpt in (False, True):
             base = cuda_allocated(device)
             model = copy.deepcopy(template)
-            plan = apply_replacement(model, ReplConfig(ratio=ratio if method == "repl" else 0.0, surrogate=args.surrogate))
+            plan = apply_replacement(model, ReplConfig(ratio=replaced, surrogate=args.surrogate))
             model.to(device).train()
             if ckpt:
                 enable_activation_checkpointing(model, paths)
@@ -92,7 +92,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
             step()
             peak = step_peak(step, device, base)
             steps.append(step)
-            rows.append({"label": f"{'RepL ' + args.surrogate if method == 'repl' else 'BP'}{' + checkpointing' if ckpt else ''}",
+            rows.append({"label": f"{label}{' + checkpointing' if ckpt else ''}",
                          "method": plan.method, "checkpointing": ckpt, "blocks": plan.blocks,
                          "trainable": measure.count_parameters(model)["trainable"], "flops": probe["flops"],
                          "memory": {**probe["memory"], "cuda_peak": peak},

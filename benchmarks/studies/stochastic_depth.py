@@ -27,6 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import provenance, set_threads  # noqa: E402
 from benchmarks.studies.harness import SEQUENTIAL_TIMES, default_apply, report_runs, train_run  # noqa: E402
+from repl.method.registry import Selection, get_method  # noqa: E402
 
 DEFAULTS = ["trainer.device=cpu", "model=resnet32", "trainer.epochs=4", "trainer.progress=false", "repl.ratio=0.25"]
 
@@ -56,8 +57,9 @@ def markdown(result: Dict[str, Any]) -> str:
     for label, run in result["runs"].items():
         s = run["summary"]
         plan = s["plan"]
-        sd = plan["settings"].get("stochastic_depth") and plan["method"] == "repl"
-        what = (f"replaced {plan['blocks']}" if plan["method"] == "repl" else plan["method"]) + (
+        record = get_method(plan["method"])
+        sd = bool(plan["settings"].get("stochastic_depth"))  # the switch validates with repl.method=repl only
+        what = (f"{record.verb} {plan['blocks']}" if record.selection is Selection.CHOSEN else plan["method"]) + (
             f", stochastic depth on {plan['num_blocks'] - len(plan['blocks'])} trained blocks" if sd else "")
         lines.append(f"| {label} | {what} | {s['primary']['value']:.2f} | {s['params']['trainable']:,} "
                      f"| {s['flops']['train_step'] / 1e9:.2f} |")

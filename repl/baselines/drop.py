@@ -6,14 +6,16 @@ state_dict holds only `<path>.downsample.*` (same keys as in the original block)
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Sequence, Tuple
 
 import torch
 from torch import nn
 
 from repl.baselines.residual import ResidualParts
 from repl.method.blocks import BlockInfo, get_module, set_module
+from repl.method.config import ReplConfig
 from repl.method.plan import Plan, planned_blocks
+from repl.method.registry import MethodRecord, Selection
 
 
 class ShortcutOnly(ResidualParts):
@@ -37,3 +39,17 @@ def apply_drop(model: nn.Module, plan: Plan, blocks: Sequence[BlockInfo]) -> int
         removed += sum(p.numel() for p in block.parameters()) - sum(p.numel() for p in kept.parameters())
         set_module(model, info.path, kept)
     return removed
+
+
+def _apply(model: nn.Module, plan: Plan, blocks: Sequence[BlockInfo], cfg: ReplConfig) -> Tuple[int, int]:
+    return apply_drop(model, plan, blocks), 0
+
+
+METHOD = MethodRecord(
+    name="drop",
+    summary="the blocks RepL would replace are removed outright (shortcut only)",
+    selection=Selection.CHOSEN,
+    apply=_apply,
+    verb="dropped",
+    switches=frozenset({"select", "blocks", "boundary", "seed"}),
+)

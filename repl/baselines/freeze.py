@@ -9,14 +9,16 @@ otherwise.) Gradients still flow through a frozen block to the blocks before it.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Sequence, Tuple
 
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from repl.errors import UnsupportedModelError
 from repl.method.blocks import BlockInfo, get_module, set_module
+from repl.method.config import ReplConfig
 from repl.method.plan import Plan, planned_blocks
+from repl.method.registry import MethodRecord, Selection
 
 
 class EvalBatchNorm2d(nn.BatchNorm2d):
@@ -50,3 +52,17 @@ def apply_freeze(model: nn.Module, plan: Plan, blocks: Sequence[BlockInfo]) -> i
             p.requires_grad_(False)
             frozen += p.numel()
     return frozen
+
+
+def _apply(model: nn.Module, plan: Plan, blocks: Sequence[BlockInfo], cfg: ReplConfig) -> Tuple[int, int]:
+    return apply_freeze(model, plan, blocks), 0
+
+
+METHOD = MethodRecord(
+    name="freeze",
+    summary="the blocks RepL would replace stay in place, frozen at their initial values",
+    selection=Selection.CHOSEN,
+    apply=_apply,
+    verb="frozen",
+    switches=frozenset({"select", "blocks", "boundary", "seed"}),
+)

@@ -12,14 +12,16 @@ original names, so state_dict keys are unchanged (`layer2.0.conv1.weight` stays 
 """
 from __future__ import annotations
 
-from typing import Any, List, Sequence
+from typing import Any, List, Sequence, Tuple
 
 import torch
 from torch import nn
 
 from repl.baselines.residual import ResidualParts
 from repl.method.blocks import BlockInfo, get_module, set_module
+from repl.method.config import ReplConfig
 from repl.method.plan import Plan, planned_blocks
+from repl.method.registry import MethodRecord, Selection, always
 
 
 def survival_probabilities(num_blocks: int, survival_last: float) -> List[float]:
@@ -58,3 +60,25 @@ def apply_stochastic_depth(model: nn.Module, plan: Plan, blocks: Sequence[BlockI
     """Wrap every planned block (the whole sequence) in place; no parameter is removed, so returns 0."""
     wrap_blocks(model, planned_blocks(plan, blocks), plan.num_blocks, plan.settings["survival_last"])
     return 0
+
+
+def _apply(model: nn.Module, plan: Plan, blocks: Sequence[BlockInfo], cfg: ReplConfig) -> Tuple[int, int]:
+    return apply_stochastic_depth(model, plan, blocks), 0
+
+
+def describe(plan: Plan) -> str:
+    """The plan line: every block, and the survival at the last."""
+    return (f"plan: method={plan.method} on all {plan.num_blocks} {plan.family} blocks, survival decaying linearly "
+            f"to {plan.settings.get('survival_last')} at the last")
+
+
+METHOD = MethodRecord(
+    name="stochastic_depth",
+    summary="stochastic depth (Huang et al. 2016) over the whole block sequence, survival decaying linearly",
+    selection=Selection.ALL,
+    apply=_apply,
+    describe=describe,
+    uses_ratio=False,
+    switches=frozenset({"survival_last"}),
+    skips_blocks=always,
+)

@@ -54,8 +54,8 @@ class Trainer:
         self.train_model = self.forward_model
         if dist.world_size > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
-            # Stochastic depth skips whole branches, leaving their parameters without gradient on that step.
-            unused = plan.method == "stochastic_depth" or bool(plan.settings.get("stochastic_depth"))
+            # A method that skips blocks per batch leaves their parameters without gradient on that step.
+            unused = plan.skips_blocks
             self.train_model = nn.parallel.DistributedDataParallel(self.forward_model, device_ids=ids,
                                                                    find_unused_parameters=unused)
         self.optimizer = build_optimizer(cfg.optim, self.model, self.device)

@@ -1,13 +1,14 @@
 """ReplConfig: every switch of the method and of its baselines (docs/method.md), validated before any compute."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import List, Optional
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, List, Optional
 
 from repl.bounds import SEED, bounds, check_numbers
 from repl.errors import ConfigError
+from repl.method.registry import MethodRecord, Selection, get_method, methods_reading
 
-METHODS = ("repl", "bp", "drop", "freeze", "stochastic_depth")
+NOT_SWITCHES = ("method", "ratio")  # every other key is a switch a method record accepts or leaves at its default
 CHOICES = {
     "select": ("uniform", "random", "explicit"),
     "boundary": ("avoid", "allow"),
@@ -21,8 +22,8 @@ CHOICES = {
 class ReplConfig:
     """How blocks are chosen and what replaces them. Also the schema of the Hydra `repl` group."""
 
-    method: str = "repl"  # repl | bp (plain backprop) | drop | freeze | stochastic_depth
-    ratio: float = field(default=0.25, metadata=bounds(ge=0, lt=1))  # fraction of the block sequence to replace; 0 = plain backprop
+    method: str = "repl"  # a registered method (repl.method.registry.method_names(): repl, bp and the baselines)
+    ratio: float = field(default=0.25, metadata=bounds(ge=0, lt=1))  # fraction of the block sequence to replace (layerdrop: drop probability); 0 = plain backprop
     select: str = "uniform"  # uniform | random | explicit
     blocks: Optional[List[int]] = None  # block indices, with select=explicit
     boundary: str = "avoid"  # avoid | allow stage-boundary blocks
@@ -40,8 +41,7 @@ class ReplConfig:
     def validate(self) -> "ReplConfig":
         """Raise ConfigError naming the key if any value is outside what is accepted."""
         check_numbers(self, "repl.")
-        if self.method not in METHODS:
-            raise ConfigError(f"repl.method={self.method!r} is not supported; choose one of {', '.join(METHODS)}")
+        record = self.record
         for key, allowed in CHOICES.items():
             value = getattr(self, key)
             if value not in allowed:
@@ -50,21 +50,42 @@ class ReplConfig:
             raise ConfigError("repl.select=explicit needs repl.blocks=[i,j,...] (block indices)")
         if self.blocks is not None and self.select != "explicit":
             raise ConfigError("repl.blocks is only used with repl.select=explicit")
-        if self.stochastic_depth and self.method != "repl":
-            raise ConfigError(f"repl.stochastic_depth=true composes with repl.method=repl only, not {self.method}; "
-                              "stochastic depth alone is repl=stochastic_depth")
-        if self.stochastic_depth and self.is_plain_backprop:
-            raise ConfigError("repl.stochastic_depth=true composes with replaced blocks, and repl.ratio=0 replaces none; "
-                              "set repl.ratio > 0, or use repl=stochastic_depth for stochastic depth alone")
-        if self.recompute and self.method != "repl":
-            raise ConfigError(f"repl.recompute=true applies to repl.method=repl (surrogates), not {self.method}")
+        self._refuse_unread_switches(record)
+        if record.validate is not None:
+            record.validate(self)
         return self
+
+    def _refuse_unread_switches(self, record: MethodRecord) -> None:
+        """A switch set away from its default that this method does not read would be recorded but do nothing."""
+        for f in fields(self):
+            if f.name in NOT_SWITCHES or f.name in record.switches:
+                continue
+            value = getattr(self, f.name)
+            default = f.default_factory() if callable(f.default_factory) else f.default  # type: ignore[misc]
+            if value != default:
+                readers = methods_reading(f.name)
+                raise ConfigError(f"repl.{f.name}={_shown(value)} applies to repl.method={'|'.join(readers) or 'none'}, "
+                                  f"not {self.method}")
+
+    @property
+    def record(self) -> MethodRecord:
+        """The registered record of `method` (ConfigError if there is none)."""
+        return get_method(self.method)
 
     @property
     def is_plain_backprop(self) -> bool:
         """True when the run is plain end-to-end training (method bp or nothing to replace)."""
-        if self.method == "bp":
+        record = self.record
+        if record.selection is Selection.NONE:
             return True
-        if self.method == "stochastic_depth":
-            return False
-        return self.select != "explicit" and float(self.ratio) == 0.0
+        return record.uses_ratio and self.select != "explicit" and float(self.ratio) == 0.0
+
+    @property
+    def skips_blocks(self) -> bool:
+        """Whether some blocks are skipped on some training batches (their parameters then get no gradient)."""
+        return not self.is_plain_backprop and self.record.skips_blocks(asdict(self))
+
+
+def _shown(value: Any) -> str:
+    """A value as written on the command line (true, not True)."""
+    return str(value).lower() if isinstance(value, bool) else str(value)

@@ -14,9 +14,10 @@ Rules for `repl`, `drop` and `freeze` (all three get the same blocks for the sam
   weights per block in place of distances. `explicit` takes `repl.blocks` as given (checked
   against the rules; `boundary` does not apply and `ratio` is ignored).
 
-`stochastic_depth` (Huang et al. 2016) acts on the whole sequence: every block gets a survival
-probability decaying linearly from the first to `survival_last` at the last; `ratio`, `select`
-and `boundary` do not apply. `bp` and ratio 0 give an empty plan.
+Which of these a method gets is its record's `selection` (repl/method/registry.py): the chosen
+blocks above (`repl`, `drop`, `freeze`), the whole sequence (`stochastic_depth`, `layerdrop`:
+`select` and `boundary` do not apply), or none (`bp`). Plain backprop (bp, or ratio 0 of a method
+whose knob is the ratio) gives an empty plan.
 """
 from __future__ import annotations
 
@@ -29,12 +30,12 @@ from typing import Any, Callable, Dict, List, Sequence, Tuple
 from repl.errors import CheckpointError, ConfigError
 from repl.method.blocks import BlockInfo
 from repl.method.config import ReplConfig
+from repl.method.registry import Selection, get_method
 
 SETTING_KEYS = (
     "select", "boundary", "fusion", "adapt", "surrogate", "neighbor_grad", "seed", "init_a", "init_b", "survival_last",
     "stochastic_depth",
 )
-ACTIONS = {"repl": "replaced", "drop": "dropped", "freeze": "frozen"}
 
 
 @dataclass
@@ -44,7 +45,7 @@ class Plan:
     method: str
     family: str
     num_blocks: int
-    ratio: float  # the configured ratio; len(blocks) / num_blocks for explicit and stochastic_depth plans
+    ratio: float  # the configured ratio; len(blocks) / num_blocks for explicit plans and methods that do not read it
     blocks: List[int]
     paths: List[str]
     max_ratio: float  # max_replaceable(num_blocks) / num_blocks
@@ -68,16 +69,14 @@ class Plan:
     def describe(self) -> str:
         """Human lines printed at the start of a run."""
         n, family = self.num_blocks, self.family
-        if self.method == "stochastic_depth":
-            return (
-                f"plan: method=stochastic_depth on all {n} {family} blocks, survival decaying linearly "
-                f"to {self.settings.get('survival_last')} at the last"
-            )
+        record = get_method(self.method)
+        if record.describe is not None and self.blocks:
+            return record.describe(self)
         if not self.blocks:
             return f"plan: method={self.method}, nothing replaced: all {n} {family} blocks trained end to end"
         allowed = max_replaceable(n)
         lines = [
-            f"plan: method={self.method}, {len(self.blocks)} of {n} {family} blocks {ACTIONS[self.method]} "
+            f"plan: method={self.method}, {len(self.blocks)} of {n} {family} blocks {record.verb} "
             f"(ratio {self.ratio:g}; at most {allowed}, ratio {self.max_ratio:.3f})",
             "  blocks: " + ", ".join(f"{i} {p}" for i, p in zip(self.blocks, self.paths)),
             "  settings: " + " ".join(f"{k}={v}" for k, v in self.settings.items()),
@@ -85,6 +84,11 @@ class Plan:
         if self.params_replaced or self.params_fusion:
             lines.append(f"  params: replaced={self.params_replaced:,} fusion={self.params_fusion:,}")
         return "\n".join(lines)
+
+    @property
+    def skips_blocks(self) -> bool:
+        """Whether some blocks are skipped on some training batches, so their parameters get no gradient then."""
+        return bool(self.blocks) and get_method(self.method).skips_blocks(self.settings)
 
     def same_as(self, other: "Plan") -> bool:
         """Whether a checkpoint made under `other` can resume under this plan."""
@@ -110,16 +114,18 @@ def make_plan(blocks: Sequence[BlockInfo], cfg: ReplConfig) -> Plan:
     n = len(blocks)
     family = blocks[0].family if blocks else ""
     ratio = float(cfg.ratio)
-    if cfg.method == "bp":
+    record = get_method(cfg.method)
+    if record.selection is Selection.NONE or cfg.is_plain_backprop:
         chosen, ratio = [], 0.0
-    elif cfg.method == "stochastic_depth":
+    elif record.selection is Selection.ALL:
         chosen = list(range(n))
+        if not record.uses_ratio:
+            ratio = 1.0 if n else 0.0
     elif cfg.select == "explicit":
         chosen = _checked_explicit(list(cfg.blocks), n, family)
+        ratio = len(chosen) / n if n else 0.0
     else:
         chosen = _choose(_checked_count(ratio, n, family), blocks, cfg)
-    if cfg.method == "stochastic_depth" or cfg.select == "explicit":
-        ratio = len(chosen) / n if n else 0.0
     return Plan(
         method=cfg.method,
         family=family,
