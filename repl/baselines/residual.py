@@ -19,6 +19,8 @@ returning its tuple (`BlockInfo.call`).
 """
 from __future__ import annotations
 
+import inspect
+import types
 from typing import Any, Iterable, Mapping, Optional
 
 import torch
@@ -32,7 +34,8 @@ class ResidualParts(nn.Module):
     """Holds some of a block's own submodules under their original names (so state_dict keys keep theirs).
 
     With `whole=True` it also holds the parameters and buffers set on the block itself (ConvNeXt's
-    `gamma`) and, for `Residual.FORWARD`, the block's plain attributes its forward reads.
+    `gamma`) and, for `Residual.FORWARD`, the block's plain attributes and methods its forward reads
+    (Swin's `shift_size`, `_attn`).
     """
 
     def __init__(self, block: nn.Module, info: BlockInfo, names: Iterable[str], whole: bool = False) -> None:
@@ -49,6 +52,7 @@ class ResidualParts(nn.Module):
                 "its family must declare Residual.FORWARD"
             )
         # FORWARD blocks run their class's own forward on these same submodules.
+        self._block_class = type(block) if forward_rule else None
         self._block_forward = type(block).forward if forward_rule else None
         self.info = info
         for name in dict.fromkeys(names):
@@ -67,6 +71,17 @@ class ResidualParts(nn.Module):
             for name, value in vars(block).items():
                 if not name.startswith("_") and not hasattr(self, name):
                     setattr(self, name, value)
+
+    def __getattr__(self, name: str) -> Any:
+        """Submodules, parameters and buffers as any module; else a method of a FORWARD block's class, bound here."""
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            cls = self.__dict__.get("_block_class")
+            method = inspect.getattr_static(cls, name, None) if cls is not None else None
+            if not isinstance(method, types.FunctionType):
+                raise
+            return types.MethodType(method, self)
 
     def full(self, x: torch.Tensor, **kwargs: Any) -> Any:
         """What the original block returns, with its residual computed.
