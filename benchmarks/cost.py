@@ -37,7 +37,7 @@ from benchmarks.common import (cuda_allocated, header, interleave, mib, provenan
                                spread, write_result)  # noqa: E402
 from repl import ReplConfig, apply_replacement  # noqa: E402
 from repl.engine import measure  # noqa: E402
-from repl.method.blocks import discover_blocks  # noqa: E402
+from repl.families import discover_blocks  # noqa: E402
 from repl.method.plan import max_replaceable, replace_count  # noqa: E402
 from repl.models import build_model  # noqa: E402
 from repl.models.config import ModelConfig  # noqa: E402

@@ -151,7 +151,7 @@ def _lite_specs(arch: Dict[str, Any], paths: list) -> list:
     Found by building the lite body from a fresh stock block (the method's own builder) and matching
     the modules by identity, so the spec follows whatever the registered lite operator does.
     """
-    from repl.method.blocks import discover_blocks
+    from repl.families import discover_blocks
     from repl.method.surrogates import lite_body
 
     stock = build_exported({"model": arch["model"]})

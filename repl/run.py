@@ -19,7 +19,7 @@ from repl.engine.checkpoint import atomic_write_json
 from repl.engine.console import echo_error
 from repl.engine.trainer import Trainer
 from repl.errors import ReplError
-from repl.method.blocks import discover_blocks
+from repl.families import discover_blocks
 from repl.models import build_model
 from repl.tasks import build_task
 

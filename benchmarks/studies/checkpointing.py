@@ -33,7 +33,7 @@ from benchmarks.cost import SPECS, loss_of, make_optimizer  # noqa: E402
 from repl import ReplConfig, apply_replacement  # noqa: E402
 from repl.engine import measure  # noqa: E402
 from repl.engine.trainer import enable_activation_checkpointing  # noqa: E402
-from repl.method.blocks import discover_blocks  # noqa: E402
+from repl.families import discover_blocks  # noqa: E402
 from repl.method.plan import max_replaceable  # noqa: E402
 
 

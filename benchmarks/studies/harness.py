@@ -21,7 +21,7 @@ from repl.config import TrainConfig, compose, to_config
 from repl.data import build_data, num_outputs
 from repl.engine import distributed
 from repl.engine.trainer import Trainer
-from repl.method.blocks import discover_blocks
+from repl.families import discover_blocks
 from repl.method.plan import Plan
 from repl.models import build_model
 from repl.run import seed_everything

@@ -28,7 +28,7 @@ from benchmarks.common import header, interleave, provenance, resolve_device, se
 from benchmarks.cost import SPECS  # noqa: E402
 from repl import ReplConfig, apply_replacement, bake  # noqa: E402
 from repl.engine import measure  # noqa: E402
-from repl.method.blocks import discover_blocks  # noqa: E402
+from repl.families import discover_blocks  # noqa: E402
 from repl.method.plan import max_replaceable  # noqa: E402
 
 DEFAULT_MODELS = "resnet32,resnet110,resnet50,vit_b,lm"

@@ -1,8 +1,9 @@
 """`drop`: the planned blocks removed outright ("directly skipping or removing layers").
 
 A dropped block becomes a `ShortcutOnly`: with a projection shortcut it keeps only the projection
-(and the block's output activation), so shapes still match; otherwise it is the identity. Its
-state_dict holds only `<path>.downsample.*` (same keys as in the original block), or nothing.
+(and the block's output activation), so shapes still match; otherwise it is the identity (a
+tuple-returning block returns its hidden state in the tuple its family declares). Its state_dict
+holds only `<path>.downsample.*` (same keys as in the original block), or nothing.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import torch
 from torch import nn
 
 from repl.baselines.residual import ResidualParts
-from repl.method.blocks import BlockInfo, get_module, set_module
+from repl.families import BlockInfo, get_module, set_module
 from repl.method.config import ReplConfig
 from repl.method.plan import Plan, planned_blocks
 from repl.method.registry import MethodRecord, Selection
@@ -25,9 +26,9 @@ class ShortcutOnly(ResidualParts):
         kept = [info.shortcut, info.out_act] if info.shortcut is not None else []
         super().__init__(block, info, kept)
 
-    def forward(self, x: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, **kwargs: Any) -> Any:
         """The shortcut alone; keyword arguments (a transformer block's attention mask) have nothing to act on."""
-        return self.merge(x, None)
+        return self.skipped(x, kwargs)
 
 
 def apply_drop(model: nn.Module, plan: Plan, blocks: Sequence[BlockInfo]) -> int:

@@ -15,7 +15,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from repl.errors import UnsupportedModelError
-from repl.method.blocks import BlockInfo, get_module, set_module
+from repl.families import BlockInfo, get_module, set_module
 from repl.method.config import ReplConfig
 from repl.method.plan import Plan, planned_blocks
 from repl.method.registry import MethodRecord, Selection

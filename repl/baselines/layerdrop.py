@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from repl.baselines.residual import ResidualParts
-from repl.method.blocks import BlockInfo, get_module, set_module
+from repl.families import BlockInfo, get_module, set_module
 from repl.method.config import ReplConfig
 from repl.method.plan import Plan, planned_blocks
 from repl.method.registry import MethodRecord, Selection, always

@@ -1,4 +1,8 @@
-"""A residual block rebuilt from its BlockInfo, so a baseline can skip or scale the residual branch.
+"""A residual block rebuilt from its BlockInfo, so a baseline can skip or scale its residual.
+
+The block family says how (`BlockInfo.residual`, repl/families/contract.py):
+
+`Residual.BRANCH` (a ResNet block):
 
     out = out_act(scale * branch(x) + shortcut(x))      branch computed
     out = out_act(shortcut(x))                          branch skipped, projection shortcut
@@ -8,62 +12,113 @@ The last line leaves out `out_act`: the block's input is already the output of a
 block or stem), so ReLU(x) = x, and an in-place ReLU on x would corrupt the previous block's
 saved activation. For blocks whose output activation is not a ReLU this is an approximation.
 
-Transformer blocks (pre-norm, two residual sub-layers, no output activation) have no single
-branch: their residual is `block(x) - x`, computed by the block class's own forward over the
-same submodules, and without it the block is the identity.
+`Residual.FORWARD` (pre-norm transformer, ConvNeXt): the residual is `block(x) - x`, computed by the
+block class's own forward over the same submodules, parameters and buffers; without it the block is
+the identity. Keyword arguments are passed to that forward, and a tuple-returning block keeps
+returning its tuple (`BlockInfo.call`).
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, Optional
+import inspect
+import types
+from typing import Any, Iterable, Mapping, Optional
 
 import torch
 from torch import nn
 
 from repl.errors import UnsupportedModelError
-from repl.method.blocks import BlockInfo
+from repl.families.contract import BlockInfo, Residual
 
 
 class ResidualParts(nn.Module):
-    """Holds some of a block's own submodules under their original names (so state_dict keys keep theirs)."""
+    """Holds some of a block's own submodules under their original names (so state_dict keys keep theirs).
 
-    def __init__(self, block: nn.Module, info: BlockInfo, names: Iterable[str]) -> None:
+    With `whole=True` it also holds the parameters and buffers set on the block itself (ConvNeXt's
+    `gamma`) and, for `Residual.FORWARD`, the block's plain attributes and methods its forward reads
+    (Swin's `shift_size`, `_attn`).
+    """
+
+    def __init__(self, block: nn.Module, info: BlockInfo, names: Iterable[str], whole: bool = False) -> None:
         super().__init__()
-        # Transformer blocks run their class's own forward on these same submodules.
-        self._block_forward = type(block).forward if info.kind == "transformer" else None
-        if self._block_forward is None and (not info.branch or info.out_act is None):
+        forward_rule = info.residual is Residual.FORWARD
+        if not forward_rule and (not info.branch or info.out_act is None):
             raise UnsupportedModelError(
                 f"{info.family} block {info.path} ({info.kind}) is not a described residual block"
             )
-        if next(block.parameters(recurse=False), None) is not None:
-            raise UnsupportedModelError(f"{info.family} block {info.path} has parameters outside its submodules")
+        own = dict(block.named_parameters(recurse=False))
+        if own and not forward_rule:
+            raise UnsupportedModelError(
+                f"{info.family} block {info.path} has parameters outside its submodules ({', '.join(own)}); "
+                "its family must declare Residual.FORWARD"
+            )
+        # FORWARD blocks run their class's own forward on these same submodules.
+        self._block_class = type(block) if forward_rule else None
+        self._block_forward = type(block).forward if forward_rule else None
         self.info = info
         for name in dict.fromkeys(names):
             self.add_module(name, getattr(block, name))
+        if whole:
+            self._hold_own_state(block, own)
 
-    def full(self, x: torch.Tensor, **kwargs: Any) -> torch.Tensor:
-        """The block's output with its residual computed, exactly as the original block.
+    def _hold_own_state(self, block: nn.Module, own: Mapping[str, nn.Parameter]) -> None:
+        """The block's own parameters, buffers (persistent as they were) and public plain attributes."""
+        for name, param in own.items():
+            self.register_parameter(name, param)
+        keys = set(block.state_dict(keep_vars=True))
+        for name, buf in block.named_buffers(recurse=False):
+            self.register_buffer(name, buf, persistent=name in keys)
+        if self._block_forward is not None:
+            for name, value in vars(block).items():
+                if not name.startswith("_") and not hasattr(self, name):
+                    setattr(self, name, value)
 
-        Keyword arguments (timm's `attn_mask=`, `is_causal=`) go to a transformer block's own forward.
+    def __getattr__(self, name: str) -> Any:
+        """Submodules, parameters and buffers as any module; else a method of a FORWARD block's class, bound here."""
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            cls = self.__dict__.get("_block_class")
+            method = inspect.getattr_static(cls, name, None) if cls is not None else None
+            if not isinstance(method, types.FunctionType):
+                raise
+            return types.MethodType(method, self)
+
+    def full(self, x: torch.Tensor, **kwargs: Any) -> Any:
+        """What the original block returns, with its residual computed.
+
+        Keyword arguments (timm's `attn_mask=`, `is_causal=`) go to a FORWARD block's own forward.
         """
         if self._block_forward is not None:
             return self._block_forward(self, x, **kwargs)
         return self.merge(x, self.residual(x))
 
     def residual(self, x: torch.Tensor, **kwargs: Any) -> torch.Tensor:
-        """The residual branch, module by module in forward order (transformers: block(x) - x)."""
+        """The residual branch, module by module in forward order (FORWARD blocks: block(x) - x)."""
         if self._block_forward is not None:
-            return self._block_forward(self, x, **kwargs) - x
+            return self.info.call.hidden(self._block_forward(self, x, **kwargs)) - x
         for name in self.info.branch:
             x = getattr(self, name)(x)
         return x
 
     def merge(self, x: torch.Tensor, residual: Optional[torch.Tensor]) -> torch.Tensor:
-        """Block output from its input and its (possibly skipped, possibly scaled) residual."""
+        """Block output (hidden state) from its input and its (possibly skipped, possibly scaled) residual."""
         if residual is None and self.info.shortcut is None:
             return x
         shortcut = x if self.info.shortcut is None else getattr(self, self.info.shortcut)(x)
         out = shortcut if residual is None else residual + shortcut
         return out if self.info.out_act is None else getattr(self, self.info.out_act)(out)
+
+    def skipped(self, x: torch.Tensor, kwargs: Mapping[str, Any]) -> Any:
+        """What the block returns with its residual skipped (a tuple for tuple-returning blocks)."""
+        return self.info.call.skipped(self.merge(x, None), kwargs)
+
+    def scaled(self, x: torch.Tensor, scale: float, kwargs: Mapping[str, Any]) -> Any:
+        """What the block returns with its residual multiplied by `scale`."""
+        if self._block_forward is None:
+            return self.merge(x, self.residual(x) * scale)
+        out = self._block_forward(self, x, **kwargs)
+        hidden = self.info.call.hidden(out)
+        return self.info.call.with_hidden(out, self.merge(x, (hidden - x) * scale))
 
     def extra_repr(self) -> str:
         return f"path={self.info.path!r}"

@@ -8,7 +8,8 @@ scaled by p_l. One draw per block per forward, from torch's default CPU generato
 reproducible under `torch.manual_seed`; DDP ranks must share the seed to drop the same blocks).
 
 Each block becomes a `StochasticDepthBlock` that holds the block's own submodules under their
-original names, so state_dict keys are unchanged (`layer2.0.conv1.weight` stays as it is).
+original names, and the parameters and buffers set on the block itself (ConvNeXt's `gamma`), so
+state_dict keys are unchanged (`layer2.0.conv1.weight` stays as it is).
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import torch
 from torch import nn
 
 from repl.baselines.residual import ResidualParts
-from repl.method.blocks import BlockInfo, get_module, set_module
+from repl.families import BlockInfo, get_module, set_module
 from repl.method.config import ReplConfig
 from repl.method.plan import Plan, planned_blocks
 from repl.method.registry import MethodRecord, Selection, always
@@ -33,16 +34,16 @@ class StochasticDepthBlock(ResidualParts):
     """A residual block whose branch runs with probability `survival` in training, scaled by it in eval."""
 
     def __init__(self, block: nn.Module, info: BlockInfo, survival: float) -> None:
-        super().__init__(block, info, [name for name, _ in block.named_children()])
+        super().__init__(block, info, [name for name, _ in block.named_children()], whole=True)
         self.survival = survival
 
-    def forward(self, x: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, **kwargs: Any) -> Any:
         """Keyword arguments (a transformer block's attention mask) go to the block's own forward."""
         if not self.training:
-            return self.merge(x, self.residual(x, **kwargs) * self.survival)
+            return self.scaled(x, self.survival, kwargs)
         if torch.rand(()).item() < self.survival:
             return self.full(x, **kwargs)
-        return self.merge(x, None)
+        return self.skipped(x, kwargs)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, survival={self.survival:.4f}"

@@ -31,7 +31,7 @@ from repl.engine.optim import build_optimizer, build_schedule
 from repl.engine.resume_check import check_resume_config, check_resume_plan
 from repl.engine.summary import RunSummary
 from repl.errors import CheckpointError
-from repl.method.blocks import get_module
+from repl.families import get_module
 from repl.method.plan import Plan
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "16": torch.float16}

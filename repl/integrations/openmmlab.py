@@ -1,12 +1,8 @@
 """RepL for OpenMMLab: mm ResNet backbones in the block registry, a `ReplResNet` backbone, model builders.
 
 Importing this module (directly, or from an mm config through
-`custom_imports = dict(imports=["repl.integrations.openmmlab"])`) does three things:
+`custom_imports = dict(imports=["repl.integrations.openmmlab"])`) does two things:
 
-- registers the `openmmlab_resnet` block family: an mmdet/mmseg `ResNet` (or any model whose
-  `.backbone` is one, i.e. every detector and segmentor built on it) lists its blocks as
-  `backbone.layer2.1`, ... so `apply_replacement` plans, fuses, bakes and counts them exactly as
-  for torchvision or timm ResNets (same BlockInfo kinds, so the same lite operator);
 - registers `ReplResNet` in mmdet's and mmseg's MODELS (and `ReplResNetV1c` in mmseg's): the stock
   ResNet, initialised, then `apply_replacement(self, **repl)`, for plain mm configs and tools;
 - loads mm checkpoints with `weights_only=False` (torch >= 2.6 refuses their metadata otherwise).
@@ -16,19 +12,15 @@ stock model and `repl.run` applies the plan to it like to any other network.
 """
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Optional
 
 import numpy as np
 import torch
 from torch import nn
 
-from repl.errors import ConfigError, UnsupportedModelError
+from repl.errors import ConfigError
 from repl.resources import shipped_dir
-
-if TYPE_CHECKING:
-    from repl.method.blocks import BlockInfo
 
 INSTALL_HINT = "the openmmlab extra is not installed; run `make openmmlab` (builds mmcv once, then pip install -e .[openmmlab])"
 CONFIG_DIR = shipped_dir("configs") / "mm"
@@ -51,61 +43,6 @@ def require_openmmlab() -> None:
     """ConfigError with the install command when mmengine/mmcv/mmdet/mmseg cannot be imported."""
     if _IMPORT_ERROR is not None:
         raise ConfigError(f"{INSTALL_HINT} ({_IMPORT_ERROR})")
-
-
-# ----------------------------------------------------------------------------- the block family
-
-def _mm_resnet_classes() -> Tuple[type, ...]:
-    return (mmdet_resnet.ResNet, mmseg_resnet.ResNet)
-
-
-def _mm_backbone(model: nn.Module) -> Tuple[Optional[nn.Module], str]:
-    """(the mm ResNet, its path prefix) of a backbone, detector or segmentor; (None, "") otherwise."""
-    if isinstance(model, _mm_resnet_classes()):
-        return model, ""
-    backbone = getattr(model, "backbone", None)
-    if isinstance(backbone, nn.Module) and isinstance(backbone, _mm_resnet_classes()):
-        return backbone, "backbone."
-    return None, ""
-
-
-def _check_block(path: str, block: nn.Module) -> None:
-    """Refuse blocks whose extra parts the surrogate machinery would silently drop or break."""
-    extras = [name for name in ("with_plugins", "with_dcn", "with_cp") if getattr(block, name, False)]
-    if extras:
-        raise UnsupportedModelError(
-            f"openmmlab ResNet block {path} uses {', '.join(e[5:] for e in extras)}; RepL supports plain "
-            "BasicBlock/Bottleneck blocks (set plugins=None, dcn=None, with_cp=False on the backbone)"
-        )
-    if getattr(block, "norm1_name", "bn1") != "bn1":
-        raise UnsupportedModelError(
-            f"openmmlab ResNet block {path} uses norm layer {block.norm1_name!r}; RepL supports BN/SyncBN backbones"
-        )
-
-
-def _enumerate(model: nn.Module) -> List["BlockInfo"]:
-    from repl.method.blocks import TV_BASIC, TV_BOTTLENECK, resnet_adapter
-
-    layouts = {
-        mmdet_resnet.BasicBlock: TV_BASIC, mmdet_resnet.Bottleneck: TV_BOTTLENECK,
-        mmseg_resnet.BasicBlock: TV_BASIC, mmseg_resnet.Bottleneck: TV_BOTTLENECK,
-    }
-    backbone, prefix = _mm_backbone(model)
-    infos = resnet_adapter("openmmlab_resnet", "", lambda: None, lambda: layouts).enumerate(backbone)
-    for info in infos:
-        _check_block(prefix + info.path, backbone.get_submodule(info.path))
-    return [dataclasses.replace(info, path=prefix + info.path) for info in infos]
-
-
-def _register_family() -> None:
-    from repl.method.blocks import FamilyAdapter, register_family
-
-    register_family(FamilyAdapter(
-        "openmmlab_resnet",
-        "mmdet/mmseg ResNet backbones and the detectors/segmentors built on them (repl.integrations.openmmlab)",
-        lambda model: _mm_backbone(model)[0] is not None,
-        _enumerate,
-    ))
 
 
 # ----------------------------------------------------------------------------- the mm backbone
@@ -255,6 +192,5 @@ def build_segmentor(name: str, *, num_classes: int, in_chans: int = 3, image_siz
 
 
 if _IMPORT_ERROR is None:
-    _register_family()
     _register_modules()
     _register_checkpoint_loaders()

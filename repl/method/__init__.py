@@ -1,2 +1,1 @@
-"""RepL: the method (plan, fusion, surrogates, bake) and the model families it knows."""
-from repl.method import transformers  # noqa: F401  (registers the ViT and GPT families)
+"""RepL: the method (plan, fusion, surrogates, bake); the model families it knows are in repl.families."""

@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Optional
 from torch import nn
 
 from repl.errors import ConfigError, UnsupportedModelError
-from repl.method.blocks import BlockInfo, discover_blocks
+from repl.families import BlockInfo, discover_blocks
 from repl.method.config import ReplConfig
 from repl.method.plan import Plan, make_plan
 from repl.method.registry import PLAIN_BACKPROP

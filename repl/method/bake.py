@@ -6,7 +6,7 @@ import copy
 import torch
 from torch import nn
 
-from repl.method.blocks import set_module
+from repl.families import set_module
 from repl.method.surrogates import Surrogate
 
 

@@ -1,8 +1,9 @@
 """Fusion: synthesize a replaced block's weights from its two neighbours (docs/method.md, "Fusion").
 
 For every weight `name` of the surrogate, `W = a * A(prev[name]) + b * A(next[name])`, where `A`
-(`adapt`) maps a neighbour's tensor onto the target's channel counts. Channel dims are 0 (output)
-and 1 (input, for tensors of rank >= 2); the remaining (kernel) dims must agree.
+(`adapt`) maps a neighbour's tensor onto the target's channel counts. Channel dims are the tensor's
+`TensorLayout` (repl/families/contract.py), declared by its block family: by default 0 (output) and
+1 (input, for tensors of rank >= 2), `[in, out]` storage swaps them; the remaining (kernel) dims must agree.
 
 `tile` adapt: along each mismatched channel dim, target channel j reads source channel j mod S (the
 first T of a larger source, a cyclic repeat of a smaller one). A weight with fan-in
@@ -19,20 +20,21 @@ agree get no map in either mode.
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
+from repl.families.contract import DEFAULT_LAYOUT, TensorLayout
 from repl.method.config import ReplConfig
 
 SLOTS = ("prev", "next")  # neighbour i-1 (coefficients `a`) and i+1 (coefficients `b`)
-DIM_NAMES = {0: "out", 1: "in"}
 
 
-def compatible(source: torch.Size, target: torch.Size) -> bool:
+def compatible(source: torch.Size, target: torch.Size, layout: TensorLayout = DEFAULT_LAYOUT) -> bool:
     """True when `source` can be adapted to `target`: same rank and same non-channel dims."""
-    return len(source) == len(target) and source[2:] == target[2:]
+    channels = layout.channel_dims(len(target))
+    return len(source) == len(target) and all(source[d] == target[d] for d in range(len(target)) if d not in channels)
 
 
 def tile_index(target: int, source: int, device: Optional[torch.device] = None) -> torch.Tensor:
@@ -40,10 +42,11 @@ def tile_index(target: int, source: int, device: Optional[torch.device] = None) 
     return torch.arange(target, device=device) % source
 
 
-def tile_gains(source: torch.Size, target: torch.Size) -> Dict[int, float]:
+def tile_gains(source: torch.Size, target: torch.Size, layout: TensorLayout = DEFAULT_LAYOUT) -> Dict[int, float]:
     """Tile factor per mismatched channel dim: sqrt(S/T) on the input dim (fan-in kept), 1 on the output dim."""
-    dims = [d for d in DIM_NAMES if d < len(target) and source[d] != target[d]]
-    return {d: math.sqrt(source[d] / target[d]) if d == 1 else 1.0 for d in dims}
+    channels = layout.channel_dims(len(target))
+    dims = [d for d in channels if source[d] != target[d]]
+    return {d: math.sqrt(source[d] / target[d]) if channels[d] == "in" else 1.0 for d in dims}
 
 
 def _broadcast_shape(dim: int, size: int, rank: int) -> Tuple[int, ...]:
@@ -55,11 +58,13 @@ def _broadcast_shape(dim: int, size: int, rank: int) -> Tuple[int, ...]:
 class ChannelAdapter(nn.Module):
     """A: gathers a neighbour's tensor onto the target's channel counts and rescales it (tile or learned)."""
 
-    def __init__(self, source: torch.Size, target: torch.Size, learned: bool, like: torch.Tensor) -> None:
+    def __init__(self, source: torch.Size, target: torch.Size, learned: bool, like: torch.Tensor,
+                 layout: TensorLayout = DEFAULT_LAYOUT) -> None:
         super().__init__()
-        gains = tile_gains(source, target)
+        gains = tile_gains(source, target, layout)
         self.shapes = (tuple(source), tuple(target))
         self.dims = tuple(gains)
+        self.dim_names = layout.channel_dims(len(target))  # dim -> "out" | "in", naming the learned gains
         # The gather indices are made at each call from these sizes, not kept as buffers: a non-persistent
         # buffer is garbage after meta-device init + to_empty, and load_state_dict does not restore it.
         self.sizes = {d: (target[d], source[d]) for d in self.dims}
@@ -67,7 +72,7 @@ class ChannelAdapter(nn.Module):
         if learned:
             for d, init in gains.items():
                 shape = _broadcast_shape(d, target[d], len(target))
-                setattr(self, f"gain_{DIM_NAMES[d]}", nn.Parameter(torch.full(shape, init, device=like.device, dtype=like.dtype)))
+                setattr(self, f"gain_{self.dim_names[d]}", nn.Parameter(torch.full(shape, init, device=like.device, dtype=like.dtype)))
         else:
             self.scale = math.prod(gains.values())
 
@@ -76,7 +81,7 @@ class ChannelAdapter(nn.Module):
             t = t.index_select(d, tile_index(*self.sizes[d], device=t.device))
         if self.learned:
             for d in self.dims:
-                t = t * getattr(self, f"gain_{DIM_NAMES[d]}")
+                t = t * getattr(self, f"gain_{self.dim_names[d]}")
         elif self.scale != 1.0:
             t = t * self.scale
         return t
@@ -84,6 +89,12 @@ class ChannelAdapter(nn.Module):
     def extra_repr(self) -> str:
         how = "learned gains" if self.learned else f"tile x{self.scale:.4g}"
         return f"{self.shapes[0]} -> {self.shapes[1]}, {how}"
+
+
+def _out_shape(target: torch.Tensor, layout: TensorLayout) -> Tuple[int, ...]:
+    """Shape of a per-output-channel coefficient of `target`: its output dim, 1 elsewhere."""
+    out = next(d for d, role in layout.channel_dims(target.dim()).items() if role == "out")
+    return _broadcast_shape(out, target.shape[out], target.dim())
 
 
 def _key(name: str) -> str:
@@ -97,8 +108,10 @@ class Fusion(nn.Module):
     are read at call time, so the result always follows the live (trained) neighbours.
     """
 
-    def __init__(self, params: Dict[str, torch.Tensor], neighbours: Sequence[nn.Module], cfg: ReplConfig) -> None:
-        """Fusion for those of the block's `params` that a neighbour has (same name, adaptable shape)."""
+    def __init__(self, params: Dict[str, torch.Tensor], neighbours: Sequence[nn.Module], cfg: ReplConfig,
+                 layouts: Optional[Mapping[str, TensorLayout]] = None) -> None:
+        """Fusion for those of the block's `params` that a neighbour has (same name, adaptable shape);
+        `layouts` gives a tensor's channel dims where they are not DEFAULT_LAYOUT's."""
         super().__init__()
         self.mode = cfg.fusion
         self.neighbor_grad = cfg.neighbor_grad
@@ -109,8 +122,11 @@ class Fusion(nn.Module):
         self._terms: Dict[str, Tuple[Tuple[int, str, str], ...]] = {}  # name -> (slot index, coefficient key, adapter key)
         self._paths: Dict[str, Tuple[Tuple[str, ...], str]] = {}  # name -> (submodule names, leaf), for `_source`
         available = [dict(neighbour.named_parameters()) for neighbour in neighbours]
+        layouts = layouts or {}
         for name, target in params.items():
-            slots = [i for i, have in enumerate(available) if name in have and compatible(have[name].shape, target.shape)]
+            layout = layouts.get(name, DEFAULT_LAYOUT)
+            slots = [i for i, have in enumerate(available)
+                     if name in have and compatible(have[name].shape, target.shape, layout)]
             if not slots:
                 continue
             self.sources[name] = tuple(SLOTS[i] for i in slots)
@@ -119,13 +135,14 @@ class Fusion(nn.Module):
             for i in slots:
                 coefficients = (self.a, self.b)[i]
                 if key not in coefficients:
-                    shape = (target.shape[0],) + (1,) * (target.dim() - 1) if self.mode == "channel" else ()
+                    shape = _out_shape(target, layout) if self.mode == "channel" else ()
                     init = (cfg.init_a, cfg.init_b)[i]
                     coefficients[key] = nn.Parameter(torch.full(shape, init, device=target.device, dtype=target.dtype))
                 adapter = ""
                 if available[i][name].shape != target.shape:
                     adapter = f"{SLOTS[i]}_{_key(name)}"
-                    self.adapters[adapter] = ChannelAdapter(available[i][name].shape, target.shape, cfg.adapt == "learned", target)
+                    self.adapters[adapter] = ChannelAdapter(available[i][name].shape, target.shape,
+                                                            cfg.adapt == "learned", target, layout)
                 terms.append((i, key, adapter))
             self._terms[name] = tuple(terms)
             *owner, leaf = name.split(".")

@@ -28,7 +28,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 from repl.errors import CheckpointError, ConfigError
-from repl.method.blocks import BlockInfo
+from repl.families import BlockInfo
 from repl.method.config import ReplConfig
 from repl.method.registry import Selection, get_method
 

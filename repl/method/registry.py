@@ -21,7 +21,7 @@ from repl.errors import ConfigError
 if TYPE_CHECKING:
     from torch import nn
 
-    from repl.method.blocks import BlockInfo
+    from repl.families import BlockInfo
     from repl.method.config import ReplConfig
     from repl.method.plan import Plan
 

@@ -12,7 +12,7 @@ from torch import nn
 
 from repl.baselines.stochastic_depth import wrap_blocks
 from repl.errors import ConfigError
-from repl.method.blocks import BlockInfo, get_module, set_module
+from repl.families import BlockInfo, get_module, set_module
 from repl.method.config import ReplConfig
 from repl.method.plan import Plan, planned_blocks
 from repl.method.recompute import check_available

@@ -8,31 +8,17 @@ parameters are looked up by name at call time, so every parameter is registered 
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, FrozenSet, Sequence, Tuple
+from typing import Any, Dict, Sequence
 
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from repl.errors import ConfigError
-from repl.method.blocks import BlockInfo
+from repl.families.contract import BlockInfo
 from repl.method.config import ReplConfig
 from repl.method.fusion import Fusion
 from repl.method.recompute import recomputed
-from repl.models.lite import LiteBasicBlock, LiteBottleneck
-
-LiteBuilder = Callable[[nn.Module, BlockInfo], nn.Module]
-
-# Block kind -> (branch modules the lite operator accounts for, builder of the lite body). A branch
-# module outside that set (se, drop_path, aa, drop_block in a ResNet) would be lost, so it is refused.
-LITE_OPERATORS: Dict[str, Tuple[FrozenSet[str], LiteBuilder]] = {}
-
-
-def register_lite(kind: str, known: FrozenSet[str], builder: LiteBuilder) -> None:
-    """Teach the lite operator a new block kind (a family adapter's `BlockInfo.kind`)."""
-    if kind in LITE_OPERATORS:
-        raise ValueError(f"a lite operator for block kind {kind!r} is already registered")
-    LITE_OPERATORS[kind] = (known, builder)
 
 
 class Surrogate(nn.Module):
@@ -86,10 +72,9 @@ def check_operator(info: BlockInfo, cfg: ReplConfig) -> None:
     """ConfigError if the configured operator cannot stand in for this block (checked before any surgery)."""
     if cfg.surrogate != "lite":
         return
-    if info.kind not in LITE_OPERATORS:
+    if info.lite is None:
         raise ConfigError(f"repl.surrogate=lite has no operator for {info.kind} blocks ({info.path}); use repl.surrogate=full")
-    known = LITE_OPERATORS[info.kind][0]
-    unknown = [name for name in info.branch if name not in known]
+    unknown = [name for name in info.branch if name not in info.lite.known]
     if unknown:
         raise ConfigError(
             f"repl.surrogate=lite cannot carry {', '.join(unknown)} of block {info.path}; use repl.surrogate=full"
@@ -97,35 +82,16 @@ def check_operator(info: BlockInfo, cfg: ReplConfig) -> None:
 
 
 def lite_body(block: nn.Module, info: BlockInfo) -> nn.Module:
-    """The block's lite sub-layer, built from its own modules by its kind's registered builder."""
-    return LITE_OPERATORS[info.kind][1](block, info)
-
-
-def _resnet_lite(block: nn.Module, info: BlockInfo) -> nn.Module:
-    """The lite sub-layer of a ResNet block, built from its own modules (the block is consumed).
-
-    BasicBlock keeps conv1/bn1; Bottleneck keeps conv1/bn1/act/conv3/bn3, and the stride of the
-    dropped 3x3 conv2 moves onto conv1 (a strided 1x1 conv, as in the projection shortcut).
-    """
-    shortcut = getattr(block, info.shortcut) if info.shortcut else None
-    act = getattr(block, info.out_act)
-    if info.kind == "basic":
-        return LiteBasicBlock(block.conv1, block.bn1, act, shortcut)
-    if info.stride_conv not in (None, "conv1"):
-        block.conv1.stride = (info.stride, info.stride)
-    inner_act = getattr(block, info.branch[info.branch.index("bn1") + 1])
-    return LiteBottleneck(block.conv1, block.bn1, inner_act, block.conv3, block.bn3, act, shortcut)
-
-
-_RESNET_KNOWN = frozenset({"conv1", "bn1", "conv2", "bn2", "conv3", "bn3", "relu", "act1", "act2", "act3"})
-register_lite("basic", _RESNET_KNOWN, _resnet_lite)
-register_lite("bottleneck", _RESNET_KNOWN, _resnet_lite)
+    """The block's lite sub-layer, built from its own modules by its family's lite operator."""
+    return info.lite.build(block, info)
 
 
 def make_surrogate(block: nn.Module, info: BlockInfo, neighbours: Sequence[nn.Module], cfg: ReplConfig) -> Surrogate:
-    """Replace `block` by a surrogate: its tensors that a neighbour has become synthesized, the rest stay its own."""
+    """Replace `block` by a surrogate: its synthesizable tensors (BlockInfo.synthesizable) that a neighbour has
+    become synthesized, the rest stay its own."""
     body = lite_body(block, info) if cfg.surrogate == "lite" else block
-    fusion = Fusion(dict(body.named_parameters()), neighbours, cfg)
+    params = {name: p for name, p in body.named_parameters() if info.may_synthesize(name)}
+    fusion = Fusion(params, neighbours, cfg, layouts={name: info.layout(name) for name in params})
     for name in fusion.sources:
         owner, _, leaf = name.rpartition(".")
         body.get_submodule(owner).register_parameter(leaf, None)  # a slot that Surrogate.forward fills per call

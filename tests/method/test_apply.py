@@ -8,7 +8,7 @@ from torch import nn
 
 from repl import ReplConfig, apply_replacement, bake
 from repl.errors import ConfigError, UnsupportedModelError
-from repl.method.blocks import discover_blocks, get_module
+from repl.families import discover_blocks, get_module
 from repl.method.surrogates import Surrogate
 from tests.method.models import models
 

@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from repl import apply_replacement, bake
-from repl.method.blocks import get_module
+from repl.families import get_module
 from repl.models.lite import LiteBasicBlock, LiteBottleneck
 from tests.method.models import models
 

@@ -18,7 +18,7 @@ from repl.baselines import (
 )
 from repl import apply_replacement, bake
 from repl.errors import ConfigError
-from repl.method.blocks import discover_blocks, get_module
+from repl.families import discover_blocks, get_module
 from repl.method.surrogates import Surrogate
 from repl.method.config import ReplConfig
 from repl.method.plan import make_plan

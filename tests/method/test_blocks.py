@@ -8,7 +8,7 @@ import torchvision
 from torch import nn
 
 from repl.errors import UnsupportedModelError
-from repl.method.blocks import (
+from repl.families import (
     FAMILIES,
     BlockInfo,
     FamilyAdapter,

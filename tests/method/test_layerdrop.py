@@ -12,7 +12,7 @@ import repl.baselines.layerdrop as layerdrop
 from repl import apply_replacement
 from repl.config import compose, to_config
 from repl.errors import ConfigError
-from repl.method.blocks import discover_blocks, get_module
+from repl.families import discover_blocks, get_module
 from repl.method.config import ReplConfig
 from repl.method.registry import get_method
 from repl.models.cifar_resnet import CifarResNet

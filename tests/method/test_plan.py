@@ -6,7 +6,7 @@ import pytest
 import torchvision
 
 from repl.errors import CheckpointError, ConfigError
-from repl.method.blocks import BlockInfo, discover_blocks
+from repl.families import BlockInfo, discover_blocks
 from repl.method.config import ReplConfig
 from repl.method.plan import Plan, make_plan, max_replaceable, planned_blocks, replace_count
 from repl.models.cifar_resnet import CifarResNet

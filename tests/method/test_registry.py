@@ -72,7 +72,7 @@ def test_no_code_outside_the_records_compares_a_method_name():
 
 
 def test_the_plan_says_whether_ddp_must_expect_unused_parameters():
-    from repl.method.blocks import discover_blocks
+    from repl.families import discover_blocks
     from repl.method.plan import make_plan
     from repl.models.cifar_resnet import CifarResNet
 

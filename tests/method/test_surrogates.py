@@ -9,7 +9,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from repl import apply_replacement
 from repl.errors import ConfigError
-from repl.method.blocks import discover_blocks, get_module
+from repl.families import discover_blocks, get_module
 from repl.method.surrogates import Surrogate
 from tests.method.models import BUILDERS, INPUT_SIZE
 

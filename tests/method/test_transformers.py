@@ -11,7 +11,7 @@ from torch import nn
 from repl import ReplConfig, apply_replacement, bake
 from repl.baselines import ShortcutOnly, StochasticDepthBlock
 from repl.errors import UnsupportedModelError
-from repl.method.blocks import discover_blocks, get_module
+from repl.families import discover_blocks, get_module
 from repl.method.surrogates import Surrogate
 from repl.models.gpt import GPT, build_lm
 from repl.models.lite import LiteTransformerBlock
