@@ -1,4 +1,5 @@
-"""One training run from a composed config: build, apply the method, train, summarise."""
+"""One training run from a composed config: the run directory's state, the run built (repl.build), trained,
+a failure recorded."""
 from __future__ import annotations
 
 from pathlib import Path

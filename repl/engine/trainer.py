@@ -3,6 +3,10 @@
 Order inside a run never changes (ARCHITECTURE.md): the model arrives with the method already
 applied; here it goes to the device, is compiled, wrapped in DDP, gets an optimizer over its
 trainable parameters, and only then is a checkpoint loaded.
+
+Public surface: `fit()`, `run_steps(n)`, `request_stop(signum)`; the loop reads top to bottom
+(fit -> _loop -> _train_epoch) with its decisions as named methods (should_log, should_stop,
+should_checkpoint, should_evaluate). docs/extending_runs.md.
 """
 from __future__ import annotations
 
