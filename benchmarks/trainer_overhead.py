@@ -18,7 +18,6 @@ import os
 import statistics
 import sys
 import tempfile
-import time
 from contextlib import nullcontext
 from datetime import datetime, timezone
 from pathlib import Path
@@ -33,24 +32,21 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a clone without `pip install -e .`
 
 from benchmarks.common import hardware, slug, spread, timed, usable_cores  # noqa: E402
-from repl import apply_replacement  # noqa: E402
+from repl.build import build_run  # noqa: E402
 from repl.config import TrainConfig, compose, to_config  # noqa: E402
 from repl.data import build_data  # noqa: E402
 from repl.engine import distributed, measure  # noqa: E402
 from repl.engine.config import TrainerConfig  # noqa: E402
 from repl.engine.optim import build_optimizer  # noqa: E402
-from repl.engine.trainer import AUTOCAST_DTYPES, Trainer  # noqa: E402
+from repl.engine.trainer import AUTOCAST_DTYPES  # noqa: E402
 from repl.errors import ConfigError  # noqa: E402
-from repl.models import build_model  # noqa: E402
-from repl.run import seed_everything  # noqa: E402
-from repl.tasks import build_task  # noqa: E402
 
 GOAL_OVERHEAD_PCT = 5.0
 Batch = Tuple[torch.Tensor, torch.Tensor]
 # Trainer features that change the computation and that the bare loop does not reproduce.
 UNMATCHED = ("grad_clip", "ema_decay", "checkpointing", "checkpoint_every")
 METHOD = (
-    "Each round runs N steps of the Trainer's own loop (Trainer._loop: autocast, train_step, LR schedule, "
+    "Each round runs N steps of the Trainer's own loop (Trainer.run_steps: autocast, train_step, LR schedule, "
     "loss accumulation, StepTimer, metrics.jsonl every trainer.log_every steps and at the end of the round, "
     "checkpoint checks, tqdm progress bar as configured) and N steps of a bare loop (forward, cross-entropy, "
     "backward, optimizer step, zero_grad) on a deep copy of the same initial model, the same optimizer "
@@ -114,35 +110,25 @@ def check_comparable(tcfg: TrainerConfig) -> None:
         raise ConfigError(f"{', '.join(active)}: the bare loop does not do this; unset it to compare like with like")
 
 
-def run_trainer(trainer: Trainer, timer: measure.StepTimer, steps: int) -> None:
-    """`steps` steps of the trainer's own loop, continuing where the last call stopped."""
-    trainer.total_steps = trainer.step + steps
-    trainer._last_ckpt_time = time.monotonic()  # a time-triggered checkpoint is a one-off cost, not a step's
-    trainer._loop(timer)
-
-
 def measure_config(overrides: List[str], args: argparse.Namespace, run_dir: Path) -> Dict[str, Any]:
-    """Build one config as repl.run.train does, then time trainer and bare loop in interleaved rounds."""
+    """Build one config with repl.build.build_run (as train.py does, the data replayed from memory), then time
+    trainer and bare loop in interleaved rounds."""
     cfg = to_config(compose(overrides))
     check_comparable(cfg.trainer)
     dist = distributed.setup(cfg.trainer.device)
-    seed_everything(cfg.seed)
     data_cfg = cfg.dataset
-    model = build_model(cfg.model, num_classes=data_cfg.num_classes, in_chans=data_cfg.in_chans,
-                        image_size=data_cfg.input_size)
-    plan = apply_replacement(model, cfg.repl)
-    bare_model = copy.deepcopy(model)
-    data = build_data(data_cfg, seed=cfg.seed, device=dist.device, rank=dist.rank, world_size=dist.world_size)
+    data = build_data(data_cfg, seed=cfg.seed, device=dist.device, rank=dist.rank, world_size=dist.world_size,
+                      task=cfg.task.name)
     batches = [(images.clone(), labels.clone())
                for images, labels in itertools.islice(data.train_batches(0), args.batches)]
     total = args.warmup + args.rounds * args.steps
-    trainer = Trainer(cfg, model, plan, ReplayData(batches, steps_per_epoch=total + 1), build_task(cfg.task),
-                      dist, run_dir)
+    run = build_run(cfg, run_dir, dist, data=ReplayData(batches, steps_per_epoch=total + 1))
+    trainer, plan = run.trainer, run.plan
+    bare_model = copy.deepcopy(run.model)  # the same initial weights (the Trainer only moved them to the device)
     bare = BareLoop(bare_model, cfg, dist.device, batches)
-    timer = measure.StepTimer(dist.device, warmup_steps=cfg.trainer.timing_warmup, unit=trainer.task.unit)
-    run_trainer(trainer, timer, args.warmup)  # includes the one-off first-batch probe
+    trainer.run_steps(args.warmup)  # includes the one-off first-batch probe
     bare.run(args.warmup)
-    loops = {"trainer": lambda: run_trainer(trainer, timer, args.steps), "bare": lambda: bare.run(args.steps)}
+    loops = {"trainer": lambda: trainer.run_steps(args.steps), "bare": lambda: bare.run(args.steps)}
     seconds: Dict[str, List[float]] = {"trainer": [], "bare": []}
     for r in range(args.rounds):
         for name in ("trainer", "bare") if r % 2 == 0 else ("bare", "trainer"):

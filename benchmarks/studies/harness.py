@@ -1,10 +1,11 @@
-"""Short training runs for the studies, built as `repl.run.train` builds them, with a hook for the method.
+"""Short training runs for the studies, built by `repl.build.build_run` as train.py builds them, with a hook
+for the method.
 
-`train_run(overrides, run_dir, apply=...)` composes the Hydra config exactly as train.py does, builds the
-model, lets `apply(model, cfg)` put a method on it (default: `apply_replacement` with the `repl.*` config,
-as a normal run), then trains with the project's Trainer and returns (summary, trained model, data, task).
-So a study can combine RepL with something `repl.method` does not offer (stochastic depth) and keep the
-trained model in memory (quantization, inference).
+`train_run(overrides, run_dir, apply=...)` composes the Hydra config exactly as train.py does and builds the
+run, with `apply(model, cfg)` putting a method on the model (default: the configured `repl.*`, as a normal
+run), then trains it with the project's Trainer and returns (summary, trained model, data, task). So a study
+can combine RepL with something `repl.method` does not offer (stochastic depth) and keep the trained model
+in memory (quantization, inference).
 """
 from __future__ import annotations
 
@@ -16,23 +17,11 @@ from torch import nn
 
 from benchmarks.common import header, write_result
 
-from repl import apply_replacement
-from repl.config import TrainConfig, compose, to_config
-from repl.data import build_data, num_outputs
+from repl.build import Apply, build_run, configured_method
+from repl.config import compose, to_config
 from repl.engine import distributed
-from repl.engine.trainer import Trainer
-from repl.families import discover_blocks
-from repl.method.plan import Plan
-from repl.models import build_model
-from repl.run import seed_everything
-from repl.tasks import build_task
 
-Apply = Callable[[nn.Module, TrainConfig], Plan]
-
-
-def default_apply(model: nn.Module, cfg: TrainConfig) -> Plan:
-    """What a normal run does: the configured method (`repl.*`)."""
-    return apply_replacement(model, cfg.repl)
+default_apply = configured_method  # what a normal run does: the configured method (`repl.*`)
 
 
 def train_run(overrides: List[str], run_dir: Path, apply: Optional[Apply] = None) -> Tuple[Dict[str, Any], nn.Module, Any, Any]:
@@ -40,18 +29,9 @@ def train_run(overrides: List[str], run_dir: Path, apply: Optional[Apply] = None
     cfg = to_config(compose(overrides))
     dist = distributed.setup(cfg.trainer.device)
     try:
-        seed_everything(cfg.seed)
-        data_cfg = cfg.dataset
-        model = build_model(cfg.model, num_classes=num_outputs(data_cfg, cfg.task.name), in_chans=data_cfg.in_chans,
-                            image_size=data_cfg.input_size)
-        block_paths = [b.path for b in discover_blocks(model)] if cfg.trainer.checkpointing else None
-        plan = (apply or default_apply)(model, cfg)
-        data = build_data(data_cfg, seed=cfg.seed, device=dist.device, rank=dist.rank, world_size=dist.world_size,
-                          task=cfg.task.name)
-        task = build_task(cfg.task)
-        trainer = Trainer(cfg, model, plan, data, task, dist, Path(run_dir), block_paths=block_paths)
-        summary = trainer.fit()
-        return summary, trainer.model, data, task
+        run = build_run(cfg, Path(run_dir), dist, apply=apply)
+        summary = run.trainer.fit()
+        return summary, run.model, run.data, run.task
     finally:
         distributed.cleanup()
 

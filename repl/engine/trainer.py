@@ -3,6 +3,10 @@
 Order inside a run never changes (ARCHITECTURE.md): the model arrives with the method already
 applied; here it goes to the device, is compiled, wrapped in DDP, gets an optimizer over its
 trainable parameters, and only then is a checkpoint loaded.
+
+Public surface: `fit()`, `run_steps(n)`, `request_stop(signum)`; the loop reads top to bottom
+(fit -> _loop -> _train_epoch) with its decisions as named methods (should_log, should_stop,
+should_checkpoint, should_evaluate). docs/extending_runs.md.
 """
 from __future__ import annotations
 
@@ -29,6 +33,7 @@ from repl.engine.loggers import MetricsLog
 from repl.engine.window import WindowStats
 from repl.engine.optim import build_optimizer, build_schedule
 from repl.engine.resume_check import check_resume_config, check_resume_plan
+from repl.engine.stop import StopRequest
 from repl.engine.summary import RunSummary
 from repl.errors import CheckpointError
 from repl.families import get_module
@@ -79,8 +84,9 @@ class Trainer:
         self.summary = RunSummary(cfg, plan, task, dist)
         self.config_dict = as_dict(cfg)  # stored in every checkpoint
         self.log = MetricsLog(self.run_dir / "metrics.jsonl", cfg.logger, self.config_dict) if dist.is_main else None
-        self._stop_signal: Optional[int] = None
+        self.stop = StopRequest()
         self._last_ckpt_time = time.monotonic()
+        self.timer = measure.StepTimer(self.device, warmup_steps=self.tcfg.timing_warmup, unit=task.unit)
         self.window = WindowStats(self.optimizer, self.device, wanted=self._logs_this_step)  # grad norm, memory
 
     # ------------------------------------------------------------------ steps
@@ -222,48 +228,25 @@ class Trainer:
             self.log.truncate_after(self.step)
         return True
 
-    # ------------------------------------------------------------------ loop
-    def _want_checkpoint(self) -> bool:
-        every = self.tcfg.checkpoint_every
-        if every and self.step % every == 0:
-            return True
-        return time.monotonic() - self._last_ckpt_time >= self.tcfg.checkpoint_interval_s
-
-    def _on_signal(self, signum, _frame) -> None:
-        self._stop_signal = signum
-
-    def _stop_agreed(self) -> bool:
-        """Stop after this step? Under DDP a signal at any rank stops every rank at the same step (else a hang)."""
-        if self.dist.world_size == 1:
-            return self._stop_signal is not None
-        flag = torch.tensor([0.0 if self._stop_signal is None else 1.0], device=self.device)
-        if all_reduce_sum(flag).item() > 0 and self._stop_signal is None:
-            self._stop_signal = signal.SIGTERM  # another rank was signalled: stop (and exit) as preempted
-        return self._stop_signal is not None
-
+    # ------------------------------------------------------------------ the public surface
     def fit(self) -> Dict[str, Any]:
         """Train to the configured length (resuming if possible) and return the final summary."""
         resumed = self.resume()
         self._print_start(resumed)
         handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGUSR1)}
-        timer = measure.StepTimer(self.device, warmup_steps=self.tcfg.timing_warmup, unit=self.task.unit)
         measure.reset_peak_memory(self.device)
         try:
-            self._loop(timer)
+            self._loop()
         finally:
             for s, h in handlers.items():
                 signal.signal(s, h)
-        if self._stop_signal is not None:
-            self._write_summary("running", timer)  # before its checkpoint: a death between leaves the measurements
-            self.save()
-            echo(f"stopped by signal {self._stop_signal}; checkpoint saved, rerun the same command to resume", warning=True)
-            self.close_log(128 + self._stop_signal)
-            sys.exit(128 + self._stop_signal)
+        if self.stop.requested:
+            self._exit_stopped()
         if self.eval_step != self.step:
             self._record_eval()
-        self._write_summary("running", timer)  # a death after the save below leaves these measurements to a rerun
+        self._write_summary("running")  # a death after the save below leaves these measurements to a rerun
         self.save()
-        summary = self._write_summary("completed", timer)
+        summary = self._write_summary("completed")
         if self.log is not None:
             self.log.close(summary)
         if self.dist.is_main:
@@ -271,54 +254,110 @@ class Trainer:
             echo(f"  results in {self.run_dir}/summary.json")
         return summary
 
-    def _loop(self, timer: "measure.StepTimer") -> None:
-        epochs = self.tcfg.epochs
-        per_epoch = self.data.steps_per_epoch
-        main = self.dist.is_main
-        while self.epoch < epochs and self.step < self.total_steps and self._stop_signal is None:
-            start = self.step_in_epoch
-            bar = tqdm(total=min(per_epoch, self.total_steps - self.step + start), initial=start,
-                       desc=f"epoch {self.epoch + 1}/{epochs}", disable=not (main and self.tcfg.progress),
-                       dynamic_ncols=True, leave=False, mininterval=0.5 if sys.stderr.isatty() else 30)
-            loss_sum = torch.zeros((), device=self.device)
-            logged_at = start
-            timer.start_epoch()
-            window_start = time.perf_counter()
-            for batch in self.data.train_batches(self.epoch, start_step=start):
-                if self.tcfg.channels_last:
-                    batch = (batch[0].contiguous(memory_format=torch.channels_last), *batch[1:])
-                if self.summary.probe is None:  # once per process, on its first batch; disturbs nothing
-                    with timer.paused():
-                        self.summary.probe = self.probe(batch)
-                loss_sum += self.train_step(batch)
-                self.step += 1
-                self.step_in_epoch += 1
-                timer.step(self.task.batch_size(batch) * self.dist.world_size)
-                if self.step_in_epoch % self.tcfg.log_every == 0 or self.step_in_epoch == per_epoch:
-                    loss = self._window_loss(loss_sum, self.step_in_epoch - logged_at)  # syncs: the window's time is real
-                    loss_sum.zero_()
-                    now = time.perf_counter()
-                    rate = (self.step_in_epoch - logged_at) * self.task.batch_size(batch) * self.dist.world_size / (now - window_start)
-                    self._log_step(loss, rate, bar, self.step_in_epoch - logged_at)
-                    logged_at, window_start = self.step_in_epoch, now
-                if self.step >= self.total_steps or self._stop_agreed():
-                    break
-                if self._want_checkpoint() and self.step_in_epoch < per_epoch:
-                    with timer.paused():
-                        self.save()
-                    window_start = time.perf_counter()
-            bar.close()
-            self.train_s += timer.end_epoch()
-            if self.step_in_epoch < per_epoch:  # stopped early: max_steps or a signal
-                if self.step_in_epoch > logged_at:
-                    self._log_step(self._window_loss(loss_sum, self.step_in_epoch - logged_at), None, None, 0)
-                return
+    def run_steps(self, steps: int) -> None:
+        """Train `steps` more optimizer steps through the normal loop (logging, checkpoint checks, timer),
+        continuing where the last call stopped; the checkpoint interval counts from this call.
+        No resume and no final evaluation or summary (an epoch completed inside ends as in fit): for measuring
+        the loop itself (benchmarks/trainer_overhead.py)."""
+        self.total_steps = self.step + steps
+        self._last_ckpt_time = time.monotonic()  # a time-triggered checkpoint is a one-off cost, not a step's
+        self._loop()
+
+    def request_stop(self, signum: int) -> None:
+        """Stop after the current step, save a checkpoint and exit with 128 + signum (what SIGTERM/SIGUSR1 do)."""
+        self.stop.request(signum)
+
+    # ------------------------------------------------------------------ decisions
+    def should_log(self) -> bool:
+        """Whether the step just taken ends a logging window: every trainer.log_every steps and at epoch end."""
+        return self.step_in_epoch % self.tcfg.log_every == 0 or self.step_in_epoch == self.data.steps_per_epoch
+
+    def should_stop(self) -> bool:
+        """Whether training ends after the step just taken: the last step, or a stop request (agreed by all ranks)."""
+        return self.step >= self.total_steps or self.stop.agreed(self.dist.world_size, self.device)
+
+    def should_checkpoint(self) -> bool:
+        """A mid-epoch checkpoint after this step: every trainer.checkpoint_every steps or checkpoint_interval_s
+        seconds (an epoch's end always checkpoints)."""
+        if self.step_in_epoch >= self.data.steps_per_epoch:
+            return False
+        every = self.tcfg.checkpoint_every
+        if every and self.step % every == 0:
+            return True
+        return time.monotonic() - self._last_ckpt_time >= self.tcfg.checkpoint_interval_s
+
+    def should_evaluate(self) -> bool:
+        """Evaluate at the end of the epoch just completed: every trainer.eval_every epochs and after the last."""
+        return self.epoch % self.tcfg.eval_every == 0 or self.epoch == self.tcfg.epochs
+
+    # ------------------------------------------------------------------ loop
+    def _on_signal(self, signum, _frame) -> None:
+        self.request_stop(signum)
+
+    def _exit_stopped(self) -> None:
+        """After a stop request: measurements, checkpoint, then exit 128 + signum (the rerun resumes)."""
+        signum = self.stop.signum
+        self._write_summary("running")  # before its checkpoint: a death between leaves the measurements
+        self.save()
+        echo(f"stopped by signal {signum}; checkpoint saved, rerun the same command to resume", warning=True)
+        self.close_log(128 + signum)
+        sys.exit(128 + signum)
+
+    def _loop(self) -> None:
+        """Whole epochs until the last step or a stop; each completed epoch is evaluated (as due), summarised
+        and checkpointed."""
+        while self.epoch < self.tcfg.epochs and self.step < self.total_steps and not self.stop.requested:
+            if not self._train_epoch():
+                return  # stopped early: max_steps or a signal
             self.epoch += 1
             self.step_in_epoch = 0
-            if self.epoch % self.tcfg.eval_every == 0 or self.epoch == epochs:
+            if self.should_evaluate():
                 self._record_eval()
-            self._write_summary("running", timer)
+            self._write_summary("running")
             self.save()
+
+    def _train_epoch(self) -> bool:
+        """Steps of the current epoch from where it stands; True when the epoch was completed."""
+        per_epoch = self.data.steps_per_epoch
+        timer = self.timer
+        start = self.step_in_epoch
+        bar = tqdm(total=min(per_epoch, self.total_steps - self.step + start), initial=start,
+                   desc=f"epoch {self.epoch + 1}/{self.tcfg.epochs}", disable=not (self.dist.is_main and self.tcfg.progress),
+                   dynamic_ncols=True, leave=False, mininterval=0.5 if sys.stderr.isatty() else 30)
+        loss_sum = torch.zeros((), device=self.device)
+        logged_at = start
+        timer.start_epoch()
+        window_start = time.perf_counter()
+        for batch in self.data.train_batches(self.epoch, start_step=start):
+            if self.tcfg.channels_last:
+                batch = (batch[0].contiguous(memory_format=torch.channels_last), *batch[1:])
+            if self.summary.probe is None:  # once per process, on its first batch; disturbs nothing
+                with timer.paused():
+                    self.summary.probe = self.probe(batch)
+            loss_sum += self.train_step(batch)
+            self.step += 1
+            self.step_in_epoch += 1
+            timer.step(self.task.batch_size(batch) * self.dist.world_size)
+            if self.should_log():
+                loss = self._window_loss(loss_sum, self.step_in_epoch - logged_at)  # syncs: the window's time is real
+                loss_sum.zero_()
+                now = time.perf_counter()
+                rate = (self.step_in_epoch - logged_at) * self.task.batch_size(batch) * self.dist.world_size / (now - window_start)
+                self._log_step(loss, rate, bar, self.step_in_epoch - logged_at)
+                logged_at, window_start = self.step_in_epoch, now
+            if self.should_stop():
+                break
+            if self.should_checkpoint():
+                with timer.paused():
+                    self.save()
+                window_start = time.perf_counter()
+        bar.close()
+        self.train_s += timer.end_epoch()
+        if self.step_in_epoch < per_epoch:
+            if self.step_in_epoch > logged_at:
+                self._log_step(self._window_loss(loss_sum, self.step_in_epoch - logged_at), None, None, 0)
+            return False
+        return True
 
     # ------------------------------------------------------------------ records
     def _logs_this_step(self) -> bool:
@@ -369,11 +408,11 @@ class Trainer:
             text = " ".join(f"{k}={v:.4g}" for k, v in metrics.items())
             echo(f"epoch {self.epoch}: {text}")
 
-    def _write_summary(self, status: str, timer) -> Dict[str, Any]:
+    def _write_summary(self, status: str) -> Dict[str, Any]:
         metrics = dict(self.eval_metrics)
         if self.best is not None:
             metrics[f"{self.task.primary}_best"] = self.best
-        summary = self.summary.build(status=status, model=self.model, metrics=metrics, timer=timer,
+        summary = self.summary.build(status=status, model=self.model, metrics=metrics, timer=self.timer,
                                      train_s=self.train_s, epochs_done=self.epoch, steps_done=self.step)
         if self.dist.is_main:
             summary = rundir.write_summary(self.run_dir, summary)  # keeps stored measurements this process lacks

@@ -11,7 +11,7 @@ from torch import nn
 from repl.engine.config import TaskConfig
 from repl.engine.distributed import all_reduce_sum
 from repl.engine.measure.params import unwrap_model
-from repl.integrations.openmmlab import require_openmmlab
+from repl.integrations.mm_extra import require_openmmlab
 
 
 class MMTask(ABC):

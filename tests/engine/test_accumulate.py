@@ -14,6 +14,7 @@ import pytest
 import torch
 from torch import nn
 
+from repl.build import build_run
 from repl.config import TrainConfig, compose, to_config
 from repl.engine.config import TaskConfig, TrainerConfig
 from repl.engine.distributed import DistInfo
@@ -44,7 +45,9 @@ def trainer(tmp_path, model: nn.Module, task, accumulate: int) -> Trainer:
     cfg.optim.weight_decay = 0.0
     plan = Plan(method="bp", family="", num_blocks=0, ratio=0.0, blocks=[], paths=[], max_ratio=0.0)
     data = SimpleNamespace(steps_per_epoch=10)
-    return Trainer(cfg, model, plan, data, task, DistInfo(0, 1, 0, CPU), tmp_path / f"run{accumulate}")
+    run = build_run(cfg, tmp_path / f"run{accumulate}", DistInfo(0, 1, 0, CPU), apply=lambda model, cfg: plan,
+                    model=model, data=data, task=task)
+    return run.trainer
 
 
 def image_batches(n: int, steps: int = 2):

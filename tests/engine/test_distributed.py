@@ -3,7 +3,6 @@ and evaluation sees rank 0's buffers. Two gloo processes on this machine."""
 from __future__ import annotations
 
 import signal
-from types import SimpleNamespace
 
 import torch
 import torch.distributed as dist
@@ -11,25 +10,25 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from repl.engine.distributed import broadcast_buffers
-from repl.engine.trainer import Trainer
+from repl.engine.stop import StopRequest
 
 
 def _worker(rank: int, store: str, results) -> None:
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
     try:
         # rank 1 is signalled before step 3; each rank asks after every step whether to stop
-        trainer = SimpleNamespace(dist=SimpleNamespace(world_size=2), device=torch.device("cpu"), _stop_signal=None)
+        stop = StopRequest()
         stopped_at = None
         for step in range(1, 6):
             if rank == 1 and step == 3:
-                trainer._stop_signal = signal.SIGUSR1
-            if Trainer._stop_agreed(trainer):
+                stop.request(signal.SIGUSR1)
+            if stop.agreed(2, torch.device("cpu")):
                 stopped_at = step
                 break
         bn = nn.BatchNorm1d(3)
         bn.running_mean.fill_(float(rank + 1))
         broadcast_buffers(bn)
-        results[rank] = (stopped_at, trainer._stop_signal, bn.running_mean.tolist())
+        results[rank] = (stopped_at, stop.signum, bn.running_mean.tolist())
     finally:
         dist.destroy_process_group()
 

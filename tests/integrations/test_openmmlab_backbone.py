@@ -99,6 +99,25 @@ def test_mm_checkpoints_with_metadata_load_under_weights_only_torch(tmp_path):
     assert torch.equal(kept, source.conv1.weight)
 
 
+def test_importing_the_plugin_leaves_mmengine_checkpoint_loading_as_it_was(tmp_path):
+    """Only the places where RepL loads mm weights load metadata-carrying checkpoints; the global loaders
+    stay mmengine's own (weights-only under torch >= 2.6), before, between and after those places."""
+    from mmengine.runner import CheckpointLoader
+
+    from repl.integrations.mm_checkpoints import full_checkpoint_loading
+
+    path = tmp_path / "with_meta.pth"
+    torch.save({"state_dict": {"w": torch.ones(2)}, "meta": {"epoch": np.int64(3)}}, path)
+    with pytest.raises(Exception, match="[Ww]eights only load failed"):
+        CheckpointLoader.load_checkpoint(str(path))
+    with full_checkpoint_loading():
+        with full_checkpoint_loading():  # nested: the inner exit keeps the outer one's loaders
+            pass
+        assert CheckpointLoader.load_checkpoint(str(path))["meta"]["epoch"] == 3
+    with pytest.raises(Exception, match="[Ww]eights only load failed"):
+        CheckpointLoader.load_checkpoint(str(path))
+
+
 def test_without_the_extra_the_cli_says_how_to_install_it(tmp_path):
     code = ("import sys; sys.modules['mmdet'] = None; sys.argv = ['train.py', 'task=detection', "
             f"'hydra.run.dir={tmp_path}', 'hydra.output_subdir=null']; from repl.cli import main; main()")

@@ -1,0 +1,96 @@
+"""One run built from a config: seeded model with its output size, the method applied, data, task, trainer.
+
+`build_run` is the one place that assembles a run, used by `repl.run.train` (train.py), the studies
+(benchmarks/studies/harness.py), benchmarks/trainer_overhead.py and the tests. The order is fixed
+(ARCHITECTURE.md): seed, build the model, note the blocks to checkpoint, apply the method (the plan is
+validated before any data is read), then data, task and the Trainer (which moves, compiles and wraps
+the model). Callers may hand in their own method (`apply`), model, data or task.
+"""
+from __future__ import annotations
+
+import random
+import sys
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+from repl import apply_replacement
+from repl.config import TrainConfig
+from repl.data import build_data, num_outputs
+from repl.engine import measure
+from repl.engine.checkpoint import atomic_write_json
+from repl.engine.distributed import DistInfo
+from repl.engine.rundir import ENV
+from repl.engine.trainer import Trainer
+from repl.families import discover_blocks
+from repl.method.plan import Plan
+from repl.models import build_model
+from repl.tasks import build_task
+
+Apply = Callable[[nn.Module, TrainConfig], Plan]  # puts a method on the model in place, returns its plan
+
+
+@dataclass
+class Run:
+    """What a built run is made of; `trainer.fit()` trains it."""
+
+    cfg: TrainConfig
+    model: nn.Module
+    plan: Plan
+    data: Any  # a repl.data DataModule (or a stand-in with steps_per_epoch and train_batches/eval_batches)
+    task: Any  # a repl.tasks task
+    trainer: Trainer
+
+
+def seed_everything(seed: int) -> None:
+    """Seed every RNG training draws from (python, numpy, torch on all devices)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def write_environment(run_dir: Path, device: torch.device) -> None:
+    """env.json beside the results: what ran (versions, device, git state) so a run can be reproduced."""
+    packages = sorted(f"{d.metadata['Name']}=={d.version}" for d in metadata.distributions() if d.metadata["Name"])
+    atomic_write_json(Path(run_dir) / ENV, {**measure.environment_info(device), "packages": packages,
+                                             "argv": sys.argv})
+
+
+def configured_method(model: nn.Module, cfg: TrainConfig) -> Plan:
+    """What a normal run does: the method of `repl.*`."""
+    return apply_replacement(model, cfg.repl)
+
+
+def build_run(cfg: TrainConfig, run_dir: Path, dist: DistInfo, *, apply: Optional[Apply] = None,
+              model: Optional[nn.Module] = None, data: Any = None, task: Any = None,
+              record_environment: bool = False) -> Run:
+    """Build the run `cfg` describes in `run_dir` on `dist`'s device.
+
+    apply: the method hook, `apply(model, cfg) -> Plan` (default: the configured `repl.*`); a study uses it
+    to combine RepL with something repl.method does not offer. model / data / task: use these instead of
+    building them from cfg (a benchmark replaying batches, a test's tiny network). record_environment:
+    write env.json on rank 0 after the plan is validated, before any data is read (the run dir's owner asks).
+    """
+    if cfg.trainer.deterministic:
+        torch.use_deterministic_algorithms(True)
+    seed_everything(cfg.seed)
+    data_cfg = cfg.dataset
+    if model is None:
+        model = build_model(cfg.model, num_classes=num_outputs(data_cfg, cfg.task.name), in_chans=data_cfg.in_chans,
+                            image_size=data_cfg.input_size)
+    block_paths = [b.path for b in discover_blocks(model)] if cfg.trainer.checkpointing else None
+    plan = (apply or configured_method)(model, cfg)
+    if record_environment and dist.is_main:
+        write_environment(run_dir, dist.device)
+    if data is None:
+        data = build_data(data_cfg, seed=cfg.seed, device=dist.device, rank=dist.rank, world_size=dist.world_size,
+                          task=cfg.task.name)
+    if task is None:
+        task = build_task(cfg.task)
+    trainer = Trainer(cfg, model, plan, data, task, dist, Path(run_dir), block_paths=block_paths)
+    return Run(cfg=cfg, model=trainer.model, plan=plan, data=data, task=task, trainer=trainer)
