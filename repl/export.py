@@ -87,7 +87,7 @@ def _set_submodule(model: nn.Module, path: str, new: nn.Module) -> None:
 # ---------------------------------------------------------------------------------- exporting side
 def load_run(run_dir: Path) -> Tuple[Any, Dict[str, Any]]:
     """The run's TrainConfig and training checkpoint; ExportError when either is missing or unusable."""
-    from repl.config import TrainConfig
+    from repl.config import from_stored
     from repl.engine.checkpoint import load_checkpoint
 
     run_dir = Path(run_dir)
@@ -101,7 +101,7 @@ def load_run(run_dir: Path) -> Tuple[Any, Dict[str, Any]]:
     except ReplError as err:
         raise ExportError(str(err).split(";")[0]) from None
     try:
-        cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(TrainConfig), state["config"]))
+        cfg = from_stored(state["config"])
     except Exception as err:  # noqa: BLE001 - a config this version cannot read
         raise ExportError(f"checkpoint {path} holds a config this version cannot read: "
                           f"{str(err).splitlines()[0]}") from None
@@ -111,12 +111,11 @@ def load_run(run_dir: Path) -> Tuple[Any, Dict[str, Any]]:
 def trained_model(cfg: Any, state: Dict[str, Any]) -> nn.Module:
     """The model as trained (method applied) with the checkpoint's weights: the EMA's when it kept one."""
     from repl import apply_replacement
-    from repl.data import num_outputs
+    from repl.data import model_inputs
     from repl.models import build_model
 
     model_cfg = replace(cfg.model, pretrained=False, weights=None)  # every weight comes from the checkpoint
-    model = build_model(model_cfg, num_classes=num_outputs(cfg.dataset, cfg.task.name), in_chans=cfg.dataset.in_chans,
-                        image_size=cfg.dataset.input_size)
+    model = build_model(model_cfg, **model_inputs(cfg.dataset, cfg.task.name))
     apply_replacement(model, cfg.repl)
     weights = state["model"]
     if "ema" in state:  # torch.optim.swa_utils.AveragedModel: module.<key>, plus n_averaged
