@@ -23,7 +23,7 @@ def test_batches_are_float_nchw_and_int64_labels():
     images, labels = next(iter(data.train_batches(0)))
     assert images.shape == (16, 3, 16, 16) and images.dtype == torch.float32 and images.is_contiguous()
     assert labels.shape == (16,) and labels.dtype == torch.int64
-    assert (data.num_train, data.num_eval, data.steps_per_epoch, data.unit) == (96, 37, 6, "samples")
+    assert (data.num_train, data.num_eval, data.steps_per_epoch) == (96, 37, 6)
 
 
 def test_start_step_continues_the_epoch_exactly():

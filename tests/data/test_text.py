@@ -92,7 +92,7 @@ def test_tokenized_layouts_give_the_same_corpus(layout, tmp_path):
     make_wikitext2(tmp_path / "b", layout)
     a = build_text_data(wiki(tmp_path / "a"), seed=0, device=CPU)
     b = build_text_data(wiki(tmp_path / "b"), seed=0, device=CPU)
-    assert a.num_classes == b.num_classes and torch.equal(a.train, b.train)
+    assert a.vocab_size == b.vocab_size and torch.equal(a.train, b.train)
     assert all(torch.equal(a.eval_windows[s][1], b.eval_windows[s][1]) for s in ("valid", "test"))
 
 
@@ -134,7 +134,7 @@ def test_vocabulary_is_read_once_and_reused(tmp_path, monkeypatch):
     monkeypatch.setattr(text_module, "load_wikitext", lambda *a, **k: calls.append(a) or real(*a, **k))
     size = vocabulary_size(wiki(tmp_path))
     assert vocabulary_size(wiki(tmp_path)) == size
-    assert build_text_data(wiki(tmp_path), seed=0, device=CPU).num_classes == size
+    assert build_text_data(wiki(tmp_path), seed=0, device=CPU).vocab_size == size
     assert len(calls) == 1
 
 
@@ -296,7 +296,7 @@ def test_synthetic_corpus_is_determined_by_the_seed():
     a, b, c = (build_text_data(synthetic(), seed=s, device=CPU) for s in (0, 0, 1))
     assert torch.equal(a.train, b.train) and not torch.equal(a.train, c.train)
     assert a.reference_ppl == b.reference_ppl != c.reference_ppl
-    assert vocabulary_size(synthetic()) == a.num_classes == 32
+    assert vocabulary_size(synthetic()) == a.vocab_size == 32
     assert int(a.train.min()) >= 0 and int(a.train.max()) == 31 and len(a.train) == 4000
     assert a.eval_tokens == {"valid": 499, "test": 499}
 
