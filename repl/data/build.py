@@ -12,10 +12,10 @@ from omegaconf import DictConfig
 
 from repl.data.config import DataConfig, as_data_config
 from repl.data.module import DataModule
-from repl.tasks.registry import Outputs, task_spec
+from repl.tasks.registry import DEFAULT_TASK, Outputs, task_spec
 
 
-def num_outputs(cfg: Union[DataConfig, DictConfig], task: str = "classification") -> int:
+def num_outputs(cfg: Union[DataConfig, DictConfig], task: str = DEFAULT_TASK) -> int:
     """The model's output size: the dataset's classes, or the vocabulary size of its tokenizer (task=lm)."""
     cfg = as_data_config(cfg, task).validate(task=task)
     if task_spec(task).outputs is Outputs.VOCABULARY:
@@ -25,7 +25,7 @@ def num_outputs(cfg: Union[DataConfig, DictConfig], task: str = "classification"
     return cfg.num_classes
 
 
-def model_inputs(cfg: Union[DataConfig, DictConfig], task: str = "classification") -> Dict[str, Any]:
+def model_inputs(cfg: Union[DataConfig, DictConfig], task: str = DEFAULT_TASK) -> Dict[str, Any]:
     """The keyword arguments repl.models.build_model takes from the data: `build_model(model_cfg, **model_inputs(...))`.
 
     Images: num_classes, in_chans and image_size (the side the model sees, dataset.resize if set);
@@ -42,7 +42,7 @@ def build_data(
     device: torch.device,
     rank: int = 0,
     world_size: int = 1,
-    task: str = "classification",
+    task: str = DEFAULT_TASK,
 ) -> DataModule:
     """The data of one run: validates the config for `task`, then the task's data builder reads or generates it."""
     data_cfg = as_data_config(cfg, task).validate(world_size, task)

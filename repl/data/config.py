@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from repl.bounds import check_numbers
 from repl.errors import ConfigError
-from repl.tasks.registry import DataKind, task_spec, tasks_where
+from repl.tasks.registry import DEFAULT_TASK, DataKind, task_spec, tasks_where
 
 TOKENIZERS = ("word", "bpe")
 RESIDENT_CHOICES = ("auto", "true", "false")
@@ -50,7 +50,7 @@ class DataConfig:
         """The global evaluation batch size."""
         return self.eval_batch_size if self.eval_batch_size is not None else self.batch_size
 
-    def validate(self, world_size: int = 1, task: str = "classification") -> "DataConfig":
+    def validate(self, world_size: int = 1, task: str = DEFAULT_TASK) -> "DataConfig":
         """Raise ConfigError naming the key if any value is outside what is accepted (by `task`)."""
         check_numbers(self, "dataset.")
         if self.task is not None and self.task != task:
@@ -237,7 +237,7 @@ def kind_of_key(key: str) -> Optional[Tuple[str, Tuple[str, ...]]]:
     return None
 
 
-def as_data_config(cfg: Union[DataConfig, DictConfig, dict], task: str = "classification") -> DataConfig:
+def as_data_config(cfg: Union[DataConfig, DictConfig, dict], task: str = DEFAULT_TASK) -> DataConfig:
     """The data config of `task` from a data config, a Hydra DictConfig or a plain dict; a key of another kind is refused."""
     if isinstance(cfg, DataConfig):
         return cfg

@@ -10,7 +10,7 @@ from urllib.parse import urlparse
 
 from repl.bounds import bounds, check_numbers
 from repl.errors import ConfigError
-from repl.tasks.registry import task_spec, tasks_where
+from repl.tasks.registry import DEFAULT_TASK, task_spec, tasks_where
 
 WANDB_MODES = ("offline", "online", "disabled")
 
@@ -139,7 +139,7 @@ def wandb_key_configured() -> bool:
 class TaskConfig:
     """What is learned and measured; usually implied by the dataset."""
 
-    name: str = "classification"  # classification | detection | segmentation | lm
+    name: str = DEFAULT_TASK  # classification | detection | segmentation | lm (repl/tasks/registry.py)
     label_smoothing: float = field(default=0.0, metadata=bounds(ge=0, lt=1))
     mixup: float = field(default=0.0, metadata=bounds(ge=0))  # classification: Beta(alpha, alpha) mixup (DeiT: 0.8); 0 = off
     cutmix: float = field(default=0.0, metadata=bounds(ge=0))  # classification: Beta(alpha, alpha) CutMix (DeiT: 1.0); 0 = off

@@ -88,6 +88,9 @@ TASKS: Dict[str, TaskSpec] = {spec.name: spec for spec in (
 )}
 
 
+DEFAULT_TASK = "classification"  # task.name when none is given
+
+
 def task_names() -> Tuple[str, ...]:
     """Every registered task.name."""
     return tuple(TASKS)
