@@ -3,6 +3,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from repl.config import compose, to_config
 from repl.data import DataConfig, ImageDataConfig, TextDataConfig, as_data_config, build_data
 from repl.data.classification import classification_datasets
 from repl.errors import ConfigError
@@ -86,3 +87,8 @@ def test_each_kind_declares_only_its_own_keys():
 def test_a_data_config_without_kind_is_refused():
     with pytest.raises(ConfigError, match="names no kind of data; start its yaml with defaults"):
         DataConfig().validate()
+
+
+def test_a_dataset_option_of_another_task_names_it():
+    with pytest.raises(ConfigError, match="dataset.task=lm: this dataset option is made for task=lm, not task=classification"):
+        to_config(compose(["dataset=synthetic_text"]))
