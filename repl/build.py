@@ -21,7 +21,7 @@ from torch import nn
 
 from repl import apply_replacement
 from repl.config import TrainConfig
-from repl.data import build_data, num_outputs
+from repl.data import build_data, model_inputs
 from repl.engine import measure
 from repl.engine.checkpoint import atomic_write_json
 from repl.engine.distributed import DistInfo
@@ -81,8 +81,7 @@ def build_run(cfg: TrainConfig, run_dir: Path, dist: DistInfo, *, apply: Optiona
     seed_everything(cfg.seed)
     data_cfg = cfg.dataset
     if model is None:
-        model = build_model(cfg.model, num_classes=num_outputs(data_cfg, cfg.task.name), in_chans=data_cfg.in_chans,
-                            image_size=data_cfg.input_size)
+        model = build_model(cfg.model, **model_inputs(data_cfg, cfg.task.name))
     block_paths = [b.path for b in discover_blocks(model)] if cfg.trainer.checkpointing else None
     plan = (apply or configured_method)(model, cfg)
     if record_environment and dist.is_main:

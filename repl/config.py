@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from repl.bounds import SEED, check_numbers
-from repl.data.config import DatasetConfig
+from repl.data.config import DataConfig, config_class, kind_of_key, register_schemas
 from repl.engine.config import LoggerConfig, OptimConfig, TaskConfig, TrainerConfig
 from repl.method.config import ReplConfig
 from repl.errors import ConfigError
@@ -33,7 +33,7 @@ class TrainConfig:
 
     seed: int = field(default=0, metadata=SEED)
     experiment_name: str = "default"
-    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    dataset: DataConfig = field(default_factory=DataConfig)  # an ImageDataConfig or TextDataConfig once composed
     model: ModelConfig = field(default_factory=ModelConfig)
     repl: ReplConfig = field(default_factory=ReplConfig)
     task: TaskConfig = field(default_factory=TaskConfig)
@@ -64,6 +64,7 @@ def run_dirname(overrides: str) -> str:
 def register() -> None:
     """Register the schema and the resolvers Hydra needs; safe to call more than once."""
     ConfigStore.instance().store(name="train_schema", node=TrainConfig)
+    register_schemas()  # the dataset kinds, named by each configs/dataset/*.yaml
     if not OmegaConf.has_resolver("rundir"):
         OmegaConf.register_new_resolver("rundir", run_dirname)
 
@@ -82,6 +83,19 @@ def compose(overrides: Optional[List[str]] = None) -> DictConfig:
 def as_dict(cfg: TrainConfig) -> dict:
     """The validated config as plain data: what every checkpoint stores and resume compares."""
     return OmegaConf.to_container(OmegaConf.structured(cfg))  # type: ignore[return-value]
+
+
+def from_stored(values: dict) -> TrainConfig:
+    """The TrainConfig of `as_dict`'s output (a checkpoint's config), its dataset read as its task's kind of data.
+
+    Keys of another kind (stored before the data configs were split: a text run's image_size) are dropped.
+    """
+    task = values.get("task", {}).get("name", TaskConfig.name)
+    kind = config_class(task)
+    own = {f.name for f in fields(kind)}
+    values = {**values, "dataset": {k: v for k, v in values.get("dataset", {}).items() if k in own}}
+    typed = OmegaConf.merge(OmegaConf.structured(TrainConfig), {"dataset": OmegaConf.structured(kind)})
+    return OmegaConf.to_object(OmegaConf.merge(typed, values))  # type: ignore[return-value]
 
 
 def to_config(cfg: DictConfig) -> TrainConfig:
@@ -109,12 +123,20 @@ FREE_DICTS = ("model.kwargs",)  # dict fields whose keys are free (the model con
 
 
 def schema_keys(schema: type = TrainConfig, prefix: str = "") -> Iterator[str]:
-    """Every dotted key of the schema (`repl.ratio`, `trainer.epochs`, ...), groups included."""
-    for f in fields(schema):
-        key = f"{prefix}{f.name}"
-        yield key
-        if f.default_factory is not MISSING and is_dataclass(group := f.default_factory()):
-            yield from schema_keys(type(group), f"{key}.")
+    """Every dotted key of the schema (`repl.ratio`, `trainer.epochs`, ...), groups included.
+
+    A group typed by a base class (dataset) has the keys of each of its subclasses (image and text data).
+    """
+    seen = set()
+    for cls in (schema, *schema.__subclasses__()):
+        for f in fields(cls):
+            key = f"{prefix}{f.name}"
+            if key in seen:
+                continue
+            seen.add(key)
+            yield key
+            if f.default_factory is not MISSING and is_dataclass(group := f.default_factory()):
+                yield from schema_keys(type(group), f"{key}.")
 
 
 def unknown_key_error(key: str) -> ConfigError:
@@ -122,6 +144,11 @@ def unknown_key_error(key: str) -> ConfigError:
     free = next((k for k in FREE_DICTS if key.startswith(f"{k}.")), None)
     if free is not None:
         return ConfigError(f"{key} is not set by this {free.split('.')[0]} config; add it with +{key}=VALUE")
+    group, _, name = key.partition(".")
+    kind = kind_of_key(name) if group == "dataset" else None
+    if kind is not None:  # a key of the other kind of data than the chosen dataset's
+        return ConfigError(f"{key} is a key of {kind[0]} data (task={'|'.join(kind[1])}), not of the chosen dataset; "
+                           f"unset it, or choose a dataset of {kind[0]} data and task={'|'.join(kind[1])}")
     known = list(schema_keys())
     close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
     hint = f"; did you mean {close[0]}?" if close else "; README.md lists every key"

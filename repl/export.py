@@ -31,7 +31,7 @@ from repl.errors import ReplError
 from repl.models import lite
 from repl.models.config import ModelConfig
 
-FORMAT = "repl-export/1"
+FORMAT = "repl-export/2"  # 2: the model's data inputs under model.inputs (1: num_classes/in_chans/image_size, still read)
 ARCHITECTURE = "architecture.json"
 SAFETENSORS = "model.safetensors"
 STATE_DICT = "model.pt"
@@ -51,8 +51,9 @@ def build_exported(arch: Dict[str, Any]) -> nn.Module:
     from repl.models import build_model
 
     spec = arch["model"]
-    model = build_model(ModelConfig(name=spec["name"], kwargs=dict(spec.get("kwargs", {}))),
-                        num_classes=spec["num_classes"], in_chans=spec["in_chans"], image_size=spec["image_size"])
+    # "inputs": what the data gives the model (repl.data.model_inputs); exports before it held the image keys
+    inputs = spec.get("inputs") or {k: spec[k] for k in ("num_classes", "in_chans", "image_size")}
+    model = build_model(ModelConfig(name=spec["name"], kwargs=dict(spec.get("kwargs", {}))), **inputs)
     for block in arch.get("lite_blocks", []):
         _set_submodule(model, block["path"], _lite_block(model.get_submodule(block["path"]), block))
     return model.eval()
@@ -87,7 +88,7 @@ def _set_submodule(model: nn.Module, path: str, new: nn.Module) -> None:
 # ---------------------------------------------------------------------------------- exporting side
 def load_run(run_dir: Path) -> Tuple[Any, Dict[str, Any]]:
     """The run's TrainConfig and training checkpoint; ExportError when either is missing or unusable."""
-    from repl.config import TrainConfig
+    from repl.config import from_stored
     from repl.engine.checkpoint import load_checkpoint
 
     run_dir = Path(run_dir)
@@ -101,7 +102,7 @@ def load_run(run_dir: Path) -> Tuple[Any, Dict[str, Any]]:
     except ReplError as err:
         raise ExportError(str(err).split(";")[0]) from None
     try:
-        cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(TrainConfig), state["config"]))
+        cfg = from_stored(state["config"])
     except Exception as err:  # noqa: BLE001 - a config this version cannot read
         raise ExportError(f"checkpoint {path} holds a config this version cannot read: "
                           f"{str(err).splitlines()[0]}") from None
@@ -111,12 +112,11 @@ def load_run(run_dir: Path) -> Tuple[Any, Dict[str, Any]]:
 def trained_model(cfg: Any, state: Dict[str, Any]) -> nn.Module:
     """The model as trained (method applied) with the checkpoint's weights: the EMA's when it kept one."""
     from repl import apply_replacement
-    from repl.data import num_outputs
+    from repl.data import model_inputs
     from repl.models import build_model
 
     model_cfg = replace(cfg.model, pretrained=False, weights=None)  # every weight comes from the checkpoint
-    model = build_model(model_cfg, num_classes=num_outputs(cfg.dataset, cfg.task.name), in_chans=cfg.dataset.in_chans,
-                        image_size=cfg.dataset.input_size)
+    model = build_model(model_cfg, **model_inputs(cfg.dataset, cfg.task.name))
     apply_replacement(model, cfg.repl)
     weights = state["model"]
     if "ema" in state:  # torch.optim.swa_utils.AveragedModel: module.<key>, plus n_averaged
@@ -130,13 +130,12 @@ def trained_model(cfg: Any, state: Dict[str, Any]) -> nn.Module:
 
 def architecture(cfg: Any, baked: nn.Module) -> Dict[str, Any]:
     """architecture.json: the registry entry to build and the lite blocks to put in it."""
-    from repl.data import num_outputs
+    from repl.data import model_inputs
 
     arch: Dict[str, Any] = {
         "format": FORMAT,
         "model": {"name": cfg.model.name, "kwargs": dict(cfg.model.kwargs),
-                  "num_classes": num_outputs(cfg.dataset, cfg.task.name), "in_chans": cfg.dataset.in_chans,
-                  "image_size": cfg.dataset.input_size},
+                  "inputs": model_inputs(cfg.dataset, cfg.task.name)},
         "method": cfg.repl.method, "surrogate": cfg.repl.surrogate, "task": cfg.task.name,
     }
     lite_paths = [path for path, module in baked.named_modules() if type(module).__name__ in LITE_CLASSES]

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from repl.data.config import DatasetConfig
+from repl.data.config import ImageDataConfig
 from repl.data.files import write_once
 from repl.data.module import DataModule
 from repl.data.order import derive_seed
@@ -89,7 +89,7 @@ def _write_split(folder: Path, split: str, count: int, size: int, seed: int) -> 
         Image.fromarray(labels).save(seg_dir / f"{stem}{SEG_SUFFIX}")
 
 
-def write_synthetic_cityscapes(cfg: DatasetConfig, seed: int) -> Path:
+def write_synthetic_cityscapes(cfg: ImageDataConfig, seed: int) -> Path:
     """The synthetic set's folder for (cfg, seed), generated on first use (atomically: concurrent runs are safe)."""
     num_train, num_eval = cfg.num_train or DEFAULT_NUM_TRAIN, cfg.num_eval or DEFAULT_NUM_EVAL
     folder = Path(cfg.root) / f"seed{seed}_{cfg.image_size}px_{num_train}+{num_eval}"
@@ -128,7 +128,7 @@ def _check_layout(root: Path) -> None:
                                 "and gtFine_trainvaltest.zip from cityscapes-dataset.com and unpack both there")
 
 
-def build_segmentation_data(cfg: DatasetConfig, *, seed: int, device: torch.device, rank: int, world_size: int) -> DataModule:
+def build_segmentation_data(cfg: ImageDataConfig, *, seed: int, device: torch.device, rank: int, world_size: int) -> DataModule:
     """The DataModule of task=segmentation for dataset.name synthetic or cityscapes (19 trainId classes)."""
     from repl.integrations.openmmlab import require_openmmlab
 

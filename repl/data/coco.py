@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from repl.data.config import DatasetConfig
+from repl.data.config import ImageDataConfig
 from repl.data.files import write_once
 from repl.data.module import DataModule
 from repl.data.order import derive_seed
@@ -82,7 +82,7 @@ def _draw_image(size: int, num_classes: int, palette: np.ndarray, rng: np.random
     return image, objects
 
 
-def _write_split(folder: Path, split: str, count: int, cfg: DatasetConfig, seed: int, palette: np.ndarray) -> None:
+def _write_split(folder: Path, split: str, count: int, cfg: ImageDataConfig, seed: int, palette: np.ndarray) -> None:
     ann_file, img_dir = SPLITS[split]
     (folder / img_dir).mkdir(parents=True)
     rng = np.random.default_rng(derive_seed(seed, f"synthetic_coco/{split}"))
@@ -102,7 +102,7 @@ def _write_split(folder: Path, split: str, count: int, cfg: DatasetConfig, seed:
     (folder / ann_file).write_text(json.dumps({"images": images, "annotations": annotations, "categories": categories}))
 
 
-def write_synthetic_coco(cfg: DatasetConfig, seed: int) -> Path:
+def write_synthetic_coco(cfg: ImageDataConfig, seed: int) -> Path:
     """The synthetic set's folder for (cfg, seed), generated on first use (atomically: concurrent runs are safe)."""
     num_train, num_eval = cfg.num_train or DEFAULT_NUM_TRAIN, cfg.num_eval or DEFAULT_NUM_EVAL
     folder = Path(cfg.root) / f"seed{seed}_{cfg.image_size}px_{cfg.num_classes}c_{num_train}+{num_eval}"
@@ -139,7 +139,7 @@ def _check_layout(root: Path) -> None:
                                 "(train2017, val2017, annotations_trainval2017 from cocodataset.org) and unpack it there")
 
 
-def build_detection_data(cfg: DatasetConfig, *, seed: int, device: torch.device, rank: int, world_size: int) -> DataModule:
+def build_detection_data(cfg: ImageDataConfig, *, seed: int, device: torch.device, rank: int, world_size: int) -> DataModule:
     """The DataModule of task=detection for dataset.name synthetic or coco."""
     from repl.integrations.openmmlab import require_openmmlab
 

@@ -13,19 +13,14 @@ Batch = Tuple[torch.Tensor, ...]  # (images, labels); text: (inputs, targets), e
 
 
 class DataModule(ABC):
-    """Static shapes, dataset sizes, and batches already on the device (float32 NCHW images, int64 labels).
+    """Dataset sizes, batching, and batches already on the device; what a batch holds is the subclass's.
 
     Sizes and batch sizes are global (over all ranks); each rank yields its own disjoint shard.
     """
 
-    unit: str = "samples"
-
     def __init__(
         self,
         *,
-        num_classes: int,
-        image_size: int,
-        in_chans: int,
         num_eval: int,
         order: BatchOrder,
         eval_batch_size: int,
@@ -33,9 +28,6 @@ class DataModule(ABC):
         world_size: int,
         device: torch.device,
     ) -> None:
-        self.num_classes = num_classes
-        self.image_size = image_size
-        self.in_chans = in_chans
         self.num_train = order.num_train
         self.num_eval = num_eval
         self.steps_per_epoch = order.steps_per_epoch
@@ -55,15 +47,20 @@ class DataModule(ABC):
 
 
 class ImageData(DataModule):
-    """Image-classification batches; with `resize` set, every batch is resized on its device to that side.
+    """Image-classification batches (float32 NCHW images, int64 labels); with `resize` set, every batch is
+    resized on its device to that side.
 
     Subclasses (the resident and the streaming path) produce batches at `dataset.image_size`, augmented
     there; the resize comes after augmentation and normalisation, the same on every path. `image_size`
     is the side of the batches this yields (the model's input size).
     """
 
-    def __init__(self, *, resize: Optional[int], **shape_and_batching) -> None:
-        super().__init__(**shape_and_batching)
+    def __init__(self, *, num_classes: int, image_size: int, in_chans: int, resize: Optional[int],
+                 **batching) -> None:
+        super().__init__(**batching)
+        self.num_classes = num_classes
+        self.image_size = image_size
+        self.in_chans = in_chans
         self.resize = resize
 
     def train_batches(self, epoch: int, start_step: int = 0) -> Iterator[Batch]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from repl.data.augment import shifted_windows
-from repl.data.config import DatasetConfig
+from repl.data.config import ImageDataConfig
 from repl.data.order import generator
 from repl.data.tensors import TensorSplit
 
@@ -48,7 +48,7 @@ def synthetic_split(
     return TensorSplit(pixels, labels)
 
 
-def make_synthetic(cfg: DatasetConfig, seed: int) -> tuple[TensorSplit, TensorSplit]:
+def make_synthetic(cfg: ImageDataConfig, seed: int) -> tuple[TensorSplit, TensorSplit]:
     """The (train, eval) splits for `cfg` and `seed`: shared class textures, disjoint random samples."""
     size, channels = cfg.image_size, cfg.in_chans
     prototypes = periodic_textures(cfg.num_classes, channels, size, generator(seed, "synthetic/classes"))

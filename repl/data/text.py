@@ -24,8 +24,7 @@ from collections.abc import Iterator
 import torch
 from omegaconf import DictConfig
 
-from repl.data.build import as_dataset_config
-from repl.data.config import DatasetConfig
+from repl.data.config import DataConfig, TextDataConfig, as_data_config
 from repl.data.module import DataModule
 from repl.data.order import BatchOrder, eval_shards
 from repl.data.text_synthetic import (
@@ -36,6 +35,7 @@ from repl.data.text_synthetic import (
 )
 from repl.data.wikitext import BPE_MIN_VOCAB, load_wikitext
 from repl.errors import ConfigError
+from repl.tasks.registry import DataKind, tasks_where
 
 IGNORE_INDEX = -100
 TEXT_DATASETS = ("synthetic", "wikitext2")
@@ -46,8 +46,6 @@ _CORPORA: dict[tuple[str, str, str, int], tuple[int, dict[str, torch.Tensor]]] =
 
 class TextData(DataModule):
     """Windows of token ids held on the device (see the module docstring for their layout)."""
-
-    unit = "tokens"
 
     def __init__(
         self,
@@ -64,9 +62,6 @@ class TextData(DataModule):
     ) -> None:
         evaluation = {split: splits[split] for split in ("valid", "test")}
         super().__init__(
-            num_classes=vocab_size,
-            image_size=seq_len,
-            in_chans=1,
             num_eval=sum(len(ids) - 1 for ids in evaluation.values()),
             order=order,
             eval_batch_size=eval_batch_size,
@@ -74,6 +69,7 @@ class TextData(DataModule):
             world_size=world_size,
             device=device,
         )
+        self.vocab_size = vocab_size
         self.seq_len = seq_len
         self.reference_ppl = reference_ppl  # best achievable perplexity, where known (synthetic)
         self.train_tokens = len(splits["train"])
@@ -104,9 +100,19 @@ def eval_windows(ids: torch.Tensor, seq_len: int, device: torch.device) -> tuple
     return inputs.view(count, seq_len).to(device), targets.view(count, seq_len).to(device)
 
 
-def vocabulary_size(cfg: DatasetConfig | DictConfig) -> int:
+def text_task() -> str:
+    """The task this data is built for: the registered task that takes text."""
+    return tasks_where(data=DataKind.TEXT)[0]
+
+
+def _text_config(cfg: DataConfig | DictConfig, world_size: int = 1) -> TextDataConfig:
+    """`cfg` as a validated TextDataConfig (ConfigError for image data or a bad value)."""
+    return as_data_config(cfg, text_task()).validate(world_size, text_task())  # type: ignore[return-value]
+
+
+def vocabulary_size(cfg: DataConfig | DictConfig) -> int:
     """The number of token ids of the dataset (the model's vocabulary); reads and tokenizes files once."""
-    cfg = as_dataset_config(cfg).validate(task="lm")
+    cfg = _text_config(cfg)
     _check_name(cfg)
     if cfg.name == "synthetic":
         return cfg.vocab_size
@@ -114,10 +120,10 @@ def vocabulary_size(cfg: DatasetConfig | DictConfig) -> int:
 
 
 def build_text_data(
-    cfg: DatasetConfig | DictConfig, *, seed: int, device: torch.device, rank: int = 0, world_size: int = 1
+    cfg: DataConfig | DictConfig, *, seed: int, device: torch.device, rank: int = 0, world_size: int = 1
 ) -> TextData:
     """The TextData of one run: the synthetic corpus of `seed`, or WikiText-2 from dataset.root."""
-    cfg = as_dataset_config(cfg).validate(world_size, task="lm")
+    cfg = _text_config(cfg, world_size)
     _check_name(cfg)
     reference_ppl = None
     if cfg.name == "synthetic":
@@ -149,11 +155,11 @@ def build_text_data(
     )
 
 
-def _check_name(cfg: DatasetConfig) -> None:
+def _check_name(cfg: TextDataConfig) -> None:
     """Only text datasets; synthetic documents need 4 tokens; a BPE vocabulary holds 256 bytes + 2 specials."""
     if cfg.name not in TEXT_DATASETS:
         raise ConfigError(
-            f"dataset.name={cfg.name!r} is not a text dataset; task=lm accepts dataset={' | '.join(TEXT_DATASETS)}"
+            f"dataset.name={cfg.name!r} is not a text dataset; task={text_task()} accepts dataset={' | '.join(TEXT_DATASETS)}"
         )
     if cfg.name == "synthetic" and cfg.seq_len < MIN_SEQ_LEN:
         raise ConfigError(f"dataset.seq_len={cfg.seq_len} is too short for the synthetic corpus; use {MIN_SEQ_LEN} or more")
@@ -161,7 +167,7 @@ def _check_name(cfg: DatasetConfig) -> None:
         raise ConfigError(f"dataset.vocab_size={cfg.vocab_size} is too small for bpe; use {BPE_MIN_VOCAB} or more")
 
 
-def _file_corpus(cfg: DatasetConfig) -> tuple[int, dict[str, torch.Tensor]]:
+def _file_corpus(cfg: TextDataConfig) -> tuple[int, dict[str, torch.Tensor]]:
     """The tokenized files of `cfg`, read once per (name, root, tokenizer, bpe vocabulary size)."""
     root = os.path.abspath(os.path.expanduser(cfg.root))
     key = (cfg.name, root, cfg.tokenizer, cfg.vocab_size if cfg.tokenizer == "bpe" else 0)

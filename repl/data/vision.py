@@ -19,7 +19,7 @@ from scipy.io.matlab import MatReadError
 from torch.utils.data import Dataset
 from torchvision import datasets, transforms
 
-from repl.data.config import DatasetConfig
+from repl.data.config import ImageDataConfig
 from repl.data.tensors import TensorSplit
 from repl.errors import ConfigError, DataError
 
@@ -182,7 +182,7 @@ VISION = {
 }
 
 
-def check_shape(cfg: DatasetConfig, spec: VisionSpec) -> None:
+def check_shape(cfg: ImageDataConfig, spec: VisionSpec) -> None:
     """Raise ConfigError if the static shape keys disagree with the dataset's images."""
     expected = {"image_size": spec.image_size, "in_chans": 3, "num_classes": spec.num_classes}
     for key, value in expected.items():
@@ -192,7 +192,7 @@ def check_shape(cfg: DatasetConfig, spec: VisionSpec) -> None:
             raise ConfigError(f"{mismatch}; set dataset.{key}={value}")
 
 
-def open_vision(cfg: DatasetConfig, spec: VisionSpec, *, streaming: bool) -> Tuple[Dataset, Dataset]:
+def open_vision(cfg: ImageDataConfig, spec: VisionSpec, *, streaming: bool) -> Tuple[Dataset, Dataset]:
     """The (train, eval) torchvision datasets; with `streaming` they carry the per-sample transforms."""
     root = os.path.abspath(os.path.expanduser(cfg.root))
     if cfg.download and spec.downloadable and missing_path(root, spec.required) is not None:
@@ -218,7 +218,7 @@ def open_vision(cfg: DatasetConfig, spec: VisionSpec, *, streaming: bool) -> Tup
     return train, evaluation
 
 
-def check_folder_classes(cfg: DatasetConfig, train: datasets.ImageFolder, evaluation: datasets.ImageFolder) -> None:
+def check_folder_classes(cfg: ImageDataConfig, train: datasets.ImageFolder, evaluation: datasets.ImageFolder) -> None:
     """Both splits must have the same class folders, as many as `dataset.num_classes`."""
     if train.classes != evaluation.classes:
         raise DataError(
@@ -238,7 +238,7 @@ def _first_line(err: Exception) -> str:
     return text.splitlines()[0] if text else type(err).__name__
 
 
-def train_transform(cfg: DatasetConfig, spec: VisionSpec) -> Callable:
+def train_transform(cfg: ImageDataConfig, spec: VisionSpec) -> Callable:
     """Per-sample PIL -> normalised tensor transform of training images (the streaming path)."""
     if not cfg.augment:
         return eval_transform(cfg, spec)
@@ -289,7 +289,7 @@ def posterize(image: Image.Image, bits_to_keep: int, **_: Any) -> Image.Image:
     return timm_posterize(image, bits_to_keep)
 
 
-def eval_transform(cfg: DatasetConfig, spec: VisionSpec) -> Callable:
+def eval_transform(cfg: ImageDataConfig, spec: VisionSpec) -> Callable:
     """Per-sample transform of evaluation images: resize + centre crop (resized datasets), normalise."""
     steps = []
     if spec.image_size is None:

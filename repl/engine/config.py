@@ -10,10 +10,8 @@ from urllib.parse import urlparse
 
 from repl.bounds import bounds, check_numbers
 from repl.errors import ConfigError
+from repl.tasks.registry import DEFAULT_TASK, task_spec, tasks_where
 
-
-TASK_NAMES = ("classification", "detection", "segmentation", "lm")
-ACCUMULATING_TASKS = ("classification", "lm")  # tasks whose batch loss splits exactly into micro-batches (micro_losses)
 WANDB_MODES = ("offline", "online", "disabled")
 
 
@@ -56,8 +54,9 @@ class TrainerConfig:
     def validate_with(self, task: str, per_batch_skips: bool) -> None:
         """Keys whose validity depends on other groups: accumulation is exact for classification and lm losses,
         and not when blocks are skipped per forward (stochastic depth draws per micro-batch, not per batch)."""
-        _check(self.accumulate == 1 or task in ACCUMULATING_TASKS,
-               f"trainer.accumulate={self.accumulate} splits {' and '.join(ACCUMULATING_TASKS)} batches only, "
+        accumulating = tasks_where(accumulates=True)  # their batch loss splits exactly into micro-batches
+        _check(self.accumulate == 1 or task_spec(task).accumulates,
+               f"trainer.accumulate={self.accumulate} splits {' and '.join(accumulating)} batches only, "
                f"not task.name={task} (its loss is not a mean over samples); use trainer.accumulate=1")
         _check(self.accumulate == 1 or not per_batch_skips,
                f"trainer.accumulate={self.accumulate} with stochastic depth (repl=stochastic_depth or "
@@ -140,7 +139,7 @@ def wandb_key_configured() -> bool:
 class TaskConfig:
     """What is learned and measured; usually implied by the dataset."""
 
-    name: str = "classification"  # classification | detection | segmentation | lm
+    name: str = DEFAULT_TASK  # classification | detection | segmentation | lm (repl/tasks/registry.py)
     label_smoothing: float = field(default=0.0, metadata=bounds(ge=0, lt=1))
     mixup: float = field(default=0.0, metadata=bounds(ge=0))  # classification: Beta(alpha, alpha) mixup (DeiT: 0.8); 0 = off
     cutmix: float = field(default=0.0, metadata=bounds(ge=0))  # classification: Beta(alpha, alpha) CutMix (DeiT: 1.0); 0 = off
@@ -148,8 +147,9 @@ class TaskConfig:
 
     def validate(self) -> None:
         check_numbers(self, "task.")
-        _check(self.name in TASK_NAMES, f"task.name={self.name!r}: choose one of {', '.join(TASK_NAMES)}")
+        spec = task_spec(self.name)  # ConfigError naming the choices if task.name is not registered
+        image_tasks = " and ".join(tasks_where(image_batches=True))
         for key in ("mixup", "cutmix"):
             value = getattr(self, key)
-            _check(value == 0 or self.name == "classification",
-                   f"task.{key}={value} mixes images for classification only, not task.name={self.name}; set it to 0")
+            _check(value == 0 or spec.image_batches,
+                   f"task.{key}={value} mixes images for {image_tasks} only, not task.name={self.name}; set it to 0")

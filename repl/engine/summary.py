@@ -9,6 +9,7 @@ from repl.config import TrainConfig
 from repl.engine import measure
 from repl.engine.distributed import DistInfo
 from repl.method.plan import Plan
+from repl.tasks.registry import task_spec
 
 
 class RunSummary:
@@ -33,7 +34,7 @@ class RunSummary:
             "experiment": self.cfg.experiment_name,
             "task": self.task.name,
             "dataset": self.cfg.dataset.name,
-            "input_size": None if self.task.unit == "tokens" else self.cfg.dataset.input_size,
+            "input_size": self.cfg.dataset.input_size if task_spec(self.task.name).takes_images else None,
             "model": self.cfg.model.name,
             "method": self.plan.method,
             "plan": self.plan.to_dict(),

@@ -13,8 +13,8 @@ from typing import Any, Dict, Iterator, List
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from repl.data.build import datamodule_args, subset_size
-from repl.data.config import DatasetConfig
+from repl.data.batching import batching_args, subset_size
+from repl.data.config import ImageDataConfig
 from repl.data.module import DataModule
 from repl.data.order import (
     ResumableBatchSampler,
@@ -34,12 +34,13 @@ def _collate(samples: List[Dict[str, Any]]) -> MMBatch:
 class MMData(DataModule):
     """Training and evaluation batches of two mm datasets (subset to dataset.num_train / num_eval)."""
 
-    def __init__(self, cfg: DatasetConfig, train: Dataset, evaluation: Dataset, dataset_meta: Dict[str, Any], *,
+    def __init__(self, cfg: ImageDataConfig, train: Dataset, evaluation: Dataset, dataset_meta: Dict[str, Any], *,
                  seed: int, device: torch.device, rank: int, world_size: int) -> None:
         keep_train = subset_indices(len(train), subset_size(cfg, "num_train", len(train)))
         keep_eval = subset_indices(len(evaluation), subset_size(cfg, "num_eval", len(evaluation)))
-        common = datamodule_args(cfg, len(keep_train), seed=seed, device=device, rank=rank, world_size=world_size)
+        common = batching_args(cfg, len(keep_train), seed=seed, device=device, rank=rank, world_size=world_size)
         super().__init__(num_eval=len(keep_eval), **common)
+        self.num_classes, self.image_size = cfg.num_classes, cfg.image_size
         self.dataset_meta = dataset_meta
         self.sampler = ResumableBatchSampler(self.order)
         shards = [indices.tolist() for indices in eval_shards(self.num_eval, self.eval_batch_size, rank, world_size)]

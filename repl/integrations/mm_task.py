@@ -12,15 +12,12 @@ from repl.engine.config import TaskConfig
 from repl.engine.distributed import all_reduce_sum
 from repl.engine.measure.params import unwrap_model
 from repl.integrations.mm_extra import require_openmmlab
+from repl.tasks.registry import Scored
 
 
-class MMTask(ABC):
+class MMTask(Scored, ABC):
     """Loss: data_preprocessor + `model(..., mode="loss")` + parse_losses. Metrics: an mm metric over every rank."""
 
-    name = ""
-    primary = ""
-    higher_is_better = True
-    unit = "samples"
     scope = ""  # mm default scope ("mmdet" | "mmseg") the metric is built in
 
     def __init__(self, cfg: TaskConfig) -> None:

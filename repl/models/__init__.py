@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import importlib
-from typing import Callable, Dict
+from typing import Callable, Dict, Optional
 
 import torch
 from torch import nn
@@ -57,6 +57,12 @@ def _lazy(target: str, *args) -> Builder:
     return build
 
 
+def _reads_tokens(builder: Builder) -> Builder:
+    """Mark a builder of a model that reads token ids: it takes vocab_size and seq_len instead of image inputs."""
+    builder.reads_tokens = True  # type: ignore[attr-defined]
+    return builder
+
+
 MODELS: Dict[str, Builder] = {
     "resnet20": _cifar(20),
     "resnet32": _cifar(32),
@@ -72,20 +78,33 @@ MODELS: Dict[str, Builder] = {
     "vit_s": _lazy("repl.models.vit:build_vit", "vit_s"),
     "vit_b": _lazy("repl.models.vit:build_vit", "vit_b"),
     "vit_l": _lazy("repl.models.vit:build_vit", "vit_l"),
-    "lm": _lazy("repl.models.gpt:build_lm"),
+    "lm": _reads_tokens(_lazy("repl.models.gpt:build_lm")),
     "faster_rcnn_r50_fpn": _lazy("repl.integrations.openmmlab:build_detector", "faster_rcnn_r50_fpn"),
     "deeplabv3_r50": _lazy("repl.integrations.openmmlab:build_segmentor", "deeplabv3_r50"),
 }
 
 
-def build_model(cfg: ModelConfig, *, num_classes: int, in_chans: int = 3, image_size: int = 32) -> nn.Module:
-    """Build the configured network, randomly initialised unless pretrained or weights are given."""
+def build_model(cfg: ModelConfig, *, num_classes: Optional[int] = None, in_chans: int = 3, image_size: int = 32,
+                vocab_size: Optional[int] = None, seq_len: Optional[int] = None) -> nn.Module:
+    """Build the configured network, randomly initialised unless pretrained or weights are given.
+
+    Its inputs come from the data (repl.data.model_inputs): num_classes, in_chans and image_size for
+    images, vocab_size and seq_len for token ids. A token model called with the image names (the older
+    call) reads num_classes as its vocabulary and image_size as its sequence length.
+    """
     if cfg.name not in MODELS:
         raise ConfigError(f"model.name={cfg.name!r} is unknown; choose one of {', '.join(sorted(MODELS))}")
+    builder = MODELS[cfg.name]
+    if getattr(builder, "reads_tokens", False):
+        inputs = {"vocab_size": num_classes if vocab_size is None else vocab_size,
+                  "seq_len": image_size if seq_len is None else seq_len}
+    elif num_classes is None:
+        raise ConfigError(f"model.name={cfg.name} reads images; the data gives token ids (vocab_size={vocab_size}): "
+                          "choose a token model (model=lm) or an image dataset")
+    else:
+        inputs = {"num_classes": num_classes, "in_chans": in_chans, "image_size": image_size}
     try:
-        model = MODELS[cfg.name](
-            num_classes=num_classes, in_chans=in_chans, image_size=image_size, pretrained=cfg.pretrained, **dict(cfg.kwargs)
-        )
+        model = builder(pretrained=cfg.pretrained, **inputs, **dict(cfg.kwargs))
     except TypeError as err:  # an unknown model.kwargs entry
         raise ConfigError(f"model.kwargs for {cfg.name!r} not accepted: {err}") from None
     if cfg.weights:

@@ -9,6 +9,7 @@ of fusion finds each tensor's sources.
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import torch
 from torch import nn
@@ -101,12 +102,14 @@ class GPT(nn.Module):
         return self.head(self.norm(x))
 
 
-def build_lm(num_classes: int, in_chans: int, image_size: int, pretrained: bool, context: int = 128,
-             layers: int = 6, dim: int = 256, heads: int = 4, mlp_ratio: float = 4.0, dropout: float = 0.0) -> GPT:
-    """The `lm` model of the registry: `num_classes` is the vocabulary size (image arguments do not apply)."""
+def build_lm(vocab_size: int, seq_len: int, pretrained: bool, context: Optional[int] = None, layers: int = 6,
+             dim: int = 256, heads: int = 4, mlp_ratio: float = 4.0, dropout: float = 0.0) -> GPT:
+    """The `lm` model of the registry, for a vocabulary of `vocab_size` ids; `context` (model.kwargs) bounds the
+    sequence length, the data's `seq_len` when null."""
+    context = seq_len if context is None else context
     if pretrained:
         raise ConfigError("model.pretrained=true: the lm model has no published weights; use model.weights=FILE")
     for key, value in {"context": context, "layers": layers, "dim": dim, "heads": heads}.items():
         if value < 1:
             raise ConfigError(f"model.kwargs.{key}={value} must be a positive integer")
-    return GPT(num_classes, context, layers, dim, heads, mlp_ratio, dropout)
+    return GPT(vocab_size, context, layers, dim, heads, mlp_ratio, dropout)

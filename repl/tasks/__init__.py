@@ -1,20 +1,16 @@
-"""Tasks: what is learned and measured (loss, evaluation, primary metric)."""
+"""Tasks: what is learned and measured (loss, evaluation, primary metric); repl.tasks.registry says which exist."""
 from __future__ import annotations
 
-import importlib
+from typing import TYPE_CHECKING, Any
 
-from repl.engine.config import TaskConfig
+from repl.tasks.registry import TASKS, TaskSpec, task_spec
 
-# task.name -> "module:class"; imported on use, so a task's optional extra is needed only by that task.
-TASKS = {
-    "classification": "repl.tasks.classification:ClassificationTask",
-    "lm": "repl.tasks.lm:LanguageModelTask",
-    "detection": "repl.tasks.detection:DetectionTask",
-    "segmentation": "repl.tasks.segmentation:SegmentationTask",
-}
+if TYPE_CHECKING:
+    from repl.engine.config import TaskConfig
+
+__all__ = ["TASKS", "TaskSpec", "build_task", "task_spec"]
 
 
-def build_task(cfg: TaskConfig):
+def build_task(cfg: "TaskConfig") -> Any:
     """The task object for task.name (validated by TaskConfig.validate)."""
-    module, _, name = TASKS[cfg.name].partition(":")
-    return getattr(importlib.import_module(module), name)(cfg)
+    return task_spec(cfg.name).build_task(cfg)

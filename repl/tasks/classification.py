@@ -11,17 +11,15 @@ from repl.engine.config import TaskConfig
 from repl.engine.distributed import all_reduce_sum
 from repl.tasks.micro import MicroLoss, micro_loss, row_chunks
 from repl.tasks.mixing import BatchMixer
+from repl.tasks.registry import Scored
 
 Batch = Tuple[torch.Tensor, torch.Tensor]
 
 
-class ClassificationTask:
+class ClassificationTask(Scored):
     """Loss and evaluation for classifiers; the primary metric is top-1 accuracy in percent."""
 
     name = "classification"
-    primary = "top1"
-    higher_is_better = True
-    unit = "samples"
 
     def __init__(self, cfg: TaskConfig) -> None:
         self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)

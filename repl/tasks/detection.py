@@ -15,7 +15,6 @@ class DetectionTask(MMTask):
     """Detectors built by repl.integrations.openmmlab; the primary metric is COCO box mAP@[.5:.95] in percent."""
 
     name = "detection"
-    primary = "box_mAP"
     scope = "mmdet"
 
     def metric(self, dataset_meta: Dict[str, Any]) -> Any:

@@ -19,6 +19,7 @@ from repl.engine.config import TaskConfig
 from repl.engine.distributed import all_reduce_sum
 from repl.errors import ConfigError
 from repl.tasks.micro import MicroLoss, micro_loss, row_chunks
+from repl.tasks.registry import Scored
 
 SPLITS = ("valid", "test")
 
@@ -29,13 +30,10 @@ def token_loss(logits: torch.Tensor, targets: torch.Tensor, reduction: str = "me
                            reduction=reduction)
 
 
-class LanguageModelTask:
+class LanguageModelTask(Scored):
     """Loss and evaluation for causal language models; the primary metric is test perplexity."""
 
     name = "lm"
-    primary = "test_ppl"
-    higher_is_better = False
-    unit = "tokens"
 
     def __init__(self, cfg: TaskConfig) -> None:
         if cfg.label_smoothing:

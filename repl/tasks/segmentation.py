@@ -10,7 +10,6 @@ class SegmentationTask(MMTask):
     """Segmentors built by repl.integrations.openmmlab; the primary metric is overall pixel accuracy in percent."""
 
     name = "segmentation"
-    primary = "pixel_acc"
     scope = "mmseg"
 
     def metric(self, dataset_meta: Dict[str, Any]) -> Any:

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from repl.data import DatasetConfig, build_data
+from repl.data import ImageDataConfig, build_data
 from repl.data.streaming import StreamingData
 from repl.data.vision import VISION
 from repl.errors import ConfigError
@@ -60,20 +60,20 @@ def test_random_erasing_replaces_one_box_of_every_image_with_noise(root):
 ])
 def test_bad_values_are_one_line_naming_the_key(overrides, message):
     with pytest.raises(ConfigError, match=message) as info:
-        DatasetConfig(**overrides).validate()
+        ImageDataConfig(**overrides).validate()
     assert "\n" not in str(info.value)
 
 
 def test_other_tasks_are_refused():
     with pytest.raises(ConfigError, match="dataset.random_erasing=0.25 is for task=classification only"):
-        DatasetConfig(name="wikitext2", random_erasing=0.25).validate(task="lm")
+        ImageDataConfig(name="coco", random_erasing=0.25).validate(task="detection")
 
 
 def test_paths_that_cannot_run_per_image_transforms_are_refused_before_reading(root):
     with pytest.raises(ConfigError, match="dataset.resident=true cannot run dataset.randaugment"):
         build_data(config("cifar10", root, resident="true", randaugment=DEIT), seed=0, device=CPU)
     with pytest.raises(ConfigError, match="the synthetic set is held on the device"):
-        build_data(DatasetConfig(random_erasing=0.25), seed=0, device=CPU)
+        build_data(ImageDataConfig(random_erasing=0.25), seed=0, device=CPU)
 
 
 def test_randaugment_is_timms_with_deits_hyper_parameters(root):

@@ -5,7 +5,7 @@ from collections import Counter
 import pytest
 import torch
 
-from repl.data import DatasetConfig, build_data
+from repl.data import ImageDataConfig, build_data
 from repl.data.order import BatchOrder
 from repl.errors import ConfigError
 
@@ -42,7 +42,7 @@ def test_the_global_batches_do_not_depend_on_the_world_size_and_follow_the_seed(
 
 
 def test_copies_are_augmented_apart():
-    cfg = DatasetConfig(num_train=64, num_eval=16, batch_size=32, image_size=16, repeated_aug=2)
+    cfg = ImageDataConfig(num_train=64, num_eval=16, batch_size=32, image_size=16, repeated_aug=2)
     data = build_data(cfg, seed=0, device=CPU)
     indices = next(data.order.rank_batches(0)).tolist()
     images, labels = next(iter(data.train_batches(0)))
@@ -60,9 +60,9 @@ def test_copies_are_augmented_apart():
 @pytest.mark.parametrize("overrides, task, message", [
     ({"repeated_aug": 0}, "classification", "dataset.repeated_aug=0 must be an integer >= 1"),
     ({"repeated_aug": 3, "augment": False}, "classification", "dataset.repeated_aug=3 .* needs dataset.augment=true"),
-    ({"name": "wikitext2", "repeated_aug": 3}, "lm", "dataset.repeated_aug=3 is for task=classification only"),
+    ({"name": "coco", "repeated_aug": 3}, "detection", "dataset.repeated_aug=3 is for task=classification only"),
 ])
 def test_bad_values_are_one_line_naming_the_key(overrides, task, message):
     with pytest.raises(ConfigError, match=message) as info:
-        DatasetConfig(**overrides).validate(task=task)
+        ImageDataConfig(**overrides).validate(task=task)
     assert "\n" not in str(info.value)

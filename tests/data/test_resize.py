@@ -4,8 +4,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from repl.config import compose, to_config
-from repl.data import DatasetConfig, build_data
+from hydra.errors import ConfigCompositionException
+
+from repl.config import compose, to_config, unknown_key_error
+from repl.data import ImageDataConfig, build_data
 from repl.data.resident import ResidentData
 from repl.data.streaming import StreamingData
 from repl.errors import ConfigError
@@ -32,8 +34,8 @@ def assert_resized(native, resized, size):
 
 @pytest.mark.parametrize("size", [40, 8])  # up- and downsampling
 def test_resident_batches_are_resized_after_augmentation(size):
-    native = build_data(DatasetConfig(**SMALL), seed=3, device=CPU)
-    resized = build_data(DatasetConfig(**SMALL, resize=size), seed=3, device=CPU)
+    native = build_data(ImageDataConfig(**SMALL), seed=3, device=CPU)
+    resized = build_data(ImageDataConfig(**SMALL, resize=size), seed=3, device=CPU)
     assert isinstance(resized, ResidentData) and resized.augment is not None
     assert (native.image_size, resized.image_size) == (16, size)
     for epoch, start in ((0, 0), (1, 1)):
@@ -45,8 +47,8 @@ def test_resident_batches_are_resized_after_augmentation(size):
 def test_real_dataset_batches_are_resized_on_both_paths(resident, tmp_path):
     make_cifar10(tmp_path)
     cfg = dict(name="cifar10", root=str(tmp_path), batch_size=10, num_workers=0, resident=resident)
-    native = build_data(DatasetConfig(**cfg), seed=1, device=CPU)
-    resized = build_data(DatasetConfig(**cfg, resize=48), seed=1, device=CPU)
+    native = build_data(ImageDataConfig(**cfg), seed=1, device=CPU)
+    resized = build_data(ImageDataConfig(**cfg, resize=48), seed=1, device=CPU)
     assert isinstance(resized, ResidentData if resident == "true" else StreamingData)
     torch.manual_seed(0)  # the streaming path's random crops and flips come from the global RNG
     native_train = list(native.train_batches(0))
@@ -75,16 +77,26 @@ def test_bad_sizes_are_refused_in_one_line(value):
     assert message.startswith(f"dataset.resize={value} ") and "at least 8" in message and "\n" not in message
 
 
-@pytest.mark.parametrize("task", ["lm", "detection", "segmentation"])
+@pytest.mark.parametrize("task", ["detection", "segmentation"])
 def test_tasks_without_resize_refuse_it_before_anything_is_built(task):
     with pytest.raises(ConfigError) as err:
         to_config(compose([f"task={task}", "dataset.resize=64"]))
     message = str(err.value)
     assert message.startswith("dataset.resize=64 ") and f"task={task}" in message and "\n" not in message
     with pytest.raises(ConfigError, match="dataset.resize=64"):
-        build_data(DatasetConfig(resize=64), seed=0, device=CPU, task=task)
+        build_data(ImageDataConfig(resize=64), seed=0, device=CPU, task=task)
 
 
 def test_input_size_is_resize_or_the_stored_size():
-    assert DatasetConfig(image_size=32).input_size == 32
-    assert DatasetConfig(image_size=32, resize=224).validate().input_size == 224
+    assert ImageDataConfig(image_size=32).input_size == 32
+    assert ImageDataConfig(image_size=32, resize=224).validate().input_size == 224
+
+
+def test_text_data_has_no_resize_key():
+    """task=lm reads text data: dataset.resize is a key of the other kind, refused naming it and the tasks of its kind."""
+    with pytest.raises(ConfigCompositionException) as err:
+        compose(["task=lm", "dataset.resize=64"])
+    message = str(unknown_key_error(err.value.__cause__.full_key))
+    assert message.startswith("dataset.resize is a key of image data (task=classification|") and "\n" not in message
+    with pytest.raises(ConfigError, match="dataset.resize is a key of image data .* task=lm takes text data"):
+        build_data({"name": "synthetic", "resize": 64}, seed=0, device=CPU, task="lm")

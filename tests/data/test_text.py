@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 
-from repl.data import DatasetConfig
+from repl.data import ImageDataConfig, TextDataConfig
 from repl.data import text as text_module
 from repl.data.text import IGNORE_INDEX, TextData, build_text_data, vocabulary_size
 from repl.data.text_synthetic import doc_shape, make_language, make_text_corpus
@@ -23,14 +23,14 @@ CPU = torch.device("cpu")
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "dataset"
 
 
-def wiki(root, **overrides) -> DatasetConfig:
-    return DatasetConfig(**{"name": "wikitext2", "root": str(root), "seq_len": 16, "batch_size": 4, **overrides})
+def wiki(root, **overrides) -> TextDataConfig:
+    return TextDataConfig(**{"name": "wikitext2", "root": str(root), "seq_len": 16, "batch_size": 4, **overrides})
 
 
-def synthetic(**overrides) -> DatasetConfig:
+def synthetic(**overrides) -> TextDataConfig:
     values = {"name": "synthetic", "vocab_size": 32, "seq_len": 16, "batch_size": 8, "num_train": 4000,
               "num_eval": 500, **overrides}
-    return DatasetConfig(**values)
+    return TextDataConfig(**values)
 
 
 def reference_word_ids(lines):
@@ -64,7 +64,7 @@ def test_word_level_matches_the_standard_corpus(tmp_path):
     index, expected = reference_word_ids(lines)
     assert vocabulary_size(wiki(tmp_path)) == len(index)
     data = build_text_data(wiki(tmp_path), seed=0, device=CPU)
-    assert data.unit == "tokens" and data.num_classes == len(index)
+    assert data.vocab_size == len(index)
     assert torch.equal(data.train, expected["train"])
     for split in ("valid", "test"):
         targets = streams(data)[split].flatten()
@@ -92,7 +92,7 @@ def test_tokenized_layouts_give_the_same_corpus(layout, tmp_path):
     make_wikitext2(tmp_path / "b", layout)
     a = build_text_data(wiki(tmp_path / "a"), seed=0, device=CPU)
     b = build_text_data(wiki(tmp_path / "b"), seed=0, device=CPU)
-    assert a.num_classes == b.num_classes and torch.equal(a.train, b.train)
+    assert a.vocab_size == b.vocab_size and torch.equal(a.train, b.train)
     assert all(torch.equal(a.eval_windows[s][1], b.eval_windows[s][1]) for s in ("valid", "test"))
 
 
@@ -134,7 +134,7 @@ def test_vocabulary_is_read_once_and_reused(tmp_path, monkeypatch):
     monkeypatch.setattr(text_module, "load_wikitext", lambda *a, **k: calls.append(a) or real(*a, **k))
     size = vocabulary_size(wiki(tmp_path))
     assert vocabulary_size(wiki(tmp_path)) == size
-    assert build_text_data(wiki(tmp_path), seed=0, device=CPU).num_classes == size
+    assert build_text_data(wiki(tmp_path), seed=0, device=CPU).vocab_size == size
     assert len(calls) == 1
 
 
@@ -296,7 +296,7 @@ def test_synthetic_corpus_is_determined_by_the_seed():
     a, b, c = (build_text_data(synthetic(), seed=s, device=CPU) for s in (0, 0, 1))
     assert torch.equal(a.train, b.train) and not torch.equal(a.train, c.train)
     assert a.reference_ppl == b.reference_ppl != c.reference_ppl
-    assert vocabulary_size(synthetic()) == a.num_classes == 32
+    assert vocabulary_size(synthetic()) == a.vocab_size == 32
     assert int(a.train.min()) >= 0 and int(a.train.max()) == 31 and len(a.train) == 4000
     assert a.eval_tokens == {"valid": 499, "test": 499}
 
@@ -357,7 +357,9 @@ def test_config_errors_name_the_key(tmp_path):
     with pytest.raises(ConfigError, match="dataset.seq_len=3 is too short"):
         build_text_data(synthetic(seq_len=3), seed=0, device=CPU)
     with pytest.raises(ConfigError, match="not a text dataset"):
-        vocabulary_size(DatasetConfig(name="cifar10"))
+        vocabulary_size(TextDataConfig(name="cifar10"))
+    with pytest.raises(ConfigError, match="dataset.name=cifar10: this is image data; task=lm takes text data"):
+        vocabulary_size(ImageDataConfig(name="cifar10"))
     with pytest.raises(ConfigError, match="dataset.vocab_size=100 is too small for bpe"):
         vocabulary_size(wiki(tmp_path, tokenizer="bpe", vocab_size=100))
 
@@ -369,6 +371,7 @@ def test_wikitext2_config_file_is_a_valid_dataset_config(monkeypatch):
     for name in ("wikitext2", "synthetic_text"):
         values = OmegaConf.to_container(OmegaConf.create(yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())),
                                         resolve=True)
-        cfg = DatasetConfig(**values).validate(task="lm")
+        assert values.pop("defaults")[0].startswith("/schema/dataset/text@")  # typed as text data when composed
+        cfg = TextDataConfig(**values).validate(task="lm")
         assert cfg.seq_len * cfg.batch_size >= 1024
     assert cfg.name == "synthetic"

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from repl.data import DatasetConfig, build_data
+from repl.data import ImageDataConfig, build_data
 from repl.data.resident import ResidentData
 from repl.data.streaming import StreamingData
 from repl.data.vision import VISION, LocalCIFAR10
@@ -19,7 +19,7 @@ SIZE = {"cifar10": 32, "svhn": 32, "stl10": 96}
 
 
 def config(name, root, **overrides):
-    return DatasetConfig(**{"name": name, "root": str(root), "image_size": SIZE.get(name, 32), "batch_size": 10,
+    return ImageDataConfig(**{"name": name, "root": str(root), "image_size": SIZE.get(name, 32), "batch_size": 10,
                             "num_workers": 0, **overrides})
 
 

@@ -27,7 +27,7 @@ def vit(**kwargs) -> nn.Module:
 
 
 def gpt() -> GPT:
-    return build_lm(VOCAB, 1, 1, False, context=CONTEXT, layers=DEPTH, dim=DIM, heads=2, mlp_ratio=HIDDEN / DIM,
+    return build_lm(VOCAB, CONTEXT, False, context=CONTEXT, layers=DEPTH, dim=DIM, heads=2, mlp_ratio=HIDDEN / DIM,
                     dropout=0.0)
 
 
