@@ -58,13 +58,19 @@ class ModelSpec:
     optim: str = "sgd"  # sgd (momentum 0.9) | adamw
     kwargs: Dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def tokens(self) -> bool:
+        """Whether the model reads token sequences (else images); the one place `inputs` is compared."""
+        return self.inputs == "tokens"
+
     def build(self) -> nn.Module:
         cfg = ModelConfig(name=self.name, kwargs=dict(self.kwargs))
-        in_chans = 3 if self.inputs == "image" else 1
-        return build_model(cfg, num_classes=self.classes, in_chans=in_chans, image_size=self.size)
+        if self.tokens:
+            return build_model(cfg, vocab_size=self.classes, seq_len=self.size)
+        return build_model(cfg, num_classes=self.classes, in_chans=3, image_size=self.size)
 
     def make_batch(self, batch_size: int, device: torch.device, generator: torch.Generator) -> Batch:
-        if self.inputs == "image":
+        if not self.tokens:
             x = torch.randn(batch_size, 3, self.size, self.size, generator=generator)
             y = torch.randint(0, self.classes, (batch_size,), generator=generator)
         else:
@@ -116,7 +122,7 @@ def loss_of(spec: ModelSpec) -> Callable[[nn.Module, Batch], torch.Tensor]:
     def loss_fn(model: nn.Module, batch: Batch) -> torch.Tensor:
         x, y = batch
         out = model(x)
-        return F.cross_entropy(out.flatten(0, -2) if spec.inputs == "tokens" else out, y.flatten())
+        return F.cross_entropy(out.flatten(0, -2) if spec.tokens else out, y.flatten())
 
     return loss_fn
 

@@ -67,7 +67,7 @@ def measure_model(name: str, args: argparse.Namespace, device: torch.device) -> 
     models = {"BP": bp, f"RepL {args.surrogate} (surrogates)": repl, f"RepL {args.surrogate} baked": bake(repl)}
     for m in models.values():
         m.to(device).eval()
-    items = batch_size * (spec.size if spec.inputs == "tokens" else 1)
+    items = batch_size * (spec.size if spec.tokens else 1)
     rows: List[Dict[str, Any]] = []
     with torch.no_grad():
         outputs = [m(x) for m in models.values()]
@@ -77,7 +77,7 @@ def measure_model(name: str, args: argparse.Namespace, device: torch.device) -> 
         rows.append({"label": label, "params": measure.count_parameters(m)["total"], "forward_flops": f,
                      "step_s": statistics.median(s), "rounds_s": s, "throughput": items / statistics.median(s),
                      "time_ratio_to_bp": statistics.median(t / b for t, b in zip(s, seconds[0]))})
-    return {"model": name, "batch_size": batch_size, "unit": "tokens" if spec.inputs == "tokens" else "samples",
+    return {"model": name, "batch_size": batch_size, "unit": "tokens" if spec.tokens else "samples",
             "ratio": ratio, "blocks": plan.blocks, "num_blocks": n,
             "baked_max_abs_diff": (outputs[2] - outputs[1]).abs().max().item(), "configs": rows}
 
