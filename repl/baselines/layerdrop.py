@@ -9,7 +9,7 @@ One draw per block per forward, from torch's default CPU generator (reproducible
 
 Each block becomes a `LayerDropBlock` holding the block's own submodules under their original
 names, so parameters and state_dict keys are unchanged. This file and configs/repl/layerdrop.yaml
-are the whole baseline: the method registry finds `METHOD` below (docs/extending_methods.md).
+are the whole baseline: the method registry finds `METHOD` below (docs/extending.md#adding-a-method).
 """
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ trainable parameters, and only then is a checkpoint loaded.
 
 Public surface: `fit()`, `run_steps(n)`, `request_stop(signum)`; the loop reads top to bottom
 (fit -> _loop -> _train_epoch) with its decisions as named methods (should_log, should_stop,
-should_checkpoint, should_evaluate). docs/extending_runs.md.
+should_checkpoint, should_evaluate). docs/extending.md#building-a-run-studies-benchmarks-tests.
 """
 from __future__ import annotations
 

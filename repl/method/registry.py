@@ -3,7 +3,7 @@
 A method is `repl` (repl/method/replacement.py), plain backprop (`bp`, below) or a baseline: every
 module of the `repl.baselines` package that defines a module-level `METHOD = MethodRecord(...)`
 is found on the first lookup, so a new baseline is one file there plus one yaml in configs/repl/
-(docs/extending_methods.md). Code outside a record asks the record; it never compares a method's name.
+(docs/extending.md#adding-a-method). Code outside a record asks the record; it never compares a method's name.
 
 This module imports no other part of repl at import time (the records' modules are imported on the
 first lookup), so method/config.py and method/plan.py can ask it without an import cycle.
@@ -49,7 +49,7 @@ def always(settings: Mapping[str, Any]) -> bool:
 
 @dataclass(frozen=True)
 class MethodRecord:
-    """Everything the code asks about one method (docs/extending_methods.md lists the fields with an example)."""
+    """Everything the code asks about one method (docs/extending.md#adding-a-method lists the fields with an example)."""
 
     name: str  # the value of repl.method and the name of its yaml in configs/repl/
     summary: str  # one line: what the method does (docs, error messages)

@@ -7,7 +7,7 @@
 
 Builders and task classes are "module:attribute" strings imported on first use, so a task's optional
 extra (openmmlab for detection and segmentation) is needed only by the task that uses it. Adding a
-task is one TaskSpec in TASKS below plus its task class and data builder (docs/extending_data.md).
+task is one TaskSpec in TASKS below plus its task class and data builder (docs/extending.md#data-and-tasks).
 """
 from __future__ import annotations
 
