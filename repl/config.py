@@ -115,7 +115,8 @@ def to_config(cfg: DictConfig) -> TrainConfig:
         validate = getattr(part, "validate", None)
         if validate is not None:
             validate()
-    obj.trainer.validate_with(obj.task.name, per_batch_skips=obj.repl.skips_blocks)  # trainer.accumulate, once each key is valid
+    skipper = obj.repl.skipping_setting if obj.repl.skips_blocks else None
+    obj.trainer.validate_with(obj.task.name, per_batch_skips=skipper)  # trainer.accumulate, once each key is valid
     return obj
 
 

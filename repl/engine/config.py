@@ -51,17 +51,17 @@ class TrainerConfig:
         _check(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
                f"trainer.device={self.device!r}: choose auto, cpu, cuda or cuda:N")
 
-    def validate_with(self, task: str, per_batch_skips: bool) -> None:
+    def validate_with(self, task: str, per_batch_skips: Optional[str]) -> None:
         """Keys whose validity depends on other groups: accumulation is exact for classification and lm losses,
-        and not when blocks are skipped per forward (stochastic depth draws per micro-batch, not per batch)."""
+        and not when blocks are skipped per forward (the draw would be per micro-batch, not per batch).
+        `per_batch_skips` names the setting that skips blocks (e.g. "repl.method=layerdrop"), None if none does."""
         accumulating = tasks_where(accumulates=True)  # their batch loss splits exactly into micro-batches
         _check(self.accumulate == 1 or task_spec(task).accumulates,
                f"trainer.accumulate={self.accumulate} splits {' and '.join(accumulating)} batches only, "
                f"not task.name={task} (its loss is not a mean over samples); use trainer.accumulate=1")
         _check(self.accumulate == 1 or not per_batch_skips,
-               f"trainer.accumulate={self.accumulate} with stochastic depth (repl=stochastic_depth or "
-               "repl.stochastic_depth=true) would draw the skipped blocks per micro-batch, not per batch; "
-               "use trainer.accumulate=1")
+               f"trainer.accumulate={self.accumulate} with {per_batch_skips}, which skips blocks per training batch, "
+               "would draw the skipped blocks per micro-batch, not per batch; use trainer.accumulate=1")
 
 
 @dataclass

@@ -85,6 +85,14 @@ class ReplConfig:
         """Whether some blocks are skipped on some training batches (their parameters then get no gradient)."""
         return not self.is_plain_backprop and self.record.skips_blocks(asdict(self))
 
+    @property
+    def skipping_setting(self) -> str:
+        """The setting that makes blocks skip, for messages: the method and the on/off switches it has turned on."""
+        defaults = ReplConfig()
+        turned_on = [f"repl.{k}=true" for k in sorted(self.record.switches)
+                     if isinstance(getattr(self, k), bool) and getattr(self, k) and not getattr(defaults, k)]
+        return f"repl.method={self.method}" + (f" with {' and '.join(turned_on)}" if turned_on else "")
+
 
 def _shown(value: Any) -> str:
     """A value as written on the command line (true, not True)."""

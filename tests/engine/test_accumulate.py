@@ -10,6 +10,8 @@ from __future__ import annotations
 import copy
 from types import SimpleNamespace
 
+import re
+
 import pytest
 import torch
 from torch import nn
@@ -128,9 +130,12 @@ def test_bad_accumulate_is_refused_in_one_line():
         to_config(compose(["trainer.accumulate=0"]))
     assert to_config(compose(["trainer.accumulate=4"])).trainer.accumulate == 4
     with pytest.raises(ConfigError, match="trainer.accumulate=2 splits classification and lm batches only, not task.name=detection"):
-        TrainerConfig(accumulate=2).validate_with("detection", per_batch_skips=False)
-    for method in (["repl=stochastic_depth"], ["repl.stochastic_depth=true"]):
-        with pytest.raises(ConfigError, match=r"^trainer.accumulate=2 with stochastic depth .* per micro-batch"):
+        TrainerConfig(accumulate=2).validate_with("detection", per_batch_skips=None)
+    for method, named in ((["repl=stochastic_depth"], "repl.method=stochastic_depth"),
+                          (["repl=layerdrop"], "repl.method=layerdrop"),
+                          (["repl.stochastic_depth=true"], "repl.method=repl with repl.stochastic_depth=true")):
+        with pytest.raises(ConfigError, match=rf"^trainer.accumulate=2 with {re.escape(named)}, which skips blocks per "
+                                              r"training batch, .* per micro-batch"):
             to_config(compose(["trainer.accumulate=2", *method]))
 
 

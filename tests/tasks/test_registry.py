@@ -46,7 +46,7 @@ def test_an_unknown_task_names_the_key_and_the_choices():
 
 def test_accumulation_and_mixing_follow_the_record():
     with pytest.raises(ConfigError, match="trainer.accumulate=2 splits classification and lm batches only"):
-        TrainerConfig(accumulate=2).validate_with("segmentation", per_batch_skips=False)
+        TrainerConfig(accumulate=2).validate_with("segmentation", per_batch_skips=None)
     with pytest.raises(ConfigError, match="task.mixup=0.8 mixes images for classification only, not task.name=lm"):
         TaskConfig(name="lm", mixup=0.8).validate()
 
