@@ -130,6 +130,7 @@ def _check_layout(root: Path) -> None:
 
 def build_segmentation_data(cfg: ImageDataConfig, *, seed: int, device: torch.device, rank: int, world_size: int) -> DataModule:
     """The DataModule of task=segmentation for dataset.name synthetic or cityscapes (19 trainId classes)."""
+    # the plug-in module: importing it registers CityscapesLabelIdsToTrainIds, which the pipeline names
     from repl.integrations.openmmlab import require_openmmlab
 
     require_openmmlab()

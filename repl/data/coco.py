@@ -141,7 +141,7 @@ def _check_layout(root: Path) -> None:
 
 def build_detection_data(cfg: ImageDataConfig, *, seed: int, device: torch.device, rank: int, world_size: int) -> DataModule:
     """The DataModule of task=detection for dataset.name synthetic or coco."""
-    from repl.integrations.openmmlab import require_openmmlab
+    from repl.integrations.mm_extra import require_openmmlab
 
     require_openmmlab()
     from mmdet.datasets import CocoDataset
