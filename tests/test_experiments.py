@@ -16,6 +16,7 @@ from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 
 from repl.config import compose, config_dir, to_config
+from repl.data.config import ImageDataConfig
 from repl.run import train
 
 EXPERIMENTS = sorted(p.stem for p in (config_dir() / "experiment").glob("*.yaml") if not p.stem.startswith("study_"))
@@ -45,8 +46,11 @@ def embedded_overrides(experiment: str) -> list[str]:
         overrides.append(f"trainer.max_steps={1 if cfg.dataset.input_size >= LARGE_IMAGE else 2}")
         # the embedded set lives on the device, where per-image transforms cannot run (tests/data covers them)
         overrides += ["dataset.randaugment=null", "dataset.random_erasing=0"]
-    else:  # the embedded set's own image size: the experiment's (e.g. 1024 px for CityScapes) is for GPUs
-        overrides += [f"dataset.image_size={compose(task_default).dataset.image_size}", "trainer.max_steps=2"]
+    else:
+        overrides.append("trainer.max_steps=2")
+        embedded_cfg = to_config(compose(task_default)).dataset
+        if isinstance(embedded_cfg, ImageDataConfig):  # the embedded set's own size: 1024 px CityScapes is for GPUs
+            overrides.append(f"dataset.image_size={embedded_cfg.image_size}")
     return overrides
 
 

@@ -119,9 +119,14 @@ def test_a_resume_from_an_older_checkpoint_rewinds_the_wandb_run(tmp_path, offli
     log.truncate_after(1)  # what Trainer.resume does when the checkpoint is older than the last record
     log.log({"step": 2, "train/loss": 1.0})
     log.close()
-    rewound = of_type(wandb_records(tmp_path), "run")[-1]
-    point = rewound.branch_point
-    assert (point.run, point.value, point.metric) == (rewound.run_id, 1, "_step")
+    # Two offline runs started within the same second sort by their random ids, not by start time:
+    # find the rewound one by its branch point rather than by position.
+    runs = of_type(wandb_records(tmp_path), "run")
+    assert len(runs) == 2
+    rewound = [r for r in runs if r.HasField("branch_point") and r.branch_point.run]
+    assert len(rewound) == 1, "the resumed wandb run does not branch from the first"
+    point = rewound[0].branch_point
+    assert (point.run, point.value, point.metric) == (runs[0].run_id, 1, "_step") == (runs[1].run_id, 1, "_step")
 
 
 def test_a_resume_that_dropped_nothing_continues_the_wandb_run(tmp_path, offline):

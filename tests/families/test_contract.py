@@ -66,7 +66,7 @@ def test_layout_decides_which_dims_may_differ_and_which_is_rescaled():
 
 def gpt():
     torch.manual_seed(0)
-    return build_lm(50, 1, 1, False, context=8, layers=4, dim=16, heads=2, mlp_ratio=2.0, dropout=0.0)
+    return build_lm(50, 8, False, layers=4, dim=16, heads=2, mlp_ratio=2.0, dropout=0.0)
 
 
 def test_only_synthesizable_tensors_are_synthesized():
