@@ -73,15 +73,18 @@ class ResidualParts(nn.Module):
                     setattr(self, name, value)
 
     def __getattr__(self, name: str) -> Any:
-        """Submodules, parameters and buffers as any module; else a method of a FORWARD block's class, bound here."""
+        """Submodules, parameters and buffers as any module; else a method of a FORWARD block's class, bound here,
+        or a plain class-level setting of it."""
         try:
             return super().__getattr__(name)
         except AttributeError:
             cls = self.__dict__.get("_block_class")
-            method = inspect.getattr_static(cls, name, None) if cls is not None else None
-            if not isinstance(method, types.FunctionType):
-                raise
-            return types.MethodType(method, self)
+            found = inspect.getattr_static(cls, name, None) if cls is not None else None
+            if isinstance(found, types.FunctionType):
+                return types.MethodType(found, self)
+            if isinstance(found, (bool, int, float, str)):  # a class-level setting (HF's gradient_checkpointing = False)
+                return found
+            raise
 
     def full(self, x: torch.Tensor, **kwargs: Any) -> Any:
         """What the original block returns, with its residual computed.

@@ -155,8 +155,13 @@ def test_swin_block_with_a_buffer_on_itself_and_class_methods():
 
 # ----------------------------------------------------------------------------- HF GPT-2 and Llama
 
-def gpt2_call() -> CallConvention:
-    """GPT2Block returns (hidden_states,) + (attention weights,) when output_attentions."""
+def gpt2_call(transformers) -> CallConvention:
+    """GPT2Block returns the hidden state itself from transformers 5 (attentions are recorded by hooks);
+    before, (hidden_states,) + (attention weights,) when output_attentions."""
+    from packaging.version import Version
+
+    if Version(transformers.__version__) >= Version("5"):
+        return CallConvention(hidden_output=None)
     return CallConvention(hidden_output=0,
                           skipped_extras=lambda kwargs: (None,) if kwargs.get("output_attentions") else ())
 
@@ -170,7 +175,7 @@ def test_hf_gpt2_block_transposed_weights_and_tuple_output():
                                      attn_pdrop=0.0, resid_pdrop=0.0, embd_pdrop=0.0)
     model = GPT2Model(config).eval()
     block = model.h[1]
-    info = describe(block, "hf_gpt2", config.n_embd, call=gpt2_call(),
+    info = describe(block, "hf_gpt2", config.n_embd, call=gpt2_call(transformers),
                     layouts=[(n, TRANSPOSED) for n, p in block.named_parameters() if p.dim() == 2])
     assert info.layout("attn.c_attn.weight") == TRANSPOSED and info.layout("ln_1.weight") == TensorLayout()
     ids = torch.randint(0, 50, (2, 10))
