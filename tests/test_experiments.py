@@ -46,8 +46,8 @@ def embedded_overrides(experiment: str) -> list[str]:
         overrides.append(f"trainer.max_steps={1 if cfg.dataset.input_size >= LARGE_IMAGE else 2}")
         # the embedded set lives on the device, where per-image transforms cannot run (tests/data covers them)
         overrides += ["dataset.randaugment=null", "dataset.random_erasing=0"]
-    else:
-        overrides.append("trainer.max_steps=2")
+    else:  # one step: detection and segmentation steps are seconds each on CPU (tests/integrations trains two)
+        overrides.append("trainer.max_steps=1")
         embedded_cfg = to_config(compose(task_default)).dataset
         if isinstance(embedded_cfg, ImageDataConfig):  # the embedded set's own size: 1024 px CityScapes is for GPUs
             overrides.append(f"dataset.image_size={embedded_cfg.image_size}")

@@ -116,6 +116,6 @@ def test_methods_train_and_report_their_own_numbers(tmp_path):
 
 @pytest.mark.slow
 def test_embedded_dataset_is_learned_far_above_chance(tmp_path):
-    summary = run(tmp_path, "repl=none", "dataset.num_train=2048", "dataset.num_eval=512",
+    summary = run(tmp_path, "repl=none", "dataset.num_train=1024", "dataset.num_eval=512",
                   "dataset.image_size=32", "trainer.epochs=3", "trainer.log_every=10")
     assert summary["primary"]["value"] > 40.0  # chance is 10%
