@@ -118,11 +118,11 @@ def test_lm_on_wikitext2_files_from_the_command_line(tmp_path):
 
 @pytest.mark.slow
 def test_vit_b_with_repl_from_the_command_line(tmp_path):
-    result = _cli("model=vit_b", "repl.ratio=0.25", "dataset=synthetic", "trainer.max_steps=3",
+    result = _cli("model=vit_b", "repl.ratio=0.25", "dataset=synthetic", "trainer.max_steps=1",
                   "dataset.batch_size=4", "dataset.num_eval=8", f"hydra.run.dir={tmp_path}")
     assert result.returncode == 0, result.stderr
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["model"] == "vit_b" and summary["steps_done"] == 3 and summary["plan"]["blocks"] == [1, 5, 9]
+    assert summary["model"] == "vit_b" and summary["steps_done"] == 1 and summary["plan"]["blocks"] == [1, 5, 9]
     d = 768  # a ViT-B block: qkv 3d^2+3d, proj d^2+d, fc1 4d^2+4d, fc2 4d^2+d, two norms 4d
     assert summary["params"]["replaced"] == 3 * (12 * d * d + 13 * d) and summary["params"]["fusion"] == 6
 
