@@ -29,13 +29,13 @@ class LayerDropBlock(ResidualParts):
     """A residual block skipped with probability `p` per training forward; always computed in eval."""
 
     def __init__(self, block: nn.Module, info: BlockInfo, p: float) -> None:
-        super().__init__(block, info, [name for name, _ in block.named_children()])
+        super().__init__(block, info, [name for name, _ in block.named_children()], whole=True)
         self.p = p
 
-    def forward(self, x: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, **kwargs: Any) -> Any:
         """Keyword arguments (a transformer block's attention mask) go to the block's own forward."""
         if self.training and torch.rand(()).item() < self.p:
-            return self.merge(x, None)
+            return self.skipped(x, kwargs)
         return self.full(x, **kwargs)
 
     def extra_repr(self) -> str:

@@ -17,6 +17,7 @@ from timm.layers import LayerNorm2d
 from torch import nn
 
 from repl.baselines import ShortcutOnly, StochasticDepthBlock
+from repl.baselines.layerdrop import LayerDropBlock
 from repl.families import BlockInfo, CallConvention, Residual, TensorLayout, param_shapes
 
 TRANSPOSED = TensorLayout(out_dim=1, in_dim=0)  # HF Conv1D stores [in, out]
@@ -101,6 +102,12 @@ def check_baselines(block: nn.Module, info: BlockInfo, x: torch.Tensor, kwargs: 
         torch.testing.assert_close(wrapped(x, **kwargs), expected, rtol=1e-5, atol=1e-6)
         wrapped.train()
         torch.testing.assert_close(wrapped(x, **kwargs), expected, rtol=0, atol=0)
+    layerdrop = LayerDropBlock(block, info, p=1.0)  # the block's own state (ConvNeXt gamma) kept, tuples kept
+    assert list(layerdrop.state_dict()) == keys
+    with torch.no_grad():
+        torch.testing.assert_close(layerdrop.eval()(x, **kwargs), expected, rtol=0, atol=0)
+        skipped = layerdrop.train()(x, **kwargs)
+    assert torch.equal(info.call.hidden(skipped), x)
     dropped = ShortcutOnly(block, info)
     assert list(dropped.state_dict()) == []
     out = dropped(x, **kwargs)
