@@ -53,7 +53,8 @@ def build_exported(arch: Dict[str, Any]) -> nn.Module:
     spec = arch["model"]
     # "inputs": what the data gives the model (repl.data.model_inputs); exports before it held the image keys
     inputs = spec.get("inputs") or {k: spec[k] for k in ("num_classes", "in_chans", "image_size")}
-    model = build_model(ModelConfig(name=spec["name"], kwargs=dict(spec.get("kwargs", {}))), **inputs)
+    model = build_model(ModelConfig(source=spec.get("source", "repl"), name=spec["name"],
+                                    kwargs=dict(spec.get("kwargs", {}))), **inputs)
     for block in arch.get("lite_blocks", []):
         _set_submodule(model, block["path"], _lite_block(model.get_submodule(block["path"]), block))
     return model.eval()
@@ -134,7 +135,7 @@ def architecture(cfg: Any, baked: nn.Module) -> Dict[str, Any]:
 
     arch: Dict[str, Any] = {
         "format": FORMAT,
-        "model": {"name": cfg.model.name, "kwargs": dict(cfg.model.kwargs),
+        "model": {"source": cfg.model.source, "name": cfg.model.name, "kwargs": dict(cfg.model.kwargs),
                   "inputs": model_inputs(cfg.dataset, cfg.task.name)},
         "method": cfg.repl.method, "surrogate": cfg.repl.surrogate, "task": cfg.task.name,
     }

@@ -36,6 +36,7 @@ class RunSummary:
             "dataset": self.cfg.dataset.name,
             "input_size": self.cfg.dataset.input_size if task_spec(self.task.name).takes_images else None,
             "model": self.cfg.model.name,
+            "model_source": self.cfg.model.source,
             "method": self.plan.method,
             "plan": self.plan.to_dict(),
             "params": {"total": params["total"], "trainable": params["trainable"],

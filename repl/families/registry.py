@@ -23,7 +23,9 @@ def discover_blocks(model: nn.Module) -> List[BlockInfo]:
     for adapter in FAMILIES:
         if adapter.detect(model):
             return adapter.enumerate(model)
+    cls = type(model)
     supported = "; ".join(f"{a.name} ({a.description})" for a in FAMILIES)
     raise UnsupportedModelError(
-        f"cannot find the block sequence of a {type(model).__name__}; supported model families: {supported}"
+        f"RepL and the baselines cannot find the block sequence of a {cls.__module__}.{cls.__qualname__}: "
+        f"no supported block family (repl=none trains it with plain backprop); supported: {supported}"
     )

@@ -1,4 +1,10 @@
-"""Model factory: one registry from config name to constructor, for every task's networks."""
+"""Model factory: `model.source` says where `model.name` is looked up, for every task's networks.
+
+Sources: `repl`, the project's curated names below (`resnet32`, `vit_b`, `lm`, the mm models);
+`timm` and `torchvision`, any model of those zoos by name (repl/models/zoo.py); `hf_causal_lm`, a
+Hugging Face causal LM built from its config (repl/models/hf.py). One Hydra file per source
+(`model=timm model.name=convnext_tiny`); the curated names are shortcuts with their own files.
+"""
 from __future__ import annotations
 
 import importlib
@@ -10,6 +16,7 @@ from torch import nn
 from repl.errors import ConfigError
 from repl.models.cifar_resnet import CifarResNet
 from repl.models.config import ModelConfig
+from repl.models.zoo import TIMM, TORCHVISION, ModelSource
 
 Builder = Callable[..., nn.Module]
 
@@ -84,6 +91,43 @@ MODELS: Dict[str, Builder] = {
 }
 
 
+def _curated(name: str, inputs, pretrained: bool, kwargs: Dict) -> nn.Module:
+    if name not in MODELS:
+        raise ConfigError(f"model.name={name!r} is unknown; choose one of {', '.join(sorted(MODELS))}, "
+                          "or any timm / torchvision model by name with model=timm / model=torchvision")
+    return MODELS[name](pretrained=pretrained, **inputs, **kwargs)
+
+
+CURATED = ModelSource("repl", "the project's curated models: " + ", ".join(MODELS), _curated,
+                      reads_tokens=lambda name: getattr(MODELS.get(name), "reads_tokens", False))
+
+
+def _hf_causal_lm() -> ModelSource:
+    from repl.models.hf import HF_CAUSAL_LM
+
+    return HF_CAUSAL_LM
+
+
+SOURCES: Dict[str, Callable[[], ModelSource]] = {
+    "repl": lambda: CURATED,
+    "timm": lambda: TIMM,
+    "torchvision": lambda: TORCHVISION,
+    "hf_causal_lm": _hf_causal_lm,  # imports transformers on first use
+}
+
+
+def model_source(name: str) -> ModelSource:
+    """The source `model.source` names; ConfigError listing the sources otherwise."""
+    if name not in SOURCES:
+        raise ConfigError(f"model.source={name!r} is unknown; choose one of {', '.join(SOURCES)}")
+    return SOURCES[name]()
+
+
+def reads_tokens(cfg: ModelConfig) -> bool:
+    """Whether the configured model reads token ids (else images)."""
+    return model_source(cfg.source).reads_tokens(cfg.name)
+
+
 def build_model(cfg: ModelConfig, *, num_classes: Optional[int] = None, in_chans: int = 3, image_size: int = 32,
                 vocab_size: Optional[int] = None, seq_len: Optional[int] = None) -> nn.Module:
     """Build the configured network, randomly initialised unless pretrained or weights are given.
@@ -92,19 +136,17 @@ def build_model(cfg: ModelConfig, *, num_classes: Optional[int] = None, in_chans
     images, vocab_size and seq_len for token ids. A token model called with the image names (the older
     call) reads num_classes as its vocabulary and image_size as its sequence length.
     """
-    if cfg.name not in MODELS:
-        raise ConfigError(f"model.name={cfg.name!r} is unknown; choose one of {', '.join(sorted(MODELS))}")
-    builder = MODELS[cfg.name]
-    if getattr(builder, "reads_tokens", False):
+    source = model_source(cfg.source)
+    if source.reads_tokens(cfg.name):
         inputs = {"vocab_size": num_classes if vocab_size is None else vocab_size,
                   "seq_len": image_size if seq_len is None else seq_len}
     elif num_classes is None:
         raise ConfigError(f"model.name={cfg.name} reads images; the data gives token ids (vocab_size={vocab_size}): "
-                          "choose a token model (model=lm) or an image dataset")
+                          "choose a token model (model=lm, model=hf_causal_lm) or an image dataset")
     else:
         inputs = {"num_classes": num_classes, "in_chans": in_chans, "image_size": image_size}
     try:
-        model = builder(pretrained=cfg.pretrained, **inputs, **dict(cfg.kwargs))
+        model = source.build(cfg.name, inputs, cfg.pretrained, dict(cfg.kwargs))
     except TypeError as err:  # an unknown model.kwargs entry
         raise ConfigError(f"model.kwargs for {cfg.name!r} not accepted: {err}") from None
     if cfg.weights:

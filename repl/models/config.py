@@ -9,7 +9,8 @@ from typing import Any, Dict, Optional
 class ModelConfig:
     """Which network to build. Image size and class count come from the dataset config."""
 
-    name: str = "resnet32"  # registry name, see repl.models.MODELS
+    source: str = "repl"  # where `name` is looked up: repl (curated names) | timm | torchvision | hf_causal_lm
+    name: str = "resnet32"  # a name of the source: repl.models.MODELS for repl, a timm / torchvision / HF name otherwise
     pretrained: bool = False  # load the source's pretrained weights (needs the hub or a cache)
     weights: Optional[str] = None  # path to a state_dict file to load after building
     kwargs: Dict[str, Any] = field(default_factory=dict)  # extra arguments for the model constructor
