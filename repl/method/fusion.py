@@ -25,16 +25,27 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from repl.families.contract import DEFAULT_LAYOUT, TensorLayout
+from repl.families.contract import DEFAULT_LAYOUT, BlockInfo, TensorLayout
 from repl.method.config import ReplConfig
 
 SLOTS = ("prev", "next")  # neighbour i-1 (coefficients `a`) and i+1 (coefficients `b`)
 
 
-def compatible(source: torch.Size, target: torch.Size, layout: TensorLayout = DEFAULT_LAYOUT) -> bool:
+def compatible(source: Sequence[int], target: Sequence[int], layout: TensorLayout = DEFAULT_LAYOUT) -> bool:
     """True when `source` can be adapted to `target`: same rank and same non-channel dims."""
     channels = layout.channel_dims(len(target))
     return len(source) == len(target) and all(source[d] == target[d] for d in range(len(target)) if d not in channels)
+
+
+def pairable(block: BlockInfo, neighbour: BlockInfo) -> bool:
+    """Whether fusion can synthesize `block` from `neighbour`: they share a synthesizable tensor by name, and
+    every tensor they share by name is adaptable (same rank, same kernel dims), so none of the neighbour's
+    tensors would be passed over. Blocks of one kind pair across stage boundaries; a BasicBlock next to a
+    Bottleneck (3x3 against 1x1 `conv1`) or a conv block next to an attention block (no shared name) do not.
+    """
+    theirs = dict(neighbour.param_shapes)
+    shared = [(name, shape) for name, shape in block.param_shapes if block.may_synthesize(name) and name in theirs]
+    return bool(shared) and all(compatible(theirs[name], shape, block.layout(name)) for name, shape in shared)
 
 
 def tile_index(target: int, source: int, device: Optional[torch.device] = None) -> torch.Tensor:

@@ -4,6 +4,10 @@ Rules for `repl`, `drop` and `freeze` (all three get the same blocks for the sam
 - k = round(ratio * N) with round half up (computed in decimal, so 0.25 * 10 gives 3, not 2);
 - the first and last blocks are never replaced and no two replaced blocks are adjacent, so at
   most floor((N - 1) / 2) blocks;
+- a block is considered only when fusion can pair it with both neighbours (`fusion.pairable`: they
+  share tensors by name and every shared tensor is adaptable). In a model of one block kind every
+  block qualifies; in a model that mixes kinds (BasicBlock and Bottleneck stages, conv and
+  attention blocks) the blocks next to a change of kind do not, and the plan lists them (`unpaired`);
 - `boundary=avoid` prefers blocks whose two neighbours have the same parameter shapes as the
   block itself (this excludes stage-boundary blocks and the blocks next to them); the fewest
   other blocks are taken, only when k cannot be met otherwise. `allow` treats all alike.
@@ -30,6 +34,7 @@ from typing import Any, Callable, Dict, List, Sequence, Tuple
 from repl.errors import CheckpointError, ConfigError
 from repl.families import BlockInfo
 from repl.method.config import ReplConfig
+from repl.method.fusion import pairable
 from repl.method.registry import Selection, get_method
 
 SETTING_KEYS = (
@@ -52,6 +57,7 @@ class Plan:
     settings: Dict[str, Any] = field(default_factory=dict)  # the ReplConfig switches as applied (SETTING_KEYS)
     params_replaced: int = 0  # set by whoever applies the plan
     params_fusion: int = 0
+    unpaired: List[int] = field(default_factory=list)  # blocks 1..N-2 not considered: a neighbour fusion cannot pair
 
     def to_dict(self) -> Dict[str, Any]:
         """Plain JSON-serialisable dict (for checkpoints and summary.json)."""
@@ -74,13 +80,16 @@ class Plan:
             return record.describe(self)
         if not self.blocks:
             return f"plan: method={self.method}, nothing replaced: all {n} {family} blocks trained end to end"
-        allowed = max_replaceable(n)
+        allowed = round(self.max_ratio * n)
         lines = [
             f"plan: method={self.method}, {len(self.blocks)} of {n} {family} blocks {record.verb} "
             f"(ratio {self.ratio:g}; at most {allowed}, ratio {self.max_ratio:.3f})",
             "  blocks: " + ", ".join(f"{i} {p}" for i, p in zip(self.blocks, self.paths)),
             "  settings: " + " ".join(f"{k}={v}" for k, v in self.settings.items()),
         ]
+        if self.unpaired:
+            lines.append("  not considered (a neighbour of another kind, which fusion cannot pair): "
+                         + ", ".join(str(i) for i in self.unpaired))
         if self.params_replaced or self.params_fusion:
             lines.append(f"  params: replaced={self.params_replaced:,} fusion={self.params_fusion:,}")
         return "\n".join(lines)
@@ -103,6 +112,24 @@ def max_replaceable(num_blocks: int) -> int:
     return max(0, (num_blocks - 1) // 2)
 
 
+def considered(blocks: Sequence[BlockInfo]) -> List[bool]:
+    """Per block, whether a plan may choose it: not first or last, and fusion pairs it with both neighbours."""
+    n = len(blocks)
+    return [0 < i < n - 1 and pairable(blocks[i], blocks[i - 1]) and pairable(blocks[i], blocks[i + 1])
+            for i in range(n)]
+
+
+def max_choosable(allowed: Sequence[bool]) -> int:
+    """The most blocks a plan can take among the `allowed` ones, no two adjacent: ceil(L / 2) per run of L."""
+    total = run = 0
+    for ok in list(allowed) + [False]:
+        if ok:
+            run += 1
+        else:
+            total, run = total + (run + 1) // 2, 0
+    return total
+
+
 def replace_count(ratio: float, num_blocks: int) -> int:
     """k = round(ratio * N), rounding halves up, computed in decimal."""
     return int((Decimal(str(ratio)) * num_blocks).quantize(Decimal(1), rounding=ROUND_HALF_UP))
@@ -115,6 +142,8 @@ def make_plan(blocks: Sequence[BlockInfo], cfg: ReplConfig) -> Plan:
     family = blocks[0].family if blocks else ""
     ratio = float(cfg.ratio)
     record = get_method(cfg.method)
+    allowed = considered(blocks)
+    unpaired = [i for i in range(1, n - 1) if not allowed[i]] if record.selection is Selection.CHOSEN else []
     if record.selection is Selection.NONE or cfg.is_plain_backprop:
         chosen, ratio = [], 0.0
     elif record.selection is Selection.ALL:
@@ -122,10 +151,10 @@ def make_plan(blocks: Sequence[BlockInfo], cfg: ReplConfig) -> Plan:
         if not record.uses_ratio:
             ratio = 1.0 if n else 0.0
     elif cfg.select == "explicit":
-        chosen = _checked_explicit(list(cfg.blocks), n, family)
+        chosen = _checked_explicit(list(cfg.blocks), n, family, blocks, allowed)
         ratio = len(chosen) / n if n else 0.0
     else:
-        chosen = _choose(_checked_count(ratio, n, family), blocks, cfg)
+        chosen = _choose(_checked_count(ratio, n, family, allowed), blocks, cfg, allowed)
     return Plan(
         method=cfg.method,
         family=family,
@@ -133,8 +162,9 @@ def make_plan(blocks: Sequence[BlockInfo], cfg: ReplConfig) -> Plan:
         ratio=ratio,
         blocks=chosen,
         paths=[blocks[i].path for i in chosen],
-        max_ratio=max_replaceable(n) / n if n else 0.0,
+        max_ratio=max_choosable(allowed) / n if n else 0.0,
         settings={k: getattr(cfg, k) for k in SETTING_KEYS},
+        unpaired=unpaired,
     )
 
 
@@ -148,13 +178,15 @@ def planned_blocks(plan: Plan, blocks: Sequence[BlockInfo]) -> List[BlockInfo]:
     return [blocks[i] for i in plan.blocks]
 
 
-def _checked_count(ratio: float, n: int, family: str) -> int:
+def _checked_count(ratio: float, n: int, family: str, considered_blocks: Sequence[bool]) -> int:
     """k for the ratio, or ConfigError if it is more than the model allows or rounds to none."""
-    k, allowed = replace_count(ratio, n), max_replaceable(n)
+    k, allowed = replace_count(ratio, n), max_choosable(considered_blocks)
     if k > allowed:
         limit = f"repl.ratio <= {math.floor(allowed / n * 1000) / 1000:.3f}" if allowed else "use repl.ratio=0"
+        mixed = (f": {n - 2 - sum(considered_blocks)} inner blocks have a neighbour of another kind"
+                 if allowed < max_replaceable(n) else "")
         raise ConfigError(
-            f"repl.ratio={ratio:g} asks for {k} of {n} blocks; this {family} model allows at most {allowed} ({limit})"
+            f"repl.ratio={ratio:g} asks for {k} of {n} blocks; this {family} model allows at most {allowed}{mixed} ({limit})"
         )
     if ratio > 0 and k == 0:
         raise ConfigError(
@@ -164,7 +196,8 @@ def _checked_count(ratio: float, n: int, family: str) -> int:
     return k
 
 
-def _checked_explicit(indices: List[Any], n: int, family: str) -> List[int]:
+def _checked_explicit(indices: List[Any], n: int, family: str, blocks: Sequence[BlockInfo],
+                      considered_blocks: Sequence[bool]) -> List[int]:
     """repl.blocks sorted, or ConfigError naming the first rule it breaks."""
     shown = f"repl.blocks={indices}"
     if not all(isinstance(i, int) and not isinstance(i, bool) for i in indices):
@@ -175,6 +208,10 @@ def _checked_explicit(indices: List[Any], n: int, family: str) -> List[int]:
             raise ConfigError(f"{shown}: block {i} is out of range; this {family} model has blocks 0..{n - 1}")
         if i in (0, n - 1):
             raise ConfigError(f"{shown}: block {i} is the first or last block, never replaced (choose from 1..{n - 2})")
+        if not considered_blocks[i]:
+            kinds = f"{blocks[i - 1].kind}, {blocks[i].kind}, {blocks[i + 1].kind}"
+            raise ConfigError(f"{shown}: block {i} ({blocks[i].path}) has a neighbour fusion cannot pair with it "
+                              f"(kinds {kinds}); choose blocks whose neighbours are of their own kind")
     for a, b in zip(chosen, chosen[1:]):
         if a == b:
             raise ConfigError(f"{shown}: block {a} is listed twice")
@@ -185,7 +222,7 @@ def _checked_explicit(indices: List[Any], n: int, family: str) -> List[int]:
     return chosen
 
 
-def _choose(k: int, blocks: Sequence[BlockInfo], cfg: ReplConfig) -> List[int]:
+def _choose(k: int, blocks: Sequence[BlockInfo], cfg: ReplConfig, allowed: Sequence[bool]) -> List[int]:
     """k valid blocks: fewest non-preferred (boundary=avoid), then least cost (uniform or random)."""
     n = len(blocks)
     if k == 0:
@@ -204,11 +241,12 @@ def _choose(k: int, blocks: Sequence[BlockInfo], cfg: ReplConfig) -> List[int]:
         def cost(slot: int, i: int) -> Tuple[int, float]:
             return (not preferred[i], weight[i])
 
-    return _least_cost_independent_set(n, k, cost)
+    return _least_cost_independent_set(n, k, cost, allowed)
 
 
-def _least_cost_independent_set(n: int, k: int, cost: Callable[[int, int], Tuple[int, float]]) -> List[int]:
-    """Increasing positions p_0 < ... < p_{k-1} in 1..n-2, pairwise non-adjacent, minimising sum cost(j, p_j).
+def _least_cost_independent_set(n: int, k: int, cost: Callable[[int, int], Tuple[int, float]],
+                                allowed: Sequence[bool]) -> List[int]:
+    """Increasing `allowed` positions p_0 < ... < p_{k-1} in 1..n-2, pairwise non-adjacent, minimising sum cost(j, p_j).
 
     best[i][j]: least cost of filling slots 0..j-1 with positions < i. Ties keep the earlier position.
     """
@@ -221,7 +259,7 @@ def _least_cost_independent_set(n: int, k: int, cost: Callable[[int, int], Tuple
         for j in range(1, k + 1):
             best[i][j] = best[i - 1][j]
             prev = best[i - 2][j - 1]
-            if prev != inf:
+            if prev != inf and allowed[i - 1]:
                 c = cost(j - 1, i - 1)
                 candidate = (prev[0] + c[0], prev[1] + c[1])
                 if candidate < best[i][j]:

@@ -221,3 +221,61 @@ def test_planned_blocks_refuses_a_plan_for_another_model(resnet32, resnet50):
     assert [b.index for b in planned_blocks(plan, resnet32)] == plan.blocks
     with pytest.raises(ConfigError):
         planned_blocks(plan, resnet50)
+
+
+# ----------------------------------------------------------------------------- mixed block kinds
+
+def hybrid_resnet():
+    """A timm ResNet whose stages mix block kinds: BasicBlock stages, then Bottleneck stages (nobody configured it)."""
+    from timm.models.resnet import BasicBlock, Bottleneck, ResNet
+
+    return ResNet(block=(BasicBlock, BasicBlock, Bottleneck, Bottleneck), layers=(2, 2, 3, 2), num_classes=10)
+
+
+def toy_blocks(kinds):
+    """One toy block per kind letter: "c" blocks share a 3x3 conv, "a" blocks a linear layer (no shared name)."""
+    shapes = {"c": (("conv.weight", (8, 8, 3, 3)),), "a": (("qkv.weight", (24, 8)),)}
+    return [BlockInfo(i, f"blocks.{i}", "toy", k, 8, 8, 1, False, shapes[k]) for i, k in enumerate(kinds)]
+
+
+def test_mixed_kinds_plan_only_across_neighbours_fusion_can_pair():
+    blocks = discover_blocks(hybrid_resnet())
+    kinds = [b.kind for b in blocks]
+    assert kinds == ["basic"] * 4 + ["bottleneck"] * 5
+    change = kinds.index("bottleneck")  # a BasicBlock's 3x3 conv1 cannot pair with a Bottleneck's 1x1 conv1
+    for select in ("uniform", "random"):
+        plan = make_plan(blocks, ReplConfig(ratio=0.3, select=select, boundary="allow"))
+        assert plan.unpaired == [change - 1, change]
+        assert not set(plan.blocks) & {change - 1, change} and len(plan.blocks) == replace_count(0.3, 9)
+    # the most a plan can take: runs 1..2 and 5..7 of pairable blocks, ceil(2/2) + ceil(3/2) = 3
+    assert make_plan(blocks, ReplConfig(ratio=3 / 9)).max_ratio == pytest.approx(3 / 9)
+    with pytest.raises(ConfigError, match=r"allows at most 3: 2 inner blocks have a neighbour of another kind"):
+        make_plan(blocks, ReplConfig(ratio=4 / 9))
+    with pytest.raises(ConfigError, match=rf"block {change} \(layer3.0\) has a neighbour fusion cannot pair"):
+        make_plan(blocks, ReplConfig(select="explicit", blocks=[change]))
+    assert "not considered" in make_plan(blocks, ReplConfig(ratio=0.2)).describe()
+
+
+def test_blocks_with_no_tensor_in_common_are_never_paired():
+    blocks = toy_blocks("ccccaaaa")
+    plan = make_plan(blocks, ReplConfig(ratio=0.25, boundary="allow"))
+    assert plan.unpaired == [3, 4] and set(plan.blocks) <= {1, 2, 5, 6}
+    assert make_plan(blocks, ReplConfig(select="explicit", blocks=[1, 5])).blocks == [1, 5]
+
+
+def test_a_single_kind_model_considers_every_inner_block(resnet50):
+    plan = make_plan(resnet50, ReplConfig(ratio=0.25, boundary="allow"))
+    assert plan.unpaired == [] and plan.max_ratio == max_replaceable(len(resnet50)) / len(resnet50)
+
+
+def test_mixed_model_trains_with_repl_through_the_api():
+    import torch
+
+    from repl import apply_replacement
+
+    torch.manual_seed(0)
+    model = hybrid_resnet()
+    plan = apply_replacement(model, ratio=0.3)
+    assert plan.unpaired == [3, 4] and plan.blocks
+    model(torch.randn(2, 3, 32, 32)).logsumexp(-1).mean().backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
