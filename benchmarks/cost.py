@@ -57,6 +57,13 @@ class ModelSpec:
     batch: Dict[str, int]  # per device type
     optim: str = "sgd"  # sgd (momentum 0.9) | adamw
     kwargs: Dict[str, Any] = field(default_factory=dict)
+    source: str = "repl"  # model.source: repl (curated names) | timm | torchvision | hf_causal_lm
+    label: str = ""  # the suite's name for it (--models, --batch, the tables), when not `name`
+
+    @property
+    def key(self) -> str:
+        """The name the suite knows the model by."""
+        return self.label or self.name
 
     @property
     def tokens(self) -> bool:
@@ -64,7 +71,7 @@ class ModelSpec:
         return self.inputs == "tokens"
 
     def build(self) -> nn.Module:
-        cfg = ModelConfig(name=self.name, kwargs=dict(self.kwargs))
+        cfg = ModelConfig(source=self.source, name=self.name, kwargs=dict(self.kwargs))
         if self.tokens:
             return build_model(cfg, vocab_size=self.classes, seq_len=self.size)
         return build_model(cfg, num_classes=self.classes, in_chans=3, image_size=self.size)
@@ -86,6 +93,11 @@ SPECS: Dict[str, ModelSpec] = {
     "vit_b": ModelSpec("vit_b", "image", 32, 10, {"cpu": 2, "cuda": 128}, optim="adamw"),
     "lm": ModelSpec("lm", "tokens", 64, 512, {"cpu": 8, "cuda": 64}, optim="adamw", kwargs={"context": 64}),
 }
+SPECS.update({spec.key: spec for spec in (  # models of the open zoo, by their zoo names
+    ModelSpec("convnext_tiny", "image", 224, 1000, {"cpu": 2, "cuda": 64}, optim="adamw", source="timm"),
+    ModelSpec("swin_tiny_patch4_window7_224", "image", 224, 1000, {"cpu": 2, "cuda": 64}, optim="adamw", source="timm",
+              label="swin_tiny"),
+)})
 METHOD = (
     "All configurations of a model are built from the same seed and live in one process. Parameters and "
     "optimizer state are counted exactly (repl.engine.measure.count_parameters, optimizer_state_bytes). One "
@@ -150,7 +162,7 @@ def ratio_points(spec_blocks: int, ratios: Sequence[str]) -> List[Tuple[float, s
 
 def measure_model(spec: ModelSpec, args: argparse.Namespace, device: torch.device) -> Dict[str, Any]:
     """Build BP and every RepL configuration of one model, probe each, then time them in interleaved rounds."""
-    batch_size = args.batch.get(spec.name, spec.batch["cuda" if device.type == "cuda" else "cpu"])
+    batch_size = args.batch.get(spec.key, spec.batch["cuda" if device.type == "cuda" else "cpu"])
     batch = spec.make_batch(batch_size, device, torch.Generator().manual_seed(0))
     loss_fn = loss_of(spec)
     dtype = {"bf16": torch.bfloat16, "32": None}[args.precision]
@@ -216,7 +228,7 @@ def measure_model(spec: ModelSpec, args: argparse.Namespace, device: torch.devic
             "time": row["time"]["ratio"]["median"],
         }
         row["gap"] = row["ratios"]["time"] / row["ratios"]["flops"]
-    return {"model": spec.name, "spec": asdict(replace(spec, batch={**spec.batch})), "batch_size": batch_size,
+    return {"model": spec.key, "spec": asdict(replace(spec, batch={**spec.batch})), "batch_size": batch_size,
             "num_blocks": num_blocks, "max_ratio": max_replaceable(num_blocks) / num_blocks, "configs": rows}
 
 
