@@ -82,7 +82,7 @@ def summaries(tmp_path: Path) -> dict:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("source, names", [
-    ("timm", ("resnet34", "resnet26d", "convnext_atto")),
+    ("timm", ("resnet34", "resnet26d", "convnext_atto", "swin_tiny_patch4_window7_224")),
     ("torchvision", ("resnet34", "resnext50_32x4d")),
 ])
 def test_zoo_models_train_with_repl_from_the_command_line(tmp_path, source, names):
