@@ -11,7 +11,7 @@ DIR (default RUN_DIR/export):
 
 With repl.surrogate=full (or a baseline that keeps the architecture) the state_dict loads strictly
 into the stock model (timm, torchvision or the project's); with `lite` into `build_exported(arch)`,
-which needs only repl.models (no surrogate machinery). Bad input is one line and exit status 2.
+which needs repl.models and repl.families (no surrogate machinery). Bad input is one line and exit status 2.
 """
 from __future__ import annotations
 
@@ -28,15 +28,12 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from repl.errors import ReplError
-from repl.models import lite
 from repl.models.config import ModelConfig
 
 FORMAT = "repl-export/2"  # 2: the model's data inputs under model.inputs (1: num_classes/in_chans/image_size, still read)
 ARCHITECTURE = "architecture.json"
 SAFETENSORS = "model.safetensors"
 STATE_DICT = "model.pt"
-LITE_CLASSES = {cls.__name__: cls for cls in (lite.LiteBasicBlock, lite.LiteBottleneck, lite.LiteTransformerBlock)}
-
 
 class ExportError(ReplError):
     """The run directory cannot be exported (no such run, no or bad checkpoint, unwritable output)."""
@@ -46,8 +43,11 @@ class ExportError(ReplError):
 def build_exported(arch: Dict[str, Any]) -> nn.Module:
     """The exported architecture, randomly initialised: the stock model with its lite blocks in place.
 
-    Uses only repl.models; load the exported state_dict into it with `load_state_dict(state, strict=True)`.
+    Each lite block is rebuilt from the stock block by its block family's lite operator
+    (repl.families, no surrogate machinery), so every family's lite exports the same way; load the
+    exported state_dict into it with `load_state_dict(state, strict=True)`.
     """
+    from repl.families import discover_blocks
     from repl.models import build_model
 
     spec = arch["model"]
@@ -55,8 +55,17 @@ def build_exported(arch: Dict[str, Any]) -> nn.Module:
     inputs = spec.get("inputs") or {k: spec[k] for k in ("num_classes", "in_chans", "image_size")}
     model = build_model(ModelConfig(source=spec.get("source", "repl"), name=spec["name"],
                                     kwargs=dict(spec.get("kwargs", {}))), **inputs)
-    for block in arch.get("lite_blocks", []):
-        _set_submodule(model, block["path"], _lite_block(model.get_submodule(block["path"]), block))
+    lite_blocks = arch.get("lite_blocks", [])
+    infos = {info.path: info for info in discover_blocks(model)} if lite_blocks else {}
+    for block in lite_blocks:
+        info = infos.get(block["path"])
+        if info is None or info.lite is None:
+            raise ExportError(f"{ARCHITECTURE}: {block['path']} is not a block with a lite operator in {spec['name']}")
+        body = info.lite.build(model.get_submodule(block["path"]), info)
+        if type(body).__name__ != block["class"]:
+            raise ExportError(f"{ARCHITECTURE}: {block['path']} was exported as {block['class']}, "
+                              f"this version builds {type(body).__name__}")
+        _set_submodule(model, block["path"], body)
     return model.eval()
 
 
@@ -68,17 +77,6 @@ def load_exported(directory: Path) -> nn.Module:
     model = build_exported(json.loads((directory / ARCHITECTURE).read_text()))
     model.load_state_dict(load_file(str(directory / SAFETENSORS)), strict=True)
     return model
-
-
-def _lite_block(block: nn.Module, spec: Dict[str, Any]) -> nn.Module:
-    """A repl.models.lite module made of the stock block's own modules, as the spec names them."""
-    parts = {name: block.get_submodule(source) for name, source in spec["modules"].items()}
-    for name, stride in spec.get("strides", {}).items():
-        parts[name].stride = tuple(stride)
-    cls = LITE_CLASSES[spec["class"]]
-    if cls is lite.LiteTransformerBlock:
-        return cls(parts["norm2"], parts["mlp"], {name: parts[name] for name in spec["post"]})
-    return cls(**parts)
 
 
 def _set_submodule(model: nn.Module, path: str, new: nn.Module) -> None:
@@ -139,34 +137,33 @@ def architecture(cfg: Any, baked: nn.Module) -> Dict[str, Any]:
                   "inputs": model_inputs(cfg.dataset, cfg.task.name)},
         "method": cfg.repl.method, "surrogate": cfg.repl.surrogate, "task": cfg.task.name,
     }
-    lite_paths = [path for path, module in baked.named_modules() if type(module).__name__ in LITE_CLASSES]
-    if lite_paths:
-        arch["lite_blocks"] = _lite_specs(arch, lite_paths)
+    lite_blocks = _lite_specs(arch, baked)
+    if lite_blocks:
+        arch["lite_blocks"] = lite_blocks
     return arch
 
 
-def _lite_specs(arch: Dict[str, Any], paths: list) -> list:
-    """For each lite block: its class and which module of the stock block each of its modules is.
+def _lite_specs(arch: Dict[str, Any], baked: nn.Module) -> list:
+    """For each lite block of `baked`: its path, its class and which module of the stock block each of its
+    modules is (what `build_exported` rebuilds with the block family's lite operator, written out for readers).
 
-    Found by building the lite body from a fresh stock block (the method's own builder) and matching
-    the modules by identity, so the spec follows whatever the registered lite operator does.
+    A block is a lite one when it is of the class its family's lite operator builds from the stock block.
     """
     from repl.families import discover_blocks
-    from repl.method.surrogates import lite_body
 
     stock = build_exported({"model": arch["model"]})
-    infos = {info.path: info for info in discover_blocks(stock)}
     specs = []
-    for path in paths:
-        block = stock.get_submodule(path)
-        names = {id(module): name for name, module in block.named_children()}
-        body = lite_body(block, infos[path])
-        modules = {name: names[id(module)] for name, module in body.named_children()}
+    for info in discover_blocks(stock):
+        block, mine = stock.get_submodule(info.path), baked.get_submodule(info.path)
+        if info.lite is None or type(mine) is type(block):
+            continue
+        names = {id(module): name for name, module in block.named_modules() if name}
+        body = info.lite.build(block, info)
+        if type(body) is not type(mine):
+            continue
+        modules = {name: names.get(id(module), "") for name, module in body.named_children()}
         strides = {name: list(module.stride) for name, module in body.named_children() if isinstance(module, nn.Conv2d)}
-        spec = {"path": path, "class": type(body).__name__, "modules": modules, "strides": strides}
-        if isinstance(body, lite.LiteTransformerBlock):
-            spec["post"] = list(body.post)
-        specs.append(spec)
+        specs.append({"path": info.path, "class": type(body).__name__, "modules": modules, "strides": strides})
     return specs
 
 
