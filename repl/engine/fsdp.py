@@ -16,9 +16,10 @@ rest but gathers the block weights together. The other blocks are one unit each;
 (stem, head, and whatever is outside the blocks) is the last `fully_shard`. A surrogate's fusion
 coefficients and adapters live in it, so they are sharded, gathered and reduced with its unit.
 
-Registering each block alone and unsharding the neighbours from a surrogate pre-hook does not
-work: `next`'s gradient would be reduce-scattered after `next`'s own backward, before the
-surrogate's backward (which runs later) adds to it.
+With each block its own unit, the surrogate would read `next` still sharded (a DTensor, which torch
+refuses to mix with the plain activations). Unsharding the neighbours from a surrogate pre-hook
+instead would not be enough: `next`'s gradient would be reduce-scattered after `next`'s own
+backward, before the surrogate's backward (which runs later) adds to it.
 
 FSDP refuses 0-dim parameters; scalar fusion coefficients (repl.fusion=scalar) become 1-element
 vectors, which broadcast the same way. `ShardedModel.full_state` / `load_full_state` convert
@@ -133,6 +134,8 @@ class ShardedModel:
                  for i, entries in optim_state["state"].items()}
         groups = [{**group, "params": [fqn[i] for i in group["params"]]} for group in optim_state["param_groups"]]
         set_optimizer_state_dict(self.module, optimizer, {"state": state, "param_groups": groups}, options=options)
+        for live, saved_group in zip(optimizer.param_groups, optim_state["param_groups"]):  # its loader makes tuples lists
+            live.update({k: tuple(v) for k, v in saved_group.items() if isinstance(v, tuple) and k != "params"})
 
     def _unlifted(self, fqn: str, key: str, value: Any) -> Any:
         """An optimizer state entry of a lifted scalar back at the scalar's shape."""
