@@ -27,6 +27,7 @@ from repl.engine.checkpoint import atomic_write_json
 from repl.engine.distributed import DistInfo
 from repl.engine.rundir import ENV
 from repl.engine.trainer import Trainer
+from repl.errors import UnsupportedModelError
 from repl.families import discover_blocks
 from repl.method.plan import Plan
 from repl.models import build_model
@@ -61,6 +62,17 @@ def write_environment(run_dir: Path, device: torch.device) -> None:
                                              "argv": sys.argv})
 
 
+def _block_paths(model: nn.Module, required: bool) -> list:
+    """The block paths, read before the method replaces any (activation checkpointing and FSDP units follow them);
+    none for a model without a known block sequence unless `required` (FSDP then shards it as one unit)."""
+    try:
+        return [b.path for b in discover_blocks(model)]
+    except UnsupportedModelError:
+        if required:
+            raise
+        return []
+
+
 def configured_method(model: nn.Module, cfg: TrainConfig) -> Plan:
     """What a normal run does: the method of `repl.*`."""
     return apply_replacement(model, cfg.repl)
@@ -82,7 +94,7 @@ def build_run(cfg: TrainConfig, run_dir: Path, dist: DistInfo, *, apply: Optiona
     data_cfg = cfg.dataset
     if model is None:
         model = build_model(cfg.model, **model_inputs(data_cfg, cfg.task.name))
-    block_paths = [b.path for b in discover_blocks(model)] if cfg.trainer.checkpointing else None
+    block_paths = _block_paths(model, cfg.trainer.checkpointing) if cfg.trainer.checkpointing or cfg.trainer.strategy == "fsdp" else None
     plan = (apply or configured_method)(model, cfg)
     if record_environment and dist.is_main:
         write_environment(run_dir, dist.device)

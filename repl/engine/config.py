@@ -13,6 +13,7 @@ from repl.errors import ConfigError
 from repl.tasks.registry import DEFAULT_TASK, task_spec, tasks_where
 
 WANDB_MODES = ("offline", "online", "disabled")
+STRATEGIES = ("ddp", "fsdp")
 
 
 def _check(ok: bool, message: str) -> None:
@@ -44,12 +45,30 @@ class TrainerConfig:
     timing_warmup: int = field(default=5, metadata=bounds(ge=0))  # steps excluded from step-time statistics
     progress: bool = True  # tqdm progress bar (rank 0)
     deterministic: bool = False  # torch.use_deterministic_algorithms (slower on GPU)
+    strategy: str = "ddp"  # ddp | fsdp: how torchrun's processes share the model (fsdp: sharded, repl/engine/fsdp.py)
 
     def validate(self) -> None:
         check_numbers(self, "trainer.")
         _check(self.precision in ("32", "bf16", "16"), f"trainer.precision={self.precision!r}: choose 32, bf16 or 16")
         _check(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
                f"trainer.device={self.device!r}: choose auto, cpu, cuda or cuda:N")
+        _check(self.strategy in STRATEGIES, f"trainer.strategy={self.strategy!r}: choose {' or '.join(STRATEGIES)}")
+        if self.strategy == "fsdp":
+            self._check_fsdp()
+
+    def _check_fsdp(self) -> None:
+        """The trainer keys trainer.strategy=fsdp does not compose with, each refused in one line."""
+        refused = [
+            (self.compile, "trainer.compile=true", "not built for sharded surrogate units", "trainer.compile=false"),
+            (self.checkpointing, "trainer.checkpointing=true", "not built for sharded surrogate units",
+             "trainer.checkpointing=false"),
+            (self.ema_decay is not None, f"trainer.ema_decay={self.ema_decay}", "the EMA would be a second, unsharded copy",
+             "trainer.ema_decay=null"),
+            (self.precision == "16", "trainer.precision=16", "fp16 loss scaling would need a sharded inf check",
+             "trainer.precision=bf16"),
+        ]
+        for bad, setting, why, instead in refused:
+            _check(not bad, f"trainer.strategy=fsdp does not support {setting} ({why}); use {instead} or trainer.strategy=ddp")
 
     def validate_with(self, task: str, per_batch_skips: Optional[str]) -> None:
         """Keys whose validity depends on other groups: accumulation is exact for classification and lm losses,
@@ -59,6 +78,9 @@ class TrainerConfig:
         _check(self.accumulate == 1 or task_spec(task).accumulates,
                f"trainer.accumulate={self.accumulate} splits {' and '.join(accumulating)} batches only, "
                f"not task.name={task} (its loss is not a mean over samples); use trainer.accumulate=1")
+        _check(self.strategy != "fsdp" or not per_batch_skips,
+               f"trainer.strategy=fsdp with {per_batch_skips}, which skips blocks per training batch, would leave ranks "
+               "waiting on each other for a skipped block's weights; use trainer.strategy=ddp")
         _check(self.accumulate == 1 or not per_batch_skips,
                f"trainer.accumulate={self.accumulate} with {per_batch_skips}, which skips blocks per training batch, "
                "would draw the skipped blocks per micro-batch, not per batch; use trainer.accumulate=1")

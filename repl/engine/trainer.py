@@ -1,8 +1,8 @@
 """The training loop: steps, evaluation, resumable checkpoints, measurement and the run summary.
 
 Order inside a run never changes (ARCHITECTURE.md): the model arrives with the method already
-applied; here it goes to the device, is compiled, wrapped in DDP, gets an optimizer over its
-trainable parameters, and only then is a checkpoint loaded.
+applied; here it goes to the device, is compiled, wrapped in DDP (or sharded in place, trainer.strategy=fsdp:
+repl/engine/fsdp.py), gets an optimizer over its trainable parameters, and only then is a checkpoint loaded.
 
 Public surface: `fit()`, `run_steps(n)`, `request_stop(signum)`; the loop reads top to bottom
 (fit -> _loop -> _train_epoch) with its decisions as named methods (should_log, should_stop,
@@ -28,6 +28,7 @@ from repl.config import TrainConfig, as_dict
 from repl.engine import measure, rundir
 from repl.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from repl.engine.distributed import DistInfo, all_reduce_sum, broadcast_buffers
+from repl.engine.fsdp import ShardedModel, shard_model
 from repl.engine.console import echo
 from repl.engine.loggers import MetricsLog
 from repl.engine.window import WindowStats
@@ -35,7 +36,7 @@ from repl.engine.optim import build_optimizer, build_schedule
 from repl.engine.resume_check import check_resume_config, check_resume_plan
 from repl.engine.stop import StopRequest
 from repl.engine.summary import RunSummary
-from repl.errors import CheckpointError
+from repl.errors import CheckpointError, ConfigError
 from repl.families import get_module
 from repl.method.plan import Plan
 
@@ -57,7 +58,13 @@ class Trainer:
             enable_activation_checkpointing(self.model, block_paths or [])
         self.forward_model = torch.compile(self.model) if self.tcfg.compile else self.model
         self.train_model = self.forward_model
-        if dist.world_size > 1:
+        self.sharded: Optional[ShardedModel] = None  # trainer.strategy=fsdp: the model, sharded in place
+        if self.tcfg.strategy == "fsdp":
+            if dist.world_size < 2:
+                raise ConfigError("trainer.strategy=fsdp shards the model over the processes torchrun starts, and this run "
+                                  "has one: launch it with torchrun --nproc_per_node=N (N >= 2), or use trainer.strategy=ddp")
+            self.sharded = shard_model(self.model, plan, block_paths or [], self.device)
+        elif dist.world_size > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             # A method that skips blocks per batch leaves their parameters without gradient on that step.
             unused = plan.skips_blocks
@@ -174,9 +181,15 @@ class Trainer:
         return self.run_dir / "checkpoints" / "last.pt"
 
     def state_dict(self) -> Dict[str, Any]:
+        """The training state a checkpoint holds. Under FSDP a collective (every rank calls it) that gathers the
+        whole model and optimizer state on rank 0, in the unsharded layout; the other ranks get empty dicts."""
+        if self.sharded is not None:
+            model_state, optimizer_state = self.sharded.full_state(self.optimizer)
+        else:
+            model_state, optimizer_state = self.model.state_dict(), self.optimizer.state_dict()
         state = {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "model": model_state,
+            "optimizer": optimizer_state,
             "schedule": self.schedule.state_dict(),
             "progress": {"epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "step": self.step,
                          "train_s": self.train_s, "best": self.best, "eval_metrics": dict(self.eval_metrics),
@@ -193,14 +206,16 @@ class Trainer:
 
     def save(self) -> None:
         """Checkpoint atomically (rank 0); every rank keeps its place."""
+        state = self.state_dict() if self.dist.is_main or self.sharded is not None else None  # FSDP: every rank gathers
         if self.dist.is_main:
-            save_checkpoint(self.ckpt_path, self.state_dict())
+            save_checkpoint(self.ckpt_path, state)
         self._last_ckpt_time = time.monotonic()
 
     def save_best(self) -> None:
         """checkpoints/best.pt (rank 0): the training state at the eval with the best primary metric so far."""
+        state = self.state_dict() if self.dist.is_main or self.sharded is not None else None  # FSDP: every rank gathers
         if self.dist.is_main:
-            save_checkpoint(self.run_dir / rundir.CHECKPOINTS / rundir.BEST, self.state_dict())
+            save_checkpoint(self.run_dir / rundir.CHECKPOINTS / rundir.BEST, state)
 
     def resume(self) -> bool:
         """Load checkpoints/last.pt if resuming is on and it exists; refuse one made with another plan."""
@@ -210,8 +225,11 @@ class Trainer:
         check_resume_plan(Plan.from_dict(state["plan"]), self.plan, self.ckpt_path)
         check_resume_config(state.get("config"), self.config_dict, self.ckpt_path)
         try:
-            self.model.load_state_dict(state["model"])
-            self.optimizer.load_state_dict(state["optimizer"])
+            if self.sharded is not None:
+                self.sharded.load_full_state(self.optimizer, state["model"], state["optimizer"])
+            else:
+                self.model.load_state_dict(state["model"])
+                self.optimizer.load_state_dict(state["optimizer"])
         except (RuntimeError, ValueError, KeyError) as err:
             raise CheckpointError(f"checkpoint {self.ckpt_path} does not match this model: {str(err).splitlines()[0]}") from None
         self.schedule.load_state_dict(state["schedule"])
@@ -425,7 +443,8 @@ class Trainer:
         echo(f"run dir: {self.run_dir}  ({where})")
         echo(self.plan.describe())
         echo(f"training {self.total_steps} steps ({self.data.steps_per_epoch}/epoch) on {self.device}, "
-              f"precision {self.tcfg.precision}{', compiled' if self.tcfg.compile else ''}, world size {self.dist.world_size}")
+              f"precision {self.tcfg.precision}{', compiled' if self.tcfg.compile else ''}, world size {self.dist.world_size}"
+             f"{f', FSDP with the blocks in {len(self.sharded.units)} units' if self.sharded is not None else ''}")
 
 
 def enable_activation_checkpointing(model: nn.Module, block_paths: list) -> None:
