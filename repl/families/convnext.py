@@ -8,7 +8,7 @@ layout: the depthwise `conv_dw.weight` is `[C, 1, k, k]` (one input channel per 
 """
 from __future__ import annotations
 
-from typing import List
+from typing import List, Tuple
 
 from torch import nn
 
@@ -29,7 +29,7 @@ def _lite_convnext(block: nn.Module, info: BlockInfo) -> nn.Module:
 LITE_CONVNEXT = LiteOperator(frozenset(FORWARD_ORDER), _lite_convnext)
 
 
-def _classes():
+def _classes() -> Tuple[type, type]:
     from timm.models.convnext import ConvNeXt, ConvNeXtBlock
 
     return ConvNeXt, ConvNeXtBlock

@@ -10,7 +10,7 @@ Linear act on the last dim, so on NHWC they compute what the block computes on `
 """
 from __future__ import annotations
 
-from typing import List
+from typing import List, Tuple
 
 from torch import nn
 
@@ -23,7 +23,7 @@ KIND = "swin"
 POSITION_TABLE = "attn.relative_position_bias_table"  # not channel-shaped: never synthesized
 
 
-def _classes():
+def _classes() -> Tuple[type, type]:
     from timm.models.swin_transformer import SwinTransformer, SwinTransformerBlock
 
     return SwinTransformer, SwinTransformerBlock

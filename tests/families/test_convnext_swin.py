@@ -302,8 +302,8 @@ def test_baselines_apply_and_train(name, method):
     elif method == "freeze":
         frozen = {f"{p}.{n}" for p in plan.paths for n, _ in get_module(model, p).named_parameters()}
         assert frozen and not frozen & grads
-    else:  # the wrappers hold the blocks' own state under the same keys (gamma; Swin's attn_mask, None in stage 1
-        # where the 7x7 window covers the 7x7 map: the forward reads it all the same)
+    else:  # the wrappers hold the blocks' own state under the same keys (gamma; Swin's attn_mask, None in every
+        # unshifted block, stage 1 included where the 7x7 window covers the map: the forward reads it all the same)
         assert list(model.state_dict()) == list(before)
 
 
