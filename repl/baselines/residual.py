@@ -65,8 +65,10 @@ class ResidualParts(nn.Module):
         for name, param in own.items():
             self.register_parameter(name, param)
         keys = set(block.state_dict(keep_vars=True))
-        for name, buf in block.named_buffers(recurse=False):
-            self.register_buffer(name, buf, persistent=name in keys)
+        # torch.nn.Module's own registry of the block's buffers: named_buffers skips a buffer set to None, which the
+        # forward reads all the same (Swin's attn_mask where the window covers the whole map and nothing shifts)
+        for name, buf in block._buffers.items():
+            self.register_buffer(name, buf, persistent=buf is not None and name in keys)
         if self._block_forward is not None:
             for name, value in vars(block).items():
                 if not name.startswith("_") and not hasattr(self, name):

@@ -1,7 +1,7 @@
 """Plain modules for RepL's `lite` operator (docs/method.md, "The operator"): one residual sub-layer of a block.
 
 A trained `lite` surrogate bakes into one of these; they depend on torch.nn only. Submodule names are
-the original block's (conv1/bn1, conv3/bn3, downsample), so weights keep their names.
+the original block's (conv1/bn1, conv3/bn3, downsample; ConvNeXt's norm, mlp, gamma), so weights keep their names.
 """
 from __future__ import annotations
 
@@ -71,3 +71,32 @@ class LiteTransformerBlock(nn.Module):
         for name in self.post:
             y = getattr(self, name)(y)
         return x + y
+
+
+class LiteConvNeXtBlock(nn.Module):
+    """drop_path(gamma * mlp(norm(x))) + shortcut(x): a ConvNeXt block without its depthwise conv (`conv_dw`).
+
+    NCHW in and out. With `conv_mlp` the norm and MLP work channels first (LayerNorm2d, 1x1 convs);
+    else the tensor is permuted to NHWC around them (LayerNorm, Linear), as the block does. `gamma`
+    (layer scale, or None) is this module's own parameter, as it was the block's, so its name is kept.
+    """
+
+    def __init__(self, norm: nn.Module, mlp: nn.Module, gamma: Optional[nn.Parameter], shortcut: nn.Module,
+                 drop_path: nn.Module, conv_mlp: bool) -> None:
+        super().__init__()
+        self.use_conv_mlp = conv_mlp
+        self.norm = norm
+        self.mlp = mlp
+        self.register_parameter("gamma", gamma)
+        self.shortcut = shortcut
+        self.drop_path = drop_path
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x
+        if self.use_conv_mlp:
+            y = self.mlp(self.norm(y))
+        else:
+            y = self.mlp(self.norm(y.permute(0, 2, 3, 1))).permute(0, 3, 1, 2)
+        if self.gamma is not None:
+            y = y.mul(self.gamma.reshape(1, -1, 1, 1))
+        return self.drop_path(y) + self.shortcut(x)

@@ -101,7 +101,8 @@ def test_call_convention_of_a_tuple_returning_block():
 
 def test_builtin_families_are_registered_once_in_their_listed_order():
     assert [f.name for f in FAMILIES[:len(BUILTIN)]] == [
-        "cifar_resnet", "torchvision_resnet", "timm_resnet", "timm_vit", "gpt", "openmmlab_resnet"]
+        "cifar_resnet", "torchvision_resnet", "timm_resnet", "timm_vit", "timm_convnext", "timm_swin", "gpt",
+        "openmmlab_resnet"]
 
 
 def test_the_families_import_no_optional_framework():
