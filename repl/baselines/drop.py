@@ -26,8 +26,8 @@ class ShortcutOnly(ResidualParts):
         kept = [info.shortcut, info.out_act] if info.shortcut is not None else []
         super().__init__(block, info, kept)
 
-    def forward(self, x: torch.Tensor, **kwargs: Any) -> Any:
-        """The shortcut alone; keyword arguments (a transformer block's attention mask) have nothing to act on."""
+    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        """The shortcut alone; further arguments (a transformer block's attention mask) have nothing to act on."""
         return self.skipped(x, kwargs)
 
 

@@ -32,11 +32,11 @@ class LayerDropBlock(ResidualParts):
         super().__init__(block, info, [name for name, _ in block.named_children()], whole=True)
         self.p = p
 
-    def forward(self, x: torch.Tensor, **kwargs: Any) -> Any:
-        """Keyword arguments (a transformer block's attention mask) go to the block's own forward."""
+    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        """Further arguments (a transformer block's attention mask) go to the block's own forward."""
         if self.training and torch.rand(()).item() < self.p:
             return self.skipped(x, kwargs)
-        return self.full(x, **kwargs)
+        return self.full(x, *args, **kwargs)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, p={self.p:g}"

@@ -14,14 +14,15 @@ saved activation. For blocks whose output activation is not a ReLU this is an ap
 
 `Residual.FORWARD` (pre-norm transformer, ConvNeXt): the residual is `block(x) - x`, computed by the
 block class's own forward over the same submodules, parameters and buffers; without it the block is
-the identity. Keyword arguments are passed to that forward, and a tuple-returning block keeps
+the identity. The arguments after the hidden state (keywords, and the positional ones HF GPT2Model
+passes: cache, mask, encoder states) are passed to that forward, and a tuple-returning block keeps
 returning its tuple (`BlockInfo.call`).
 """
 from __future__ import annotations
 
 import inspect
 import types
-from typing import Any, Iterable, Mapping, Optional
+from typing import Any, Iterable, Mapping, Optional, Sequence
 
 import torch
 from torch import nn
@@ -88,19 +89,19 @@ class ResidualParts(nn.Module):
                 return found
             raise
 
-    def full(self, x: torch.Tensor, **kwargs: Any) -> Any:
+    def full(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
         """What the original block returns, with its residual computed.
 
-        Keyword arguments (timm's `attn_mask=`, `is_causal=`) go to a FORWARD block's own forward.
+        Further arguments (timm's `attn_mask=`, `is_causal=`; HF's cache and mask) go to a FORWARD block's own forward.
         """
         if self._block_forward is not None:
-            return self._block_forward(self, x, **kwargs)
+            return self._block_forward(self, x, *args, **kwargs)
         return self.merge(x, self.residual(x))
 
-    def residual(self, x: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+    def residual(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         """The residual branch, module by module in forward order (FORWARD blocks: block(x) - x)."""
         if self._block_forward is not None:
-            return self.info.call.hidden(self._block_forward(self, x, **kwargs)) - x
+            return self.info.call.hidden(self._block_forward(self, x, *args, **kwargs)) - x
         for name in self.info.branch:
             x = getattr(self, name)(x)
         return x
@@ -117,11 +118,11 @@ class ResidualParts(nn.Module):
         """What the block returns with its residual skipped (a tuple for tuple-returning blocks)."""
         return self.info.call.skipped(self.merge(x, None), kwargs)
 
-    def scaled(self, x: torch.Tensor, scale: float, kwargs: Mapping[str, Any]) -> Any:
-        """What the block returns with its residual multiplied by `scale`."""
+    def scaled(self, x: torch.Tensor, scale: float, kwargs: Mapping[str, Any], args: Sequence[Any] = ()) -> Any:
+        """What the block returns with its residual multiplied by `scale` (`args`: positional arguments after x)."""
         if self._block_forward is None:
             return self.merge(x, self.residual(x) * scale)
-        out = self._block_forward(self, x, **kwargs)
+        out = self._block_forward(self, x, *args, **kwargs)
         hidden = self.info.call.hidden(out)
         return self.info.call.with_hidden(out, self.merge(x, (hidden - x) * scale))
 

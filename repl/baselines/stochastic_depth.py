@@ -37,12 +37,12 @@ class StochasticDepthBlock(ResidualParts):
         super().__init__(block, info, [name for name, _ in block.named_children()], whole=True)
         self.survival = survival
 
-    def forward(self, x: torch.Tensor, **kwargs: Any) -> Any:
-        """Keyword arguments (a transformer block's attention mask) go to the block's own forward."""
+    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        """Further arguments (a transformer block's attention mask) go to the block's own forward."""
         if not self.training:
-            return self.scaled(x, self.survival, kwargs)
+            return self.scaled(x, self.survival, kwargs, args)
         if torch.rand(()).item() < self.survival:
-            return self.full(x, **kwargs)
+            return self.full(x, *args, **kwargs)
         return self.skipped(x, kwargs)
 
     def extra_repr(self) -> str:

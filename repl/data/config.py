@@ -20,7 +20,7 @@ from repl.bounds import check_numbers
 from repl.errors import ConfigError
 from repl.tasks.registry import DEFAULT_TASK, DataKind, task_spec, tasks_where
 
-TOKENIZERS = ("word", "bpe")
+TOKENIZERS = ("word", "bpe", "hf")
 RESIDENT_CHOICES = ("auto", "true", "false")
 MIN_RESIZE = 8  # smallest side dataset.resize accepts (it may up- or downsample)
 # timm's RandAugment config: "rand" and dash-separated sections (magnitude m, ops n, probability p, magnitude
@@ -185,8 +185,9 @@ class TextDataConfig(DataConfig):
     """Token streams cut into windows; batch_size counts sequences of seq_len tokens."""
 
     seq_len: int = 128  # context length of training and evaluation sequences
-    tokenizer: str = "word"  # word (the standard WikiText-2 vocabulary) | bpe (byte-level BPE trained on train)
-    vocab_size: int = 8192  # bpe: target vocabulary size; synthetic corpus: number of token types
+    tokenizer: str = "word"  # word (the standard WikiText-2 vocabulary) | bpe (byte-level BPE trained on train) | hf
+    vocab_size: int = 8192  # bpe (and hf's fallback): target vocabulary size; synthetic corpus: number of token types
+    hf_tokenizer: Optional[str] = None  # tokenizer=hf: a cached Hugging Face tokenizer (hub id or local dir)
 
     kind_name = "text"
 

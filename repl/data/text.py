@@ -33,15 +33,15 @@ from repl.data.text_synthetic import (
     MIN_SEQ_LEN,
     make_text_corpus,
 )
-from repl.data.wikitext import BPE_MIN_VOCAB, load_wikitext
+from repl.data.wikitext import BPE_MIN_VOCAB, RAW_TOKENIZERS, load_wikitext
 from repl.errors import ConfigError
 from repl.tasks.registry import DataKind, tasks_where
 
 IGNORE_INDEX = -100
 TEXT_DATASETS = ("synthetic", "wikitext2")
 EvalBatch = tuple[torch.Tensor, torch.Tensor, str]
-# (vocabulary size, split -> ids) of each tokenized file corpus, by (name, root, tokenizer, bpe size).
-_CORPORA: dict[tuple[str, str, str, int], tuple[int, dict[str, torch.Tensor]]] = {}
+# (vocabulary size, split -> ids) of each tokenized file corpus, by (name, root, tokenizer, bpe size, hf name).
+_CORPORA: dict[tuple[str, str, str, int, str], tuple[int, dict[str, torch.Tensor]]] = {}
 
 
 class TextData(DataModule):
@@ -163,16 +163,19 @@ def _check_name(cfg: TextDataConfig) -> None:
         )
     if cfg.name == "synthetic" and cfg.seq_len < MIN_SEQ_LEN:
         raise ConfigError(f"dataset.seq_len={cfg.seq_len} is too short for the synthetic corpus; use {MIN_SEQ_LEN} or more")
-    if cfg.name != "synthetic" and cfg.tokenizer == "bpe" and cfg.vocab_size < BPE_MIN_VOCAB:
-        raise ConfigError(f"dataset.vocab_size={cfg.vocab_size} is too small for bpe; use {BPE_MIN_VOCAB} or more")
+    if cfg.name != "synthetic" and cfg.tokenizer in RAW_TOKENIZERS and cfg.vocab_size < BPE_MIN_VOCAB:
+        # tokenizer=hf falls back to bpe of this size when its tokenizer is not cached
+        raise ConfigError(f"dataset.vocab_size={cfg.vocab_size} is too small for {cfg.tokenizer}; use {BPE_MIN_VOCAB} or more")
 
 
 def _file_corpus(cfg: TextDataConfig) -> tuple[int, dict[str, torch.Tensor]]:
-    """The tokenized files of `cfg`, read once per (name, root, tokenizer, bpe vocabulary size)."""
+    """The tokenized files of `cfg`, read once per (name, root, tokenizer, bpe vocabulary size, hf tokenizer)."""
     root = os.path.abspath(os.path.expanduser(cfg.root))
-    key = (cfg.name, root, cfg.tokenizer, cfg.vocab_size if cfg.tokenizer == "bpe" else 0)
+    hf = cfg.hf_tokenizer if cfg.tokenizer == "hf" else None
+    key = (cfg.name, root, cfg.tokenizer, cfg.vocab_size if cfg.tokenizer in RAW_TOKENIZERS else 0, hf or "")
     if key not in _CORPORA:
-        _CORPORA[key] = load_wikitext(root, cfg.tokenizer, cfg.vocab_size, allow_download=cfg.download)
+        _CORPORA[key] = load_wikitext(root, cfg.tokenizer, cfg.vocab_size, allow_download=cfg.download,
+                                      hf_tokenizer=hf)
     return _CORPORA[key]
 
 

@@ -18,6 +18,9 @@ PyTorch word_language_model example. `word`: whitespace-split words, the vocabul
 split's words in order of first appearance (`<eos>` first, `<unk>` added if train lacks it); valid
 and test words not in it become `<unk>`. `bpe`: a byte-level BPE (`tokenizers`) trained on the
 stripped training lines to dataset.vocab_size, with `<eos>` and `<unk>` as its special ids 0 and 1.
+`hf`: a Hugging Face tokenizer (`AutoTokenizer`, e.g. the model's own: GPT-2's) read from the local
+cache or a local directory, never the hub, on the raw release, its eos token after each stripped
+line; when none is cached, the project's `bpe` tokenizer is used instead, with one printed notice.
 """
 from __future__ import annotations
 
@@ -34,7 +37,9 @@ from repl.errors import ConfigError, DataError
 SPLITS = ("train", "valid", "test")
 HF_SPLITS = {"train": "train", "valid": "validation", "test": "test"}
 HUB_REPO = "Salesforce/wikitext"
-HUB_CONFIG = {"word": "wikitext-2-v1", "bpe": "wikitext-2-raw-v1"}
+HUB_CONFIG = {"word": "wikitext-2-v1", "bpe": "wikitext-2-raw-v1", "hf": "wikitext-2-raw-v1"}
+RAW_TOKENIZERS = ("bpe", "hf")  # tokenizers that read the raw release (subwords of the original text)
+FALLBACK = "bpe"  # what tokenizer=hf uses when no Hugging Face tokenizer is cached
 EOS, UNK = "<eos>", "<unk>"
 BPE_MIN_VOCAB = 256 + 2  # the byte alphabet and the two special tokens
 PARQUET_NAME = "{split}-00000-of-00001.parquet"
@@ -90,8 +95,8 @@ def _first_line(err: Exception) -> str:
 
 
 def find_layout(root: str, tokenizer: str) -> Layout | None:
-    """The first complete layout under `root`, the preferred release (raw for bpe) first."""
-    want_raw = tokenizer == "bpe"
+    """The first complete layout under `root`, the preferred release (raw for bpe and hf) first."""
+    want_raw = tokenizer in RAW_TOKENIZERS
     ranked = sorted(LAYOUTS, key=lambda layout: layout.raw is None or layout.raw != want_raw)
     for layout in ranked:
         if all(os.path.isfile(p) for p in layout.paths(root).values()):
@@ -204,14 +209,55 @@ class BPEVocab:
         return torch.tensor(ids, dtype=torch.int64)
 
 
+class HFVocab:
+    """A Hugging Face tokenizer: its ids of each stripped line, its eos token (if it has one) after each."""
+
+    def __init__(self, tokenizer: object) -> None:
+        self.tokenizer = tokenizer
+        self.eos = getattr(tokenizer, "eos_token_id", None)
+
+    def __len__(self) -> int:
+        return len(self.tokenizer)  # type: ignore[arg-type]
+
+    def encode(self, lines: Sequence[str]) -> torch.Tensor:
+        """The ids of all stripped lines, eos after each."""
+        eos = [] if self.eos is None else [self.eos]
+        ids: list[int] = []
+        for line_ids in self.tokenizer(_stripped(lines), add_special_tokens=False)["input_ids"]:  # type: ignore[operator]
+            ids.extend(line_ids)
+            ids.extend(eos)
+        return torch.tensor(ids, dtype=torch.int64)
+
+
+def cached_tokenizer(name: str | None) -> object | None:
+    """`AutoTokenizer.from_pretrained(name, local_files_only=True)` (a hub id in the local cache, or a local
+    directory), or None when transformers is missing, `name` is unset, or no such tokenizer is stored."""
+    if not name:
+        return None
+    try:
+        from transformers import AutoTokenizer
+    except ImportError:
+        return None
+    try:
+        return AutoTokenizer.from_pretrained(name, local_files_only=True)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def _stripped(lines: Sequence[str]) -> list[str]:
     """Lines without surrounding whitespace: the .tokens files and the parquet rows then agree."""
     return [line.strip() for line in lines]
 
 
-def load_wikitext(root: str, tokenizer: str, vocab_size: int, allow_download: bool) -> tuple[int, dict[str, torch.Tensor]]:
-    """(vocabulary size, split -> 1-D int64 ids) of WikiText-2 under `root`."""
+def load_wikitext(root: str, tokenizer: str, vocab_size: int, allow_download: bool,
+                  hf_tokenizer: str | None = None) -> tuple[int, dict[str, torch.Tensor]]:
+    """(vocabulary size, split -> 1-D int64 ids) of WikiText-2 under `root`; `hf_tokenizer` names the
+    Hugging Face tokenizer of tokenizer=hf (a notice and the project's bpe when it is not cached)."""
     root = os.path.abspath(os.path.expanduser(root))
+    hf = cached_tokenizer(hf_tokenizer) if tokenizer == "hf" else None
+    if tokenizer == "hf" and hf is None:
+        print(f"dataset.tokenizer=hf: no Hugging Face tokenizer {hf_tokenizer!r} in the local cache; "
+              f"using the project's {FALLBACK} tokenizer (dataset.vocab_size={vocab_size}) instead", flush=True)
     layout = find_layout(root, tokenizer)
     if layout is None and allow_download:
         download(root, tokenizer)
@@ -219,5 +265,10 @@ def load_wikitext(root: str, tokenizer: str, vocab_size: int, allow_download: bo
     if layout is None:
         raise DataError(missing_message(root))
     lines = read_lines(root, layout)
-    vocab = WordVocab(lines["train"]) if tokenizer == "word" else BPEVocab(lines["train"], vocab_size)
+    if hf is not None:
+        vocab: WordVocab | BPEVocab | HFVocab = HFVocab(hf)
+    elif tokenizer == "word":
+        vocab = WordVocab(lines["train"])
+    else:
+        vocab = BPEVocab(lines["train"], vocab_size)
     return len(vocab), {split: vocab.encode(lines[split]) for split in SPLITS}

@@ -14,6 +14,7 @@ from repl.families.contract import (
     param_shapes,
 )
 from repl.families.convnext import TIMM_CONVNEXT
+from repl.families.hf import HF_GPT2, HF_LLAMA
 from repl.families.openmmlab import OPENMMLAB_RESNET
 from repl.families.paths import get_module, set_module
 from repl.families.registry import FAMILIES, discover_blocks, register_family
@@ -21,7 +22,8 @@ from repl.families.resnet import CIFAR_RESNET, TIMM_RESNET, TORCHVISION_RESNET
 from repl.families.swin import TIMM_SWIN
 from repl.families.transformer import GPT, TIMM_VIT
 
-BUILTIN = (CIFAR_RESNET, TORCHVISION_RESNET, TIMM_RESNET, TIMM_VIT, TIMM_CONVNEXT, TIMM_SWIN, GPT, OPENMMLAB_RESNET)
+BUILTIN = (CIFAR_RESNET, TORCHVISION_RESNET, TIMM_RESNET, TIMM_VIT, TIMM_CONVNEXT, TIMM_SWIN, GPT, OPENMMLAB_RESNET, HF_GPT2,
+           HF_LLAMA)
 for _family in BUILTIN:
     register_family(_family)
 del _family

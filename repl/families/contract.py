@@ -72,8 +72,9 @@ def no_extras(kwargs: Mapping[str, Any]) -> Tuple[Any, ...]:
 class CallConvention:
     """How a block is called and what it returns.
 
-    The hidden state is the block's first positional argument; keyword arguments (attention masks,
-    `layer_past`, `position_embeddings`) are passed through to the block untouched. `hidden_output`
+    The hidden state is the block's first positional argument; the other arguments (attention masks,
+    `position_embeddings`, and positional ones: HF GPT2Model passes cache, mask and encoder states
+    positionally) are passed through to the block untouched. `hidden_output`
     is None when the block returns the hidden state itself, else the index of the hidden state in the
     tuple it returns (HF decoder layers: 0). A skipped tuple-returning block returns the tuple
     `hidden_state, *skipped_extras(kwargs)` (e.g. `None` for a KV cache it never filled).

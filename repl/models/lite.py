@@ -100,3 +100,21 @@ class LiteConvNeXtBlock(nn.Module):
         if self.gamma is not None:
             y = y.mul(self.gamma.reshape(1, -1, 1, 1))
         return self.drop_path(y) + self.shortcut(x)
+
+
+class LitePreNormMLP(nn.Module):
+    """x + mlp(norm(x)): a Hugging Face decoder layer without its attention sub-layer.
+
+    The norm keeps the layer's own name (`ln_2` for GPT-2, `post_attention_layernorm` for Llama), so
+    weights keep theirs. The attention arguments the HF model passes to every layer (cache, mask,
+    `position_embeddings`, positionally or by keyword) are accepted and ignored: there is no attention here.
+    """
+
+    def __init__(self, norm_name: str, norm: nn.Module, mlp: nn.Module) -> None:
+        super().__init__()
+        self.norm_name = norm_name
+        self.add_module(norm_name, norm)
+        self.mlp = mlp
+
+    def forward(self, x: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
+        return x + self.mlp(getattr(self, self.norm_name)(x))

@@ -102,14 +102,15 @@ def test_call_convention_of_a_tuple_returning_block():
 def test_builtin_families_are_registered_once_in_their_listed_order():
     assert [f.name for f in FAMILIES[:len(BUILTIN)]] == [
         "cifar_resnet", "torchvision_resnet", "timm_resnet", "timm_vit", "timm_convnext", "timm_swin", "gpt",
-        "openmmlab_resnet"]
+        "openmmlab_resnet", "hf_gpt2", "hf_llama"]
 
 
 def test_the_families_import_no_optional_framework():
     """Detecting an mm model must not import mm (slow, and optional): registration has no side effects."""
     code = ("import sys, torch; from repl.families import discover_blocks\n"
             "try:\n    discover_blocks(torch.nn.Linear(2, 2))\nexcept Exception as e:\n    print(type(e).__name__)\n"
-            "print(sorted(m for m in ('mmdet', 'mmseg', 'mmengine', 'timm', 'torchvision') if m in sys.modules))")
+            "print(sorted(m for m in ('mmdet', 'mmseg', 'mmengine', 'timm', 'torchvision', 'transformers') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
     assert out[0] == "UnsupportedModelError"
     assert "mmdet" not in out[1] and "mmseg" not in out[1] and "mmengine" not in out[1]
+    assert "transformers" not in out[1]  # the HF families answer no without it: no model of its classes exists
