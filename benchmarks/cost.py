@@ -97,6 +97,8 @@ SPECS.update({spec.key: spec for spec in (  # models of the open zoo, by their z
     ModelSpec("convnext_tiny", "image", 224, 1000, {"cpu": 2, "cuda": 64}, optim="adamw", source="timm"),
     ModelSpec("swin_tiny_patch4_window7_224", "image", 224, 1000, {"cpu": 2, "cuda": 64}, optim="adamw", source="timm",
               label="swin_tiny"),
+    ModelSpec("gpt2", "tokens", 64, 512, {"cpu": 8, "cuda": 64}, optim="adamw", source="hf_causal_lm", label="hf_gpt2",
+              kwargs={"hidden_size": 128, "num_hidden_layers": 6, "num_attention_heads": 4, "intermediate_size": 512}),
 )})
 METHOD = (
     "All configurations of a model are built from the same seed and live in one process. Parameters and "
