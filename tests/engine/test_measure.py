@@ -250,3 +250,18 @@ def test_environment_info(monkeypatch, tmp_path) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))  # no git executable at all
     monkeypatch.setattr(env_module, "_PACKAGE_DIR", env_module.Path(measure.__file__).parents[2])
     assert measure.git_revision() == ("unknown", False)
+
+
+@pytest.mark.parametrize("groups", [1, 4, 16])
+def test_conv_train_flops_are_three_forwards_whatever_the_groups(groups: int) -> None:
+    """A conv's backward is two convolutions with the forward's multiply-adds (grad input, grad weight), so a
+    training step on it counts exactly 3x the forward; torch's own backward rule ignores groups and counted a
+    depthwise conv's backward `groups` times too high. The forward is 2 * N * C_out * H_out * W_out * C_in/g * k*k."""
+    n, c, hw, k = 2, 16, 9, 3
+    conv = nn.Conv2d(c, c, k, padding=1, groups=groups, bias=False)
+    x = torch.randn(n, c, hw, hw, requires_grad=True)
+    forward = 2 * n * c * hw * hw * (c // groups) * k * k
+    assert measure.train_flops(lambda: conv(x)) == forward
+    assert measure.train_flops(lambda: conv(x).sum().backward()) == 3 * forward
+    x_frozen = x.detach()  # no input gradient asked for: the weight's only
+    assert measure.train_flops(lambda: conv(x_frozen).sum().backward()) == 2 * forward

@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
+from repl.engine.measure.flops import flop_counter
 from repl.engine.measure.memory import SavedTensorMeter, memory_breakdown
 from repl.engine.measure.params import unwrap_model
 
@@ -62,7 +62,7 @@ def probe_step(
     """
     module = unwrap_model(model)
     with preserved_training_state(module):
-        with FlopCounterMode(display=False) as counter:
+        with flop_counter() as counter:
             with SavedTensorMeter(module) as meter:
                 loss = loss_fn(module, batch)
             loss.backward()  # meter closed: its references do not keep activations alive here
