@@ -34,6 +34,10 @@ def dot(x: torch.Tensor, y: torch.Tensor) -> float:
     return float((x.detach().double() * y.detach().double()).sum())
 
 
+def value(t: torch.Tensor) -> float:
+    return float(t.detach())
+
+
 def solve2(pp: float, pn: float, nn_: float, pw: float, nw: float):
     """Cramer's rule for [pp pn; pn nn] [a b]^T = [pw nw]^T."""
     det = pp * nn_ - pn * pn
@@ -64,8 +68,8 @@ def test_scalar_fit_solves_the_normal_equations_summed_over_tensors():
     a, b = solve2(sum(dot(P[n], P[n]) for n in names), sum(dot(P[n], N[n]) for n in names),
                   sum(dot(N[n], N[n]) for n in names), sum(dot(P[n], targets[n]) for n in names),
                   sum(dot(N[n], targets[n]) for n in names))
-    assert float(fusion.a["block"]) == pytest.approx(a, rel=1e-5)
-    assert float(fusion.b["block"]) == pytest.approx(b, rel=1e-5)
+    assert value(fusion.a["block"]) == pytest.approx(a, rel=1e-5)
+    assert value(fusion.b["block"]) == pytest.approx(b, rel=1e-5)
     # the residual is orthogonal to both sources over the whole block: the gradient of the error is zero
     residual = {n: targets[n] - fusion.weight((prev, nxt), n) for n in names}
     scale = sum(dot(targets[n], targets[n]) for n in names)
@@ -80,8 +84,8 @@ def test_tensor_fit_is_per_tensor():
         p, n = prev.get_parameter(name), nxt.get_parameter(name)
         a, b = solve2(dot(p, p), dot(p, n), dot(n, n), dot(p, target), dot(n, target))
         key = name.replace(".", "_")
-        assert float(fusion.a[key]) == pytest.approx(a, rel=1e-5)
-        assert float(fusion.b[key]) == pytest.approx(b, rel=1e-5)
+        assert value(fusion.a[key]) == pytest.approx(a, rel=1e-5)
+        assert value(fusion.b[key]) == pytest.approx(b, rel=1e-5)
         residual = target - fusion.weight((prev, nxt), name)
         assert abs(dot(residual, p)) < 1e-5 * dot(target, target)
         assert abs(dot(residual, n)) < 1e-5 * dot(target, target)
@@ -95,8 +99,8 @@ def test_channel_fit_is_per_output_channel():
     assert a.shape == (3, 1)
     for c in range(3):  # output channel c is row c of a Linear weight
         ea, eb = solve2(dot(p[c], p[c]), dot(p[c], n[c]), dot(n[c], n[c]), dot(p[c], w[c]), dot(n[c], w[c]))
-        assert float(a[c]) == pytest.approx(ea, rel=1e-4)
-        assert float(b[c]) == pytest.approx(eb, rel=1e-4)
+        assert value(a[c]) == pytest.approx(ea, rel=1e-4)
+        assert value(b[c]) == pytest.approx(eb, rel=1e-4)
     # a 1-d tensor has one element per channel: two unknowns, one equation; the minimum-norm exact fit
     s, sp, sn = targets["norm.weight"], prev.norm.weight, nxt.norm.weight
     expected_a = s * sp / (sp ** 2 + sn ** 2)
@@ -113,7 +117,7 @@ def test_one_source_is_the_projection():
     fusion = Fusion({"extra": target}, (prev, nxt), ReplConfig(fusion="tensor", init="lstsq"))
     fusion.fit({"extra": target}, (prev, nxt))
     assert "extra" not in fusion.a
-    assert float(fusion.b["extra"]) == pytest.approx(dot(nxt.extra, target) / dot(nxt.extra, nxt.extra), rel=1e-5)
+    assert value(fusion.b["extra"]) == pytest.approx(dot(nxt.extra, target) / dot(nxt.extra, nxt.extra), rel=1e-5)
 
 
 @pytest.mark.parametrize("mode", ["scalar", "tensor", "channel"])
@@ -139,8 +143,8 @@ def test_degenerate_sources_give_the_finite_minimum_norm_fit(mode, case):
         names = list(targets) if mode == "scalar" else ["fc.weight"]
         p = {n: prev.get_parameter(n) for n in names}
         coef = sum(dot(p[n], targets[n]) for n in names) / sum(dot(p[n], p[n]) for n in names)  # a + k b
-        assert float(fusion.a[key]) == pytest.approx(coef / (1 + k * k), rel=1e-4)
-        assert float(fusion.b[key]) == pytest.approx(k * coef / (1 + k * k), rel=1e-4)
+        assert value(fusion.a[key]) == pytest.approx(coef / (1 + k * k), rel=1e-4)
+        assert value(fusion.b[key]) == pytest.approx(k * coef / (1 + k * k), rel=1e-4)
 
 
 def _error(model: nn.Module, original: nn.Module, plan) -> list:
@@ -150,7 +154,7 @@ def _error(model: nn.Module, original: nn.Module, plan) -> list:
         surrogate = get_module(model, path)
         assert isinstance(surrogate, Surrogate)
         block = get_module(original, path)
-        errors.append(sum(float(((w - block.get_parameter(name)) ** 2).sum())
+        errors.append(sum(value(((w - block.get_parameter(name)) ** 2).sum())
                           for name, w in surrogate.synthesized().items()))
     return errors
 
