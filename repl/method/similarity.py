@@ -45,6 +45,9 @@ def block_scores(model: nn.Module, blocks: Sequence[BlockInfo], measure: str,
     measure: `weight` (reads the weights only) or `cka` (runs `model` on each of `inputs`, a list of model
     inputs: a tensor is called as model(x), a mapping as model(**x); in eval mode under no_grad, each
     module's mode restored afterwards)."""
+    if any(p.is_meta for p in model.parameters()):
+        raise ConfigError(f"repl.select=similarity (repl.similarity={measure}) needs the model's weights, and this "
+                          "model is on the meta device: build it with its weights, or use another repl.select")
     chosen = [i for i, ok in enumerate(considered(blocks)) if ok]
     modules = [get_module(model, info.path) for info in blocks]
     if measure == "weight":

@@ -159,6 +159,10 @@ def test_mistakes_are_refused_in_one_line():
         ReplConfig(select="similarity", similarity="cos").validate()
     with pytest.raises(ConfigError, match="batches of 4 examples or more"):
         apply_replacement(CifarResNet(20), select="similarity", similarity="cka", inputs=inputs(batch=3))
+    with torch.device("meta"):
+        meta = CifarResNet(20)
+    with pytest.raises(ConfigError, match="meta device"):
+        apply_replacement(meta, select="similarity")
     with pytest.raises(ConfigError, match=r"repl\.ratio=0\.9"):  # the ratio is checked before any input is read
         apply_replacement(CifarResNet(20), ratio=0.9, select="similarity", similarity="cka", inputs=lambda: 1 / 0)
 
