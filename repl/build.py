@@ -13,7 +13,8 @@ import sys
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable, Optional
+from itertools import islice
+from typing import Any, Callable, List, Optional
 
 import numpy as np
 import torch
@@ -23,17 +24,19 @@ from repl import apply_replacement
 from repl.config import TrainConfig
 from repl.data import build_data, model_inputs
 from repl.engine import measure
-from repl.engine.checkpoint import atomic_write_json
+from repl.engine.checkpoint import atomic_write_json, rng_state, set_rng_state
 from repl.engine.distributed import DistInfo
 from repl.engine.rundir import ENV
 from repl.engine.trainer import Trainer
-from repl.errors import UnsupportedModelError
+from repl.errors import ConfigError, UnsupportedModelError
 from repl.families import discover_blocks
 from repl.method.plan import Plan
 from repl.models import build_model
 from repl.tasks import build_task
+from repl.tasks.registry import DataKind, task_spec
 
 Apply = Callable[[nn.Module, TrainConfig], Plan]  # puts a method on the model in place, returns its plan
+SCORING_BATCHES = 4  # repl.similarity=cka scores the blocks on this many training batches
 
 
 @dataclass
@@ -73,9 +76,28 @@ def _block_paths(model: nn.Module, required: bool) -> list:
         return []
 
 
-def configured_method(model: nn.Module, cfg: TrainConfig) -> Plan:
-    """What a normal run does: the method of `repl.*`."""
-    return apply_replacement(model, cfg.repl)
+def configured_method(model: nn.Module, cfg: TrainConfig, inputs: Optional[Callable[[], List[Any]]] = None) -> Plan:
+    """What a normal run does: the method of `repl.*` (`inputs`: the batches repl.similarity=cka scores on)."""
+    return apply_replacement(model, cfg.repl, inputs=inputs)
+
+
+def check_scorable(task: str) -> None:
+    """ConfigError unless the task's batches hold plain model inputs first (images, token ids) for repl.similarity=cka."""
+    if task_spec(task).data not in (DataKind.IMAGE, DataKind.TEXT):
+        raise ConfigError(f"repl.similarity=cka runs the model on plain image or token batches, which task.name={task} "
+                          "does not have; use repl.similarity=weight")
+
+
+def scoring_inputs(data: Any, count: int = SCORING_BATCHES) -> List[Any]:
+    """The model inputs (first item) of the first `count` training batches of epoch 0 (for repl.similarity=cka).
+
+    Every RNG stream is saved before and restored after, so the run draws what it would have drawn
+    without them; the batch order itself is a function of (seed, epoch), not of global RNG state."""
+    saved = rng_state()
+    try:
+        return [batch[0] for batch in islice(data.train_batches(0), count)]
+    finally:
+        set_rng_state(saved)
 
 
 def build_run(cfg: TrainConfig, run_dir: Path, dist: DistInfo, *, apply: Optional[Apply] = None,
@@ -95,12 +117,24 @@ def build_run(cfg: TrainConfig, run_dir: Path, dist: DistInfo, *, apply: Optiona
     if model is None:
         model = build_model(cfg.model, **model_inputs(data_cfg, cfg.task.name))
     block_paths = _block_paths(model, cfg.trainer.checkpointing) if cfg.trainer.checkpointing or cfg.trainer.strategy == "fsdp" else None
-    plan = (apply or configured_method)(model, cfg)
+
+    def make_data() -> Any:
+        return build_data(data_cfg, seed=cfg.seed, device=dist.device, rank=dist.rank, world_size=dist.world_size,
+                          task=cfg.task.name)
+
+    def inputs() -> List[Any]:  # called by apply_replacement with repl.similarity=cka, once the plan's config is valid
+        nonlocal data
+        check_scorable(cfg.task.name)
+        if data is None:
+            data = make_data()
+        model.to(dist.device)  # score where the run computes (the Trainer's own .to is then a no-op); the batches are there
+        return scoring_inputs(data)
+
+    plan = apply(model, cfg) if apply is not None else configured_method(model, cfg, inputs)
     if record_environment and dist.is_main:
         write_environment(run_dir, dist.device)
     if data is None:
-        data = build_data(data_cfg, seed=cfg.seed, device=dist.device, rank=dist.rank, world_size=dist.world_size,
-                          task=cfg.task.name)
+        data = make_data()
     if task is None:
         task = build_task(cfg.task)
     trainer = Trainer(cfg, model, plan, data, task, dist, Path(run_dir), block_paths=block_paths)

@@ -52,5 +52,5 @@ METHOD = MethodRecord(
     selection=Selection.CHOSEN,
     apply=_apply,
     verb="dropped",
-    switches=frozenset({"select", "blocks", "boundary", "seed"}),
+    switches=frozenset({"select", "blocks", "boundary", "seed", "similarity"}),
 )

@@ -64,5 +64,5 @@ METHOD = MethodRecord(
     selection=Selection.CHOSEN,
     apply=_apply,
     verb="frozen",
-    switches=frozenset({"select", "blocks", "boundary", "seed"}),
+    switches=frozenset({"select", "blocks", "boundary", "seed", "similarity"}),
 )

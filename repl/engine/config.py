@@ -98,6 +98,7 @@ class OptimConfig:
     betas: List[float] = field(default_factory=lambda: [0.9, 0.999], metadata=bounds(ge=0, lt=1))  # adamw
     eps: float = field(default=1e-8, metadata=bounds(gt=0))  # adamw
     decay_1d: bool = False  # apply weight decay to 1-d tensors (biases, norms) too; fusion parameters never
+    fusion_lr_scale: float = field(default=1.0, metadata=bounds(gt=0))  # lr of the fusion parameters (RepL coefficients, learned gains) = lr * this; scheduled like every group
     schedule: str = "cosine"  # cosine | step | poly | constant
     warmup_epochs: float = field(default=0.0, metadata=bounds(ge=0))  # linear warm-up from 0, in (fractional) epochs
     min_lr_ratio: float = field(default=0.0, metadata=bounds(ge=0, le=1))  # cosine/poly floor as a fraction of lr

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from typing import List
+from typing import List, Optional
 
 import torch
 from torch import nn
@@ -12,25 +12,30 @@ from repl.engine.config import OptimConfig
 from repl.method.fusion import fusion_parameters
 
 
-def param_groups(model: nn.Module, weight_decay: float, decay_1d: bool) -> List[dict]:
-    """Trainable parameters split into decayed (>= 2-d) and undecayed (biases, norms, and every fusion
-    parameter of the method whatever its shape: `repl.method.fusion.fusion_parameters`)."""
-    fusion = {id(p) for p in fusion_parameters(model)}
-    decay, no_decay = [], []
+def param_groups(model: nn.Module, weight_decay: float, decay_1d: bool, fusion_lr: Optional[float] = None) -> List[dict]:
+    """Trainable parameters in up to three groups, in this order: decayed (>= 2-d), undecayed (biases, norms),
+    and the method's fusion parameters (`repl.method.fusion.fusion_parameters`: coefficients, learned gains),
+    undecayed whatever their shape, with their own lr `fusion_lr` when given (else the optimizer's lr)."""
+    fusion_ids = {id(p) for p in fusion_parameters(model)}
+    decay, no_decay, fusion = [], [], []
     for _, param in model.named_parameters():  # named_parameters yields each tensor once
         if not param.requires_grad:
             continue
-        decayed = (param.ndim >= 2 or decay_1d) and id(param) not in fusion
-        (decay if decayed else no_decay).append(param)
+        if id(param) in fusion_ids:
+            fusion.append(param)
+        else:
+            (decay if param.ndim >= 2 or decay_1d else no_decay).append(param)
     groups = [{"params": decay, "weight_decay": weight_decay}]
     if no_decay:
         groups.append({"params": no_decay, "weight_decay": 0.0})
+    if fusion:
+        groups.append({"params": fusion, "weight_decay": 0.0, **({} if fusion_lr is None else {"lr": fusion_lr})})
     return groups
 
 
 def build_optimizer(cfg: OptimConfig, model: nn.Module, device: torch.device) -> torch.optim.Optimizer:
-    """SGD (Nesterov) or AdamW; fused kernels on CUDA."""
-    groups = param_groups(model, cfg.weight_decay, cfg.decay_1d)
+    """SGD (Nesterov) or AdamW; fused kernels on CUDA. The fusion parameters learn at lr * fusion_lr_scale."""
+    groups = param_groups(model, cfg.weight_decay, cfg.decay_1d, fusion_lr=cfg.lr * cfg.fusion_lr_scale)
     fused = device.type == "cuda"
     if cfg.name == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum,
@@ -53,6 +58,7 @@ def lr_factor(cfg: OptimConfig, step: int, total_steps: int, warmup_steps: int) 
 
 
 def build_schedule(cfg: OptimConfig, optimizer: torch.optim.Optimizer, total_steps: int, steps_per_epoch: int) -> LambdaLR:
-    """A LambdaLR stepped once per optimizer step; its state is part of every checkpoint."""
+    """A LambdaLR stepped once per optimizer step; its state is part of every checkpoint. It multiplies each
+    group's own initial lr by the factor, so the fusion group keeps its ratio lr * fusion_lr_scale throughout."""
     warmup = round(cfg.warmup_epochs * steps_per_epoch)
     return LambdaLR(optimizer, lambda step: lr_factor(cfg, step, total_steps, warmup))

@@ -6,7 +6,7 @@ repl/method/replacement.py, each baseline's in its file under repl/baselines/.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 from torch import nn
 
@@ -14,7 +14,8 @@ from repl.errors import ConfigError, UnsupportedModelError
 from repl.families import BlockInfo, discover_blocks
 from repl.method.config import ReplConfig
 from repl.method.plan import Plan, make_plan
-from repl.method.registry import PLAIN_BACKPROP
+from repl.method.registry import PLAIN_BACKPROP, Selection
+from repl.method.similarity import block_scores
 from repl.method.surrogates import Surrogate
 
 
@@ -28,14 +29,24 @@ def resolve_config(cfg: Optional[ReplConfig], overrides: Dict[str, Any]) -> Repl
     return dataclasses.replace(cfg, **overrides).validate()
 
 
-def apply_replacement(model: nn.Module, cfg: Optional[ReplConfig] = None, **overrides: Any) -> Plan:
+Inputs = Union[Sequence[Any], Callable[[], Sequence[Any]]]
+
+
+def apply_replacement(model: nn.Module, cfg: Optional[ReplConfig] = None, *, inputs: Optional[Inputs] = None,
+                      **overrides: Any) -> Plan:
     """Apply RepL (or a baseline, per `cfg.method`) to `model` in place and return the plan.
 
     Call it before `.to(device)`, compile, DDP and optimizer creation (a model already on a device
     also works: new parameters are created beside the block's). Plain backprop (`method=bp` or
-    ratio 0) leaves the model untouched.
+    ratio 0) leaves the model untouched. `inputs`: with `select=similarity similarity=cka`, a few
+    batches of model inputs the blocks are scored on (repl.method.similarity.block_scores), or a
+    function returning them, called only once the config and the ratio are validated.
     """
     cfg = resolve_config(cfg, overrides)
+    scoring = cfg.select == "similarity" and not cfg.is_plain_backprop and cfg.record.selection is Selection.CHOSEN
+    if scoring and cfg.similarity == "cka" and inputs is None:
+        raise ConfigError("repl.similarity=cka scores blocks on data: pass apply_replacement(..., inputs=[batch, ...]) "
+                          "or use repl.similarity=weight")
     if any(isinstance(m, Surrogate) for m in model.modules()):
         raise ConfigError("repl: apply_replacement was already applied to this model; build a fresh one")
     try:
@@ -44,7 +55,11 @@ def apply_replacement(model: nn.Module, cfg: Optional[ReplConfig] = None, **over
         if not cfg.is_plain_backprop:
             raise
         blocks = []  # plain backprop needs no block sequence: any model trains
-    plan = make_plan(blocks, cfg)
+    def scorer() -> Dict[int, float]:
+        batches = inputs() if callable(inputs) else inputs
+        return block_scores(model, blocks, cfg.similarity, batches)
+
+    plan = make_plan(blocks, cfg, scorer if scoring else None)
     if cfg.is_plain_backprop:
         plan.method = PLAIN_BACKPROP.name  # ratio 0 of any method is plain backprop, and is reported as such
         return plan

@@ -10,11 +10,13 @@ from repl.method.registry import MethodRecord, Selection, get_method, methods_re
 
 NOT_SWITCHES = ("method", "ratio")  # every other key is a switch a method record accepts or leaves at its default
 CHOICES = {
-    "select": ("uniform", "random", "explicit"),
+    "select": ("uniform", "random", "explicit", "similarity"),
     "boundary": ("avoid", "allow"),
     "fusion": ("scalar", "tensor", "channel"),
     "adapt": ("tile", "learned"),
     "surrogate": ("lite", "full"),
+    "init": ("half", "lstsq"),
+    "similarity": ("weight", "cka"),
 }
 
 
@@ -24,15 +26,17 @@ class ReplConfig:
 
     method: str = "repl"  # a registered method (repl.method.registry.method_names(): repl, bp and the baselines)
     ratio: float = field(default=0.25, metadata=bounds(ge=0, lt=1))  # fraction of the block sequence to replace (layerdrop: drop probability); 0 = plain backprop
-    select: str = "uniform"  # uniform | random | explicit
+    select: str = "uniform"  # uniform | random | explicit | similarity (the blocks whose neighbours are most alike)
     blocks: Optional[List[int]] = None  # block indices, with select=explicit
     boundary: str = "avoid"  # avoid | allow stage-boundary blocks
     fusion: str = "scalar"  # scalar | tensor | channel
     adapt: str = "tile"  # tile | learned: channel mismatch at stage boundaries
     surrogate: str = "lite"  # lite | full
     neighbor_grad: bool = True  # neighbours receive gradient through the surrogate's use of their weights
-    init_a: float = 0.5  # initial coefficient of the preceding block
-    init_b: float = 0.5  # initial coefficient of the succeeding block
+    init: str = "half"  # half: a, b start at init_a, init_b | lstsq: fitted so the synthesized tensors best match the block's own
+    init_a: float = 0.5  # init=half: initial coefficient of the preceding block
+    init_b: float = 0.5  # init=half: initial coefficient of the succeeding block
+    similarity: str = "weight"  # select=similarity: weight (neighbours' tensors, cosine) | cka (block input vs output on data)
     seed: int = field(default=0, metadata=SEED)  # for select=random
     survival_last: float = field(default=0.5, metadata=bounds(gt=0, le=1))  # stochastic_depth: survival probability of the last block (Huang et al.: 0.5)
     recompute: bool = False  # surrogates keep no synthesized weight for backward; it is rebuilt there (same gradients)
@@ -50,6 +54,13 @@ class ReplConfig:
             raise ConfigError("repl.select=explicit needs repl.blocks=[i,j,...] (block indices)")
         if self.blocks is not None and self.select != "explicit":
             raise ConfigError("repl.blocks is only used with repl.select=explicit")
+        if self.similarity != _default("similarity") and self.select != "similarity":
+            raise ConfigError(f"repl.similarity={self.similarity} is only used with repl.select=similarity")
+        if self.init != "half":
+            for key in ("init_a", "init_b"):
+                if getattr(self, key) != _default(key):
+                    raise ConfigError(f"repl.{key}={getattr(self, key)} applies to repl.init=half only; "
+                                      f"repl.init={self.init} fits a and b itself")
         self._refuse_unread_switches(record)
         if record.validate is not None:
             record.validate(self)
@@ -92,6 +103,11 @@ class ReplConfig:
         turned_on = [f"repl.{k}=true" for k in sorted(self.record.switches)
                      if isinstance(getattr(self, k), bool) and getattr(self, k) and not getattr(defaults, k)]
         return f"repl.method={self.method}" + (f" with {' and '.join(turned_on)}" if turned_on else "")
+
+
+def _default(key: str) -> Any:
+    """The schema default of a ReplConfig key."""
+    return next(f.default for f in fields(ReplConfig) if f.name == key)
 
 
 def _shown(value: Any) -> str:

@@ -16,6 +16,17 @@ weight by sqrt(S / T). Only the input dim changes the fan-in, so out-dim tiling 
 dim, where a full [T, S] mixing matrix would cost T * S: at a ResNet-50 bottleneck boundary
 (conv3 256 -> 512 outputs) that is 131k parameters, twice the tensor it feeds. Dims that already
 agree get no map in either mode.
+
+`lstsq` init (`Fusion.fit`): the coefficients minimise sum_t ||a * P_t + b * N_t - W_t||_F^2 over the
+tensors t that share them (P, N: the adapted neighbour tensors at the adapters' initial state; W: the
+replaced block's own tensor). Setting the gradient to zero gives the normal equations
+    [<P,P> <P,N>; <N,P> <N,N>] [a; b] = [<P,W>; <N,W>],
+inner products summed over the tensors of one coefficient (`scalar`: every tensor of the block, `tensor`:
+one tensor, `channel`: one output channel of one tensor). They are solved in float64 with the
+pseudo-inverse, which gives the minimum-norm minimiser when the system is singular (collinear or zero
+sources): singular values below 1e-10 of the largest are dropped. The Gram matrix's singular values are
+the squares of the sources', so this treats sources whose angle is below ~1e-5 rad as collinear: float32
+rounding of exactly collinear tensors (relative error ~1e-7) is far inside, real neighbours far outside.
 """
 from __future__ import annotations
 
@@ -112,6 +123,18 @@ def _key(name: str) -> str:
     return name.replace(".", "_")
 
 
+LSTSQ_RTOL = 1e-10  # Fusion.fit: relative singular value of the Gram matrix below which it counts as singular
+
+
+def _inner(x: torch.Tensor, y: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """<x, y> summed down to a coefficient's `shape` (() for a scalar, [C, 1, ...] per output channel)."""
+    product = x * y
+    if len(shape) == 0:
+        return product.sum()
+    summed = [d for d in range(len(shape)) if shape[d] == 1]
+    return product.sum(dim=summed, keepdim=True) if summed else product  # sum(dim=[]) would sum every dim
+
+
 class Fusion(nn.Module):
     """The learnable part of one replaced block: coefficients (a for prev, b for next) and adapters.
 
@@ -158,6 +181,35 @@ class Fusion(nn.Module):
             self._terms[name] = tuple(terms)
             *owner, leaf = name.split(".")
             self._paths[name] = (tuple(owner), leaf)
+
+    @torch.no_grad()
+    def fit(self, targets: Mapping[str, torch.Tensor], neighbours: Sequence[nn.Module]) -> None:
+        """Set the coefficients, in place, to the least-squares fit of `targets` (the replaced block's own
+        tensors, by name) from the adapted neighbour tensors: the module docstring derives the system."""
+        coefficients = (self.a, self.b)
+        systems: Dict[str, Tuple[List[int], torch.Tensor, torch.Tensor]] = {}  # key -> (slots, Gram, right side)
+        for name, terms in self._terms.items():
+            target = targets[name].detach().double()
+            sources = {i: self._adapted(neighbours, name, i, adapter).double() for i, _, adapter in terms}
+            for i, key, _ in terms:
+                if key not in systems:
+                    slots = [j for j in range(len(SLOTS)) if key in coefficients[j]]
+                    shape = coefficients[slots[0]][key].shape
+                    systems[key] = (slots, target.new_zeros(*shape, len(slots), len(slots)), target.new_zeros(*shape, len(slots)))
+                slots, gram, right = systems[key]
+                row = slots.index(i)
+                right[..., row] += _inner(sources[i], target, right.shape[:-1])
+                for j, source in sources.items():
+                    gram[..., row, slots.index(j)] += _inner(sources[i], source, right.shape[:-1])
+        for key, (slots, gram, right) in systems.items():
+            solution = (torch.linalg.pinv(gram, rtol=LSTSQ_RTOL, hermitian=True) @ right.unsqueeze(-1)).squeeze(-1)
+            for row, j in enumerate(slots):
+                coefficients[j][key].copy_(solution[..., row])
+
+    def _adapted(self, neighbours: Sequence[nn.Module], name: str, slot: int, adapter: str) -> torch.Tensor:
+        """A(neighbour[name]) as `weight` uses it."""
+        t = self._source(neighbours[slot], name)
+        return self.adapters[adapter](t) if adapter else t
 
     def forward(self, neighbours: Sequence[nn.Module]) -> Dict[str, torch.Tensor]:
         return {name: self.weight(neighbours, name) for name in self._terms}

@@ -15,8 +15,11 @@ Rules for `repl`, `drop` and `freeze` (all three get the same blocks for the sam
   segments of the sequence, (j + 1/2) * N / k - 1/2, and the valid set with the fewest
   non-preferred blocks and then the least total distance to those targets is chosen (exact
   integer dynamic programme, deterministic). `random` uses the same programme with seeded random
-  weights per block in place of distances. `explicit` takes `repl.blocks` as given (checked
-  against the rules; `boundary` does not apply and `ratio` is ignored).
+  weights per block in place of distances. `similarity` uses it with each block's score
+  (repl/method/similarity.py: how alike its neighbours are) and takes the valid set with the fewest
+  non-preferred blocks and then the largest total score; the scores are recorded in the plan.
+  `explicit` takes `repl.blocks` as given (checked against the rules; `boundary` does not apply and
+  `ratio` is ignored).
 
 Which of these a method gets is its record's `selection` (repl/method/registry.py): the chosen
 blocks above (`repl`, `drop`, `freeze`), the whole sequence (`stochastic_depth`, `layerdrop`:
@@ -29,7 +32,7 @@ import math
 import random
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Any, Callable, Dict, List, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from repl.errors import CheckpointError, ConfigError
 from repl.families import BlockInfo
@@ -38,9 +41,10 @@ from repl.method.fusion import pairable
 from repl.method.registry import Selection, get_method
 
 SETTING_KEYS = (
-    "select", "boundary", "fusion", "adapt", "surrogate", "neighbor_grad", "seed", "init_a", "init_b", "survival_last",
-    "stochastic_depth",
+    "select", "boundary", "fusion", "adapt", "surrogate", "neighbor_grad", "seed", "init", "init_a", "init_b",
+    "similarity", "survival_last", "stochastic_depth",
 )
+Scorer = Callable[[], Mapping[int, float]]  # select=similarity: each considered block's score, computed on demand
 
 
 @dataclass
@@ -58,6 +62,7 @@ class Plan:
     params_replaced: int = 0  # set by whoever applies the plan
     params_fusion: int = 0
     unpaired: List[int] = field(default_factory=list)  # blocks 1..N-2 not considered: a neighbour fusion cannot pair
+    scores: Optional[Dict[int, float]] = None  # select=similarity: the score of every considered block, chosen by
 
     def to_dict(self) -> Dict[str, Any]:
         """Plain JSON-serialisable dict (for checkpoints and summary.json)."""
@@ -70,7 +75,13 @@ class Plan:
         missing = [name for name in required if name not in d]
         if missing:
             raise CheckpointError(f"saved plan lacks {', '.join(missing)}; it was not written by this version of repl")
-        return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
+        values = {f.name: d[f.name] for f in fields(cls) if f.name in d}
+        # a plan saved before a switch existed was made with its default; JSON makes the score keys strings
+        values["settings"] = {**{k: v for k, v in _default_settings().items() if k not in values.get("settings", {})},
+                              **values.get("settings", {})}
+        if values.get("scores") is not None:
+            values["scores"] = {int(i): float(v) for i, v in values["scores"].items()}
+        return cls(**values)
 
     def describe(self) -> str:
         """Human lines printed at the start of a run."""
@@ -90,6 +101,9 @@ class Plan:
         if self.unpaired:
             lines.append("  not considered (a neighbour of another kind, which fusion cannot pair): "
                          + ", ".join(str(i) for i in self.unpaired))
+        if self.scores is not None:
+            lines.append(f"  scores (similarity={self.settings.get('similarity')}, higher is chosen first): "
+                         + ", ".join(f"{i} {v:.4f}" for i, v in sorted(self.scores.items())))
         if self.params_replaced or self.params_fusion:
             lines.append(f"  params: replaced={self.params_replaced:,} fusion={self.params_fusion:,}")
         return "\n".join(lines)
@@ -105,6 +119,11 @@ class Plan:
 
 
 RESUME_KEYS = ("method", "family", "num_blocks", "blocks", "paths", "settings")  # what a resumed plan must share
+
+
+def _default_settings() -> Dict[str, Any]:
+    defaults = ReplConfig()
+    return {k: getattr(defaults, k) for k in SETTING_KEYS}
 
 
 def max_replaceable(num_blocks: int) -> int:
@@ -135,8 +154,11 @@ def replace_count(ratio: float, num_blocks: int) -> int:
     return int((Decimal(str(ratio)) * num_blocks).quantize(Decimal(1), rounding=ROUND_HALF_UP))
 
 
-def make_plan(blocks: Sequence[BlockInfo], cfg: ReplConfig) -> Plan:
-    """The plan for a model's block sequence under a validated config; ConfigError names the bad key."""
+def make_plan(blocks: Sequence[BlockInfo], cfg: ReplConfig, scorer: Optional[Scorer] = None) -> Plan:
+    """The plan for a model's block sequence under a validated config; ConfigError names the bad key.
+
+    `scorer` (select=similarity, required there) returns each considered block's score; it is called only
+    once the count is validated, so a bad ratio stops before any scoring compute."""
     cfg.validate()
     n = len(blocks)
     family = blocks[0].family if blocks else ""
@@ -144,6 +166,7 @@ def make_plan(blocks: Sequence[BlockInfo], cfg: ReplConfig) -> Plan:
     record = get_method(cfg.method)
     allowed = considered(blocks)
     unpaired = [i for i in range(1, n - 1) if not allowed[i]] if record.selection is Selection.CHOSEN else []
+    scores = None
     if record.selection is Selection.NONE or cfg.is_plain_backprop:
         chosen, ratio = [], 0.0
     elif record.selection is Selection.ALL:
@@ -154,7 +177,14 @@ def make_plan(blocks: Sequence[BlockInfo], cfg: ReplConfig) -> Plan:
         chosen = _checked_explicit(list(cfg.blocks), n, family, blocks, allowed)
         ratio = len(chosen) / n if n else 0.0
     else:
-        chosen = _choose(_checked_count(ratio, n, family, allowed), blocks, cfg, allowed)
+        k = _checked_count(ratio, n, family, allowed)
+        if cfg.select == "similarity":
+            if scorer is None:
+                raise ConfigError("repl.select=similarity needs block scores: call repl.apply_replacement, "
+                                  "or pass make_plan a scorer (repl.method.similarity.block_scores)")
+            given = scorer()
+            scores = {i: float(given[i]) for i in range(n) if allowed[i]}
+        chosen = _choose(k, blocks, cfg, allowed, scores)
     return Plan(
         method=cfg.method,
         family=family,
@@ -165,6 +195,7 @@ def make_plan(blocks: Sequence[BlockInfo], cfg: ReplConfig) -> Plan:
         max_ratio=max_choosable(allowed) / n if n else 0.0,
         settings={k: getattr(cfg, k) for k in SETTING_KEYS},
         unpaired=unpaired,
+        scores=scores,
     )
 
 
@@ -222,8 +253,9 @@ def _checked_explicit(indices: List[Any], n: int, family: str, blocks: Sequence[
     return chosen
 
 
-def _choose(k: int, blocks: Sequence[BlockInfo], cfg: ReplConfig, allowed: Sequence[bool]) -> List[int]:
-    """k valid blocks: fewest non-preferred (boundary=avoid), then least cost (uniform or random)."""
+def _choose(k: int, blocks: Sequence[BlockInfo], cfg: ReplConfig, allowed: Sequence[bool],
+            scores: Optional[Mapping[int, float]] = None) -> List[int]:
+    """k valid blocks: fewest non-preferred (boundary=avoid), then least cost (uniform, random, or -score)."""
     n = len(blocks)
     if k == 0:
         return []
@@ -235,8 +267,11 @@ def _choose(k: int, blocks: Sequence[BlockInfo], cfg: ReplConfig, allowed: Seque
         def cost(slot: int, i: int) -> Tuple[int, float]:  # |i - target| scaled by 2k to stay integer
             return (not preferred[i], abs(2 * k * i - ((2 * slot + 1) * n - k)))
     else:
-        rng = random.Random(cfg.seed)
-        weight = [rng.random() for _ in range(n)]
+        if cfg.select == "similarity":  # least total -score: the largest total score (the most alike neighbours)
+            weight = [-(scores or {}).get(i, 0.0) for i in range(n)]
+        else:
+            rng = random.Random(cfg.seed)
+            weight = [rng.random() for _ in range(n)]
 
         def cost(slot: int, i: int) -> Tuple[int, float]:
             return (not preferred[i], weight[i])

@@ -70,7 +70,7 @@ METHOD = MethodRecord(
     apply=apply_repl,
     verb="replaced",
     switches=frozenset({"select", "blocks", "boundary", "seed", "fusion", "adapt", "surrogate", "neighbor_grad",
-                        "init_a", "init_b", "recompute", "stochastic_depth", "survival_last"}),
+                        "init", "init_a", "init_b", "similarity", "recompute", "stochastic_depth", "survival_last"}),
     skips_blocks=skips_blocks,
     validate=validate,
 )

@@ -88,10 +88,13 @@ def lite_body(block: nn.Module, info: BlockInfo) -> nn.Module:
 
 def make_surrogate(block: nn.Module, info: BlockInfo, neighbours: Sequence[nn.Module], cfg: ReplConfig) -> Surrogate:
     """Replace `block` by a surrogate: its synthesizable tensors (BlockInfo.synthesizable) that a neighbour has
-    become synthesized, the rest stay its own."""
+    become synthesized, the rest stay its own. With `repl.init=lstsq` the coefficients are fitted to the body's
+    own tensors (the block's, for the parts `lite` keeps) before those are removed."""
     body = lite_body(block, info) if cfg.surrogate == "lite" else block
     params = {name: p for name, p in body.named_parameters() if info.may_synthesize(name)}
     fusion = Fusion(params, neighbours, cfg, layouts={name: info.layout(name) for name in params})
+    if cfg.init == "lstsq":
+        fusion.fit(params, neighbours)
     for name in fusion.sources:
         owner, _, leaf = name.rpartition(".")
         body.get_submodule(owner).register_parameter(leaf, None)  # a slot that Surrogate.forward fills per call

@@ -91,3 +91,61 @@ def test_no_fusion_parameter_is_decayed(fusion, adapt, decay_1d):
     assert not fused & decayed
     assert fused <= {id(p) for g in groups for p in g["params"]}  # still optimized
     assert {id(m.conv1.weight) for m in model.modules() if hasattr(m, "conv1") and m.conv1.weight is not None} <= decayed
+
+
+def _repl_model():
+    from repl import apply_replacement
+    from repl.models.cifar_resnet import CifarResNet
+
+    torch.manual_seed(0)
+    model = CifarResNet(20)
+    apply_replacement(model, ratio=0.25, fusion="channel")
+    return model
+
+
+@pytest.mark.parametrize("name", ["sgd", "adamw"])
+def test_fusion_parameters_get_their_own_scheduled_lr(name):
+    from repl.method.fusion import fusion_parameters
+
+    model = _repl_model()
+    cfg = OptimConfig(name=name, lr=0.2, fusion_lr_scale=5.0, schedule="cosine", warmup_epochs=1.0)
+    opt = build_optimizer(cfg, model, torch.device("cpu"))
+    fusion_group = opt.param_groups[-1]
+    assert {id(p) for p in fusion_group["params"]} == {id(p) for p in fusion_parameters(model)}
+    assert fusion_group["weight_decay"] == 0.0 and fusion_group["lr"] == pytest.approx(1.0)
+    assert all(id(p) not in {id(q) for q in fusion_group["params"]} for g in opt.param_groups[:-1] for p in g["params"])
+    sched = build_schedule(cfg, opt, total_steps=10, steps_per_epoch=2)
+    for step in range(10):  # warm-up then cosine: every group follows the same factor of its own initial lr
+        factor = lr_factor(cfg, step, 10, 2)
+        assert opt.param_groups[0]["lr"] == pytest.approx(0.2 * factor)
+        assert fusion_group["lr"] == pytest.approx(1.0 * factor)
+        opt.step()
+        sched.step()
+
+
+def test_the_fusion_group_survives_a_checkpoint():
+    cfg = OptimConfig(lr=0.1, fusion_lr_scale=3.0, schedule="step", milestones=[0.5], gamma=0.1)
+    model = _repl_model()
+    opt = build_optimizer(cfg, model, torch.device("cpu"))
+    sched = build_schedule(cfg, opt, total_steps=4, steps_per_epoch=2)
+    for _ in range(3):
+        sum(p.sum() for p in model.parameters()).backward()
+        opt.step()
+        opt.zero_grad()
+        sched.step()
+    saved = {"optimizer": opt.state_dict(), "schedule": sched.state_dict()}
+    fresh = _repl_model()
+    opt2 = build_optimizer(cfg, fresh, torch.device("cpu"))
+    sched2 = build_schedule(cfg, opt2, total_steps=4, steps_per_epoch=2)
+    opt2.load_state_dict(saved["optimizer"])
+    sched2.load_state_dict(saved["schedule"])
+    assert [g["lr"] for g in opt2.param_groups] == pytest.approx([g["lr"] for g in opt.param_groups])
+    assert opt2.param_groups[-1]["lr"] == pytest.approx(0.3 * 0.1)  # past the milestone, still 3x the others
+    assert opt2.param_groups[-1]["initial_lr"] == pytest.approx(0.3)
+    momentum = opt2.state[opt2.param_groups[-1]["params"][0]]["momentum_buffer"]
+    assert torch.equal(momentum, opt.state[opt.param_groups[-1]["params"][0]]["momentum_buffer"])
+
+
+def test_fusion_lr_scale_must_be_positive():
+    with pytest.raises(ConfigError, match=r"optim\.fusion_lr_scale"):
+        OptimConfig(fusion_lr_scale=0.0).validate()
