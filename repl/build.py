@@ -3,7 +3,7 @@
 `build_run` is the one place that assembles a run, used by `repl.run.train` (train.py), the studies
 (benchmarks/studies/harness.py), benchmarks/trainer_overhead.py and the tests. The order is fixed
 (ARCHITECTURE.md): seed, build the model, note the blocks to checkpoint, apply the method (the plan is
-validated before any data is read), then data, task and the Trainer (which moves, compiles and wraps
+validated before any data is read; under repl.start the Trainer applies it later), then data, task and the Trainer (which moves, compiles and wraps
 the model). Callers may hand in their own method (`apply`), model, data or task.
 """
 from __future__ import annotations
@@ -29,7 +29,9 @@ from repl.engine.rundir import ENV
 from repl.engine.trainer import Trainer
 from repl.errors import UnsupportedModelError
 from repl.families import discover_blocks
+from repl.method.apply import plan_replacement
 from repl.method.plan import Plan
+from repl.method.schedule import Phase, Schedule
 from repl.models import build_model
 from repl.tasks import build_task
 
@@ -74,7 +76,10 @@ def _block_paths(model: nn.Module, required: bool) -> list:
 
 
 def configured_method(model: nn.Module, cfg: TrainConfig) -> Plan:
-    """What a normal run does: the method of `repl.*`."""
+    """What a normal run does: the method of `repl.*`. With repl.start > 0 only its plan (validated as the surgery
+    would be): the Trainer replaces the planned blocks at epoch repl.start (repl/method/schedule.py)."""
+    if Schedule.of(cfg.repl, cfg.trainer.epochs).first is Phase.BACKPROP:
+        return plan_replacement(model, cfg.repl)
     return apply_replacement(model, cfg.repl)
 
 

@@ -36,19 +36,41 @@ def apply_replacement(model: nn.Module, cfg: Optional[ReplConfig] = None, **over
     ratio 0) leaves the model untouched.
     """
     cfg = resolve_config(cfg, overrides)
+    plan = plan_replacement(model, cfg)
+    apply_plan(model, plan, cfg)
+    return plan
+
+
+def plan_replacement(model: nn.Module, cfg: ReplConfig) -> Plan:
+    """The plan `apply_replacement` would carry out on `model`, checked as it would be, with no surgery
+    (repl.start: the Trainer replaces the planned blocks later, `apply_plan`, on their trained weights)."""
+    cfg.validate()
     if any(isinstance(m, Surrogate) for m in model.modules()):
         raise ConfigError("repl: apply_replacement was already applied to this model; build a fresh one")
-    try:
-        blocks: List[BlockInfo] = discover_blocks(model)
-    except UnsupportedModelError:
-        if not cfg.is_plain_backprop:
-            raise
-        blocks = []  # plain backprop needs no block sequence: any model trains
+    blocks = _blocks(model, cfg)
     plan = make_plan(blocks, cfg)
     if cfg.is_plain_backprop:
         plan.method = PLAIN_BACKPROP.name  # ratio 0 of any method is plain backprop, and is reported as such
-        return plan
+    elif cfg.record.check is not None:
+        cfg.record.check(plan, blocks, cfg)
+    return plan
+
+
+def apply_plan(model: nn.Module, plan: Plan, cfg: ReplConfig) -> None:
+    """Do the surgery of `plan` (made by `plan_replacement` for this model's block sequence) in place, and record
+    the parameters it replaced and the fusion parameters it added on the plan."""
+    if cfg.is_plain_backprop:
+        return
     apply = cfg.record.apply
     if apply is not None:  # a record without one leaves the model as built
-        plan.params_replaced, plan.params_fusion = apply(model, plan, blocks, cfg)
-    return plan
+        plan.params_replaced, plan.params_fusion = apply(model, plan, _blocks(model, cfg), cfg)
+
+
+def _blocks(model: nn.Module, cfg: ReplConfig) -> List[BlockInfo]:
+    """The model's block sequence; none for plain backprop on a model without one (any model trains)."""
+    try:
+        return discover_blocks(model)
+    except UnsupportedModelError:
+        if not cfg.is_plain_backprop:
+            raise
+        return []
