@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,6 +21,7 @@ from repl.engine.config import OptimConfig
 from repl.engine.optim import build_optimizer, build_schedule, lr_factor
 from repl.engine.phases import carry_state, continue_schedule
 from repl.errors import CheckpointError, ConfigError
+from repl.export import load_run, trained_model
 from repl.families import discover_blocks, get_module
 from repl.method.apply import plan_replacement
 from repl.method.schedule import Phase, Schedule, replace_planned, restore_surrogates
@@ -25,6 +29,7 @@ from repl.method.surrogates import Surrogate
 from repl.models.cifar_resnet import CifarResNet
 from repl.run import train
 
+ROOT = Path(__file__).resolve().parents[2]
 # 2 optimizer steps per epoch of 32 images at 8x8: a run of 3 epochs is 6 steps, a few seconds.
 TINY = ["trainer.device=cpu", "model=resnet20", "dataset.num_train=64", "dataset.num_eval=32", "dataset.batch_size=32",
         "dataset.image_size=8", "trainer.progress=false", "trainer.log_every=1", "trainer.timing_warmup=1"]
@@ -174,6 +179,8 @@ def test_resume_across_both_transitions_is_bit_identical_and_the_summary_reports
         assert a[part].keys() == b[part].keys()
         assert all(torch.equal(a[part][k], b[part][k]) for k in a[part]), part
     assert a["progress"]["phase"] == "restored"
+    exported = trained_model(*load_run(tmp_path / "whole"))  # export rebuilds the checkpoint's phase: baked blocks
+    assert not surrogates(exported) and exported.state_dict().keys() == a["model"].keys()
     schedule = whole["schedule"]
     assert [(p["phase"], p["epoch"], p["step"]) for p in schedule["entered"]] == \
         [("backprop", 0, 0), ("method", 1, 2), ("restored", 2, 4)]
@@ -182,6 +189,27 @@ def test_resume_across_both_transitions_is_bit_identical_and_the_summary_reports
     assert whole["params"]["phase"] == "method" and whole["params"]["trainable"] == counts["method"]
     assert counts["method"] < counts["restored"] < counts["backprop"]  # lite bodies keep one conv of two
     assert whole["params"]["replaced"] == counts["backprop"] - counts["method"] + whole["params"]["fusion"]
+
+
+@pytest.mark.slow  # two torchrun processes and one more run: tens of seconds
+def test_two_ddp_processes_follow_the_schedule_as_one_process(tmp_path):
+    """DDP is wrapped again around each phase's parameters (the fusion coefficients, then the baked weights are
+    all-reduced). ViT-T has no batch statistics, so 2 x B/2 and 1 x B agree up to the all-reduce's summation
+    order (tests/test_ddp.py: ~2e-6 relative after 4 steps; bound 1e-4)."""
+    args = ["model=vit_t", "dataset.image_size=16", "dataset.num_train=16", "dataset.num_eval=16",
+            "dataset.batch_size=16", *SCHEDULE, "trainer.deterministic=true", "trainer.device=cpu",
+            "trainer.progress=false"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
+    torchrun = Path(sys.executable).with_name("torchrun")
+    launcher = [str(torchrun)] if torchrun.exists() else [sys.executable, "-m", "torch.distributed.run"]
+    for name, command in (("two", [*launcher, "--standalone", "--nproc_per_node=2"]), ("one", [sys.executable])):
+        done = subprocess.run([*command, str(ROOT / "train.py"), *args, f"hydra.run.dir={tmp_path / name}"], cwd=ROOT,
+                              env=env, capture_output=True, text=True, timeout=300, check=False)
+        assert done.returncode == 0, done.stderr[-3000:]
+    two, one = (load_checkpoint(tmp_path / d / "checkpoints" / "last.pt") for d in ("two", "one"))
+    assert two["progress"]["phase"] == "restored" and two["model"].keys() == one["model"].keys()
+    a, b = (torch.cat([s["model"][k].flatten().double() for k in sorted(s["model"])]) for s in (two, one))
+    assert (a - b).norm() / b.norm() < 1e-4
 
 
 def test_a_resume_that_would_go_back_a_phase_is_refused(tmp_path):
