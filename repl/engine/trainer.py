@@ -61,7 +61,7 @@ class Trainer:
         check_schedule(cfg.repl, self.tcfg)  # also for a config built without repl.config.to_config
         self.phases = Schedule.of(cfg.repl, self.tcfg.epochs)  # repl.start / repl.restore: the model's phase per epoch
         self.phase = self.phases.first
-        self.transitions: list = []  # [{"phase", "epoch", "step", "params"}]: each phase entered, where, and its counts
+        self.phases_entered: list = []  # [{"phase", "epoch", "step", "params", "probe"}]: each phase begun, where, its counts
         if self.phases.first is Phase.BACKPROP and any(isinstance(m, Surrogate) for m in model.modules()):
             raise ConfigError(f"repl.start={self.phases.start} replaces the planned blocks after plain backprop, and the "
                               "model arrived with them replaced already (a custom apply hook); build it unreplaced")
@@ -146,7 +146,7 @@ class Trainer:
     def _note_phase(self) -> None:
         """Record that the current phase began at this epoch and step, with its parameter counts."""
         if self.phases.active:
-            self.transitions.append({"phase": self.phase.value, "epoch": self.epoch, "step": self.step,
+            self.phases_entered.append({"phase": self.phase.value, "epoch": self.epoch, "step": self.step,
                                      "params": measure.count_parameters(self.model)})
 
     # ------------------------------------------------------------------ steps
@@ -247,7 +247,7 @@ class Trainer:
             "progress": {"epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "step": self.step,
                          "train_s": self.train_s, "best": self.best, "eval_metrics": dict(self.eval_metrics),
                          "eval_step": self.eval_step, "phase": self.phase.value,
-                         "transitions": [dict(t) for t in self.transitions]},
+                         "phases_entered": [dict(t) for t in self.phases_entered]},
             "plan": self.plan.to_dict(),
             "rng": rng_state(),
             "config": self.config_dict,
@@ -282,7 +282,7 @@ class Trainer:
         self.epoch = progress["epoch"]  # named in a refusal to go back a phase
         # The model takes the checkpoint's phase before its weights load (a checkpoint older than schedules: the method's).
         self._enter_phase(Phase(progress.get("phase", Phase.METHOD.value)), noted=False)
-        self.transitions = [dict(t) for t in progress.get("transitions", self.transitions)]
+        self.phases_entered = [dict(t) for t in progress.get("phases_entered", self.phases_entered)]
         try:
             if self.sharded is not None:
                 self.sharded.load_full_state(self.optimizer, state["model"], state["optimizer"])
@@ -411,8 +411,8 @@ class Trainer:
             if self.summary.probe is None:  # once per process and phase, on its first batch; disturbs nothing
                 with timer.paused():
                     self.summary.probe = self.probe(batch)
-                if self.transitions:  # the phase's own FLOPs and memory, kept for the summary after it ends
-                    self.transitions[-1].setdefault("probe", self.summary.probe)
+                if self.phases_entered:  # the phase's own FLOPs and memory, kept for the summary after it ends
+                    self.phases_entered[-1].setdefault("probe", self.summary.probe)
             loss_sum += self.train_step(batch)
             self.step += 1
             self.step_in_epoch += 1
@@ -493,7 +493,7 @@ class Trainer:
             metrics[f"{self.task.primary}_best"] = self.best
         summary = self.summary.build(status=status, model=self.model, metrics=metrics, timer=self.timer,
                                      train_s=self.train_s, epochs_done=self.epoch, steps_done=self.step,
-                                     phase=self.phase, phases_entered=self.transitions)
+                                     phase=self.phase, phases_entered=self.phases_entered)
         if self.dist.is_main:
             summary = rundir.write_summary(self.run_dir, summary)  # keeps stored measurements this process lacks
         return summary
