@@ -3,7 +3,7 @@
 `build_run` is the one place that assembles a run, used by `repl.run.train` (train.py), the studies
 (benchmarks/studies/harness.py), benchmarks/trainer_overhead.py and the tests. The order is fixed
 (ARCHITECTURE.md): seed, build the model, note the blocks to checkpoint, apply the method (the plan is
-validated before any data is read), then data, task and the Trainer (which moves, compiles and wraps
+validated before any data is read; under repl.start the Trainer applies it later), then data, task and the Trainer (which moves, compiles and wraps
 the model). Callers may hand in their own method (`apply`), model, data or task.
 """
 from __future__ import annotations
@@ -30,7 +30,9 @@ from repl.engine.rundir import ENV
 from repl.engine.trainer import Trainer
 from repl.errors import ConfigError, UnsupportedModelError
 from repl.families import discover_blocks
+from repl.method.apply import plan_replacement
 from repl.method.plan import Plan
+from repl.method.schedule import Phase, Schedule
 from repl.models import build_model
 from repl.tasks import build_task
 from repl.tasks.registry import DataKind, task_spec
@@ -77,7 +79,11 @@ def _block_paths(model: nn.Module, required: bool) -> list:
 
 
 def configured_method(model: nn.Module, cfg: TrainConfig, inputs: Optional[Callable[[], List[Any]]] = None) -> Plan:
-    """What a normal run does: the method of `repl.*` (`inputs`: the batches repl.similarity=cka scores on)."""
+    """What a normal run does: the method of `repl.*` (`inputs`: the batches repl.similarity=cka scores on). With
+    repl.start > 0 only its plan (validated as the surgery would be): the Trainer replaces the planned blocks at
+    epoch repl.start (repl/method/schedule.py)."""
+    if Schedule.of(cfg.repl, cfg.trainer.epochs).first is Phase.BACKPROP:
+        return plan_replacement(model, cfg.repl, inputs=inputs)
     return apply_replacement(model, cfg.repl, inputs=inputs)
 
 

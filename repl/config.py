@@ -22,6 +22,7 @@ from repl.bounds import SEED, check_numbers
 from repl.data.config import DataConfig, config_class, kind_of_key, register_schemas
 from repl.engine.config import LoggerConfig, OptimConfig, TaskConfig, TrainerConfig
 from repl.method.config import ReplConfig
+from repl.method.schedule import check_schedule
 from repl.errors import ConfigError
 from repl.models.config import ModelConfig
 from repl.resources import shipped_dir
@@ -117,6 +118,7 @@ def to_config(cfg: DictConfig) -> TrainConfig:
             validate()
     skipper = obj.repl.skipping_setting if obj.repl.skips_blocks else None
     obj.trainer.validate_with(obj.task.name, per_batch_skips=skipper)  # trainer.accumulate, once each key is valid
+    check_schedule(obj.repl, obj.trainer)  # repl.start / repl.restore against trainer.epochs and the trainer's features
     return obj
 
 

@@ -110,13 +110,14 @@ def load_run(run_dir: Path) -> Tuple[Any, Dict[str, Any]]:
 
 def trained_model(cfg: Any, state: Dict[str, Any]) -> nn.Module:
     """The model as trained (method applied) with the checkpoint's weights: the EMA's when it kept one."""
-    from repl import apply_replacement
     from repl.data import model_inputs
+    from repl.method.schedule import Phase, model_in_phase
     from repl.models import build_model
 
     model_cfg = replace(cfg.model, pretrained=False, weights=None)  # every weight comes from the checkpoint
     model = build_model(model_cfg, **model_inputs(cfg.dataset, cfg.task.name))
-    apply_replacement(model, cfg.repl)
+    # the phase the checkpoint was written in (repl.start / repl.restore); older checkpoints: the method's
+    model_in_phase(model, cfg.repl, Phase(state.get("progress", {}).get("phase", Phase.METHOD.value)))
     weights = state["model"]
     if "ema" in state:  # torch.optim.swa_utils.AveragedModel: module.<key>, plus n_averaged
         weights = {k[len("module."):]: v for k, v in state["ema"].items() if k.startswith("module.")}

@@ -1,7 +1,7 @@
 """summary.json as CONTRACT.md specifies it, and the short table printed at the end of a run."""
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 from torch import nn
 
@@ -9,6 +9,7 @@ from repl.config import TrainConfig
 from repl.engine import measure
 from repl.engine.distributed import DistInfo
 from repl.method.plan import Plan
+from repl.method.schedule import Phase, Schedule
 from repl.tasks.registry import task_spec
 
 
@@ -21,10 +22,16 @@ class RunSummary:
         self.probe: Optional[Dict[str, Any]] = None  # flops and memory estimate of one training step
 
     def build(self, *, status: str, model: nn.Module, metrics: Dict[str, float], timer, train_s: float,
-              epochs_done: int, steps_done: int) -> Dict[str, Any]:
-        """The summary dict for the run's current state."""
-        params = measure.count_parameters(model)
-        probe = self.probe or {}
+              epochs_done: int, steps_done: int, phase: Phase = Phase.METHOD,
+              phases_entered: Sequence[Dict[str, Any]] = ()) -> Dict[str, Any]:
+        """The summary dict for the run's current state.
+
+        Under a schedule (repl.start / repl.restore) `phases_entered` lists each phase the run has entered (the
+        Trainer's record: phase, epoch, step, params, probe); params, FLOPs and memory are those of the method's
+        phase once it has begun, else of the current one."""
+        method = next((p for p in phases_entered if p["phase"] == Phase.METHOD.value), None)
+        params = method["params"] if method is not None else measure.count_parameters(model)
+        probe = (method or {}).get("probe") or self.probe or {}
         estimate = probe.get("memory", {}).get("total", 0)
         peak = measure.peak_memory_bytes(self.dist.device) if self.dist.device.type == "cuda" else None
         primary = self.task.primary
@@ -40,7 +47,8 @@ class RunSummary:
             "method": self.plan.method,
             "plan": self.plan.to_dict(),
             "params": {"total": params["total"], "trainable": params["trainable"],
-                       "replaced": self.plan.params_replaced, "fusion": self.plan.params_fusion},
+                       "replaced": self.plan.params_replaced, "fusion": self.plan.params_fusion,
+                       "phase": (Phase.METHOD if method is not None else phase).value},
             "memory": {"peak_bytes": int(peak if peak is not None else estimate), "estimate_bytes": int(estimate),
                        "peak_source": "cuda_allocator" if peak is not None else "estimate",
                        "estimate_breakdown": probe.get("memory", {}), "device": self.env["device"]},
@@ -49,12 +57,26 @@ class RunSummary:
             "throughput": {"train_per_s": float(timing["throughput"]), "unit": self.task.unit},
             "metrics": metrics,
             "primary": {"name": primary, "value": metrics.get(primary), "higher_is_better": self.task.higher_is_better},
+            "schedule": self.schedule(phase, phases_entered),
             "epochs_done": int(epochs_done),
             "steps_done": int(steps_done),
             "seed": self.cfg.seed,
             "world_size": self.dist.world_size,
             "env": self.env,
         }
+
+    def schedule(self, phase: Phase, phases_entered: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
+        """summary.json's "schedule": repl.start / repl.restore, the planned phases with their epochs (0-based, end
+        excluded), the current phase, and each phase entered with the epoch and step it began at and its counts."""
+        schedule = Schedule.of(self.cfg.repl, self.cfg.trainer.epochs)
+        entered: List[Dict[str, Any]] = [{k: v for k, v in p.items() if k != "probe"} for p in phases_entered]
+        for entry, record in zip(entered, phases_entered):
+            probe = record.get("probe") or {}
+            entry["flops_train_step"] = probe.get("flops")
+            entry["memory_estimate_bytes"] = probe.get("memory", {}).get("total")
+        return {"start": schedule.start, "restore": schedule.restore, "phase": phase.value,
+                "phases": [{"phase": p.value, "epochs": [lo, hi]} for p, lo, hi in schedule.spans()],
+                "entered": entered}
 
     @staticmethod
     def table(summary: Dict[str, Any]) -> str:
@@ -75,5 +97,9 @@ class RunSummary:
             ("throughput", f"{summary['throughput']['train_per_s']:.1f} {summary['throughput']['unit']}/s"),
             ("epochs / steps", f"{summary['epochs_done']} / {summary['steps_done']}"),
         ]
+        schedule = summary.get("schedule") or {}
+        if schedule.get("start") or schedule.get("restore"):
+            rows.insert(4, ("params of phase", summary["params"]["phase"]))
+            rows.append(("phases (epoch begun)", ", ".join(f"{p['phase']} ({p['epoch']})" for p in schedule["entered"])))
         width = max(len(k) for k, _ in rows)
         return "\n".join(f"  {k.ljust(width)}  {v}" for k, v in rows)

@@ -3,6 +3,9 @@
 Order inside a run never changes (ARCHITECTURE.md): the model arrives with the method already
 applied; here it goes to the device, is compiled, wrapped in DDP (or sharded in place, trainer.strategy=fsdp:
 repl/engine/fsdp.py), gets an optimizer over its trainable parameters, and only then is a checkpoint loaded.
+Under a schedule (repl.start / repl.restore: repl/method/schedule.py) the model arrives as built and changes
+phase at epoch boundaries (`_enter_phase`): the model is changed in place, then compiled, wrapped and given an
+optimizer again (state carried by parameter, repl/engine/phases.py); resume first brings it to the checkpoint's phase.
 
 Public surface: `fit()`, `run_steps(n)`, `request_stop(signum)`; the loop reads top to bottom
 (fit -> _loop -> _train_epoch) with its decisions as named methods (should_log, should_stop,
@@ -33,12 +36,15 @@ from repl.engine.console import echo
 from repl.engine.loggers import MetricsLog
 from repl.engine.window import WindowStats
 from repl.engine.optim import build_optimizer, build_schedule
+from repl.engine.phases import carry_state, continue_schedule
 from repl.engine.resume_check import check_resume_config, check_resume_plan
 from repl.engine.stop import StopRequest
 from repl.engine.summary import RunSummary
 from repl.errors import CheckpointError, ConfigError
 from repl.families import get_module
 from repl.method.plan import Plan
+from repl.method.schedule import Phase, Schedule, check_schedule, transition
+from repl.method.surrogates import Surrogate
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "16": torch.float16}
 
@@ -52,34 +58,30 @@ class Trainer:
         self.tcfg = cfg.trainer
         self.run_dir = Path(run_dir)
         self.device = dist.device
-        memory_format = torch.channels_last if self.tcfg.channels_last else torch.preserve_format
-        self.model = model.to(self.device, memory_format=memory_format)
+        check_schedule(cfg.repl, self.tcfg)  # also for a config built without repl.config.to_config
+        self.phases = Schedule.of(cfg.repl, self.tcfg.epochs)  # repl.start / repl.restore: the model's phase per epoch
+        self.phase = self.phases.first
+        self.phases_entered: list = []  # [{"phase", "epoch", "step", "params", "probe"}]: each phase begun, where, its counts
+        if self.phases.first is Phase.BACKPROP and any(isinstance(m, Surrogate) for m in model.modules()):
+            raise ConfigError(f"repl.start={self.phases.start} replaces the planned blocks after plain backprop, and the "
+                              "model arrived with them replaced already (a custom apply hook); build it unreplaced")
+        self.memory_format = torch.channels_last if self.tcfg.channels_last else torch.preserve_format
+        self.model = model.to(self.device, memory_format=self.memory_format)
         if self.tcfg.checkpointing:
             enable_activation_checkpointing(self.model, block_paths or [])
-        self.forward_model = torch.compile(self.model) if self.tcfg.compile else self.model
-        self.train_model = self.forward_model
         self.sharded: Optional[ShardedModel] = None  # trainer.strategy=fsdp: the model, sharded in place
-        if self.tcfg.strategy == "fsdp":
-            if dist.world_size < 2:
-                raise ConfigError("trainer.strategy=fsdp shards the model over the processes torchrun starts, and this run "
-                                  "has one: launch it with torchrun --nproc_per_node=N (N >= 2), or use trainer.strategy=ddp")
-            self.sharded = shard_model(self.model, plan, block_paths or [], self.device)
-        elif dist.world_size > 1:
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            # A method that skips blocks per batch leaves their parameters without gradient on that step.
-            unused = plan.skips_blocks
-            self.train_model = nn.parallel.DistributedDataParallel(self.forward_model, device_ids=ids,
-                                                                   find_unused_parameters=unused)
-        self.optimizer = build_optimizer(cfg.optim, self.model, self.device)
+        if self.tcfg.strategy == "fsdp" and dist.world_size < 2:
+            raise ConfigError("trainer.strategy=fsdp shards the model over the processes torchrun starts, and this run "
+                              "has one: launch it with torchrun --nproc_per_node=N (N >= 2), or use trainer.strategy=ddp")
+        self._wrap_model(block_paths or [])
         steps_per_epoch = data.steps_per_epoch
-        horizon = self.tcfg.epochs * steps_per_epoch  # the schedule's length: max_steps only stops early
-        self.total_steps = horizon if self.tcfg.max_steps is None else min(horizon, self.tcfg.max_steps)
-        self.schedule = build_schedule(cfg.optim, self.optimizer, horizon, steps_per_epoch)
+        self.horizon = self.tcfg.epochs * steps_per_epoch  # the schedule's length: max_steps only stops early
+        self.total_steps = self.horizon if self.tcfg.max_steps is None else min(self.horizon, self.tcfg.max_steps)
+        self._build_optimizer()
         self.scaler = torch.amp.GradScaler(self.device.type) if self.tcfg.precision == "16" else None
         self.ema = None
         if self.tcfg.ema_decay is not None:
             self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(self.tcfg.ema_decay), use_buffers=True)
-        self.clip_params = [p for p in self.model.parameters() if p.requires_grad]
         # progress
         self.epoch = 0  # completed epochs
         self.step_in_epoch = 0
@@ -94,7 +96,58 @@ class Trainer:
         self.stop = StopRequest()
         self._last_ckpt_time = time.monotonic()
         self.timer = measure.StepTimer(self.device, warmup_steps=self.tcfg.timing_warmup, unit=task.unit)
+        self._note_phase()
+
+    # ------------------------------------------------------------------ what each phase of the model gets
+    def _wrap_model(self, block_paths: list) -> None:
+        """The compiled and the DDP-wrapped (or FSDP-sharded) views of `self.model` that steps run through."""
+        self.forward_model = torch.compile(self.model) if self.tcfg.compile else self.model
+        self.train_model = self.forward_model
+        if self.tcfg.strategy == "fsdp":
+            self.sharded = shard_model(self.model, self.plan, block_paths, self.device)
+        elif self.dist.world_size > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            # A method that skips blocks per batch leaves their parameters without gradient on that step.
+            unused = self.plan.skips_blocks
+            self.train_model = nn.parallel.DistributedDataParallel(self.forward_model, device_ids=ids,
+                                                                   find_unused_parameters=unused)
+
+    def _build_optimizer(self, previous: Optional[torch.optim.Optimizer] = None, step: int = 0) -> None:
+        """Optimizer and LR schedule over the model's trainable parameters, and what watches them. After a phase
+        change: the state `previous` kept for each surviving parameter carries over and the lr continues at `step`."""
+        self.optimizer = build_optimizer(self.cfg.optim, self.model, self.device)
+        if previous is not None:
+            carry_state(previous, self.optimizer)
+        fresh = build_schedule(self.cfg.optim, self.optimizer, self.horizon, self.data.steps_per_epoch)
+        self.schedule = continue_schedule(fresh, step)
+        self.clip_params = [p for p in self.model.parameters() if p.requires_grad]
         self.window = WindowStats(self.optimizer, self.device, wanted=self._logs_this_step)  # grad norm, memory
+
+    def _enter_phase(self, target: Phase, noted: bool = True) -> None:
+        """Move the model forward through the schedule's phases to `target` (nothing if it is there): each transition
+        changes the live model (and the EMA's copy) in place, then compiles, wraps and builds the optimizer again.
+        `noted`: record where each phase began (a resume replays transitions the checkpoint has recorded)."""
+        if target.rank < self.phase.rank:
+            raise CheckpointError(f"checkpoint {self.ckpt_path} is in phase {self.phase.value}, and under trainer.epochs="
+                                  f"{self.tcfg.epochs} epoch {self.epoch + 1} is in phase {target.value} (a run never goes "
+                                  "back a phase); resume with the trainer.epochs it was trained with")
+        while self.phase is not target:
+            self.phase = self.phase.next()
+            transition(self.model, self.phase, self.plan, self.cfg.repl)
+            self.model.to(self.device, memory_format=self.memory_format)  # new tensors follow the run's layout
+            if self.ema is not None:  # the averaged copy changes the same way, so it keeps averaging the same tensors
+                transition(self.ema.module, self.phase, self.plan, self.cfg.repl)
+            self._wrap_model([])
+            self._build_optimizer(previous=self.optimizer, step=self.step)
+            self.summary.probe = None  # FLOPs and memory of the new phase are measured on its first batch
+            if noted:
+                self._note_phase()
+
+    def _note_phase(self) -> None:
+        """Record that the current phase began at this epoch and step, with its parameter counts."""
+        if self.phases.active:
+            self.phases_entered.append({"phase": self.phase.value, "epoch": self.epoch, "step": self.step,
+                                     "params": measure.count_parameters(self.model)})
 
     # ------------------------------------------------------------------ steps
     def autocast(self):
@@ -193,7 +246,8 @@ class Trainer:
             "schedule": self.schedule.state_dict(),
             "progress": {"epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "step": self.step,
                          "train_s": self.train_s, "best": self.best, "eval_metrics": dict(self.eval_metrics),
-                         "eval_step": self.eval_step},
+                         "eval_step": self.eval_step, "phase": self.phase.value,
+                         "phases_entered": [dict(t) for t in self.phases_entered]},
             "plan": self.plan.to_dict(),
             "rng": rng_state(),
             "config": self.config_dict,
@@ -224,6 +278,11 @@ class Trainer:
         state = load_checkpoint(self.ckpt_path)
         check_resume_plan(Plan.from_dict(state["plan"]), self.plan, self.ckpt_path)
         check_resume_config(state.get("config"), self.config_dict, self.ckpt_path)
+        progress = state["progress"]
+        self.epoch = progress["epoch"]  # named in a refusal to go back a phase
+        # The model takes the checkpoint's phase before its weights load (a checkpoint older than schedules: the method's).
+        self._enter_phase(Phase(progress.get("phase", Phase.METHOD.value)), noted=False)
+        self.phases_entered = [dict(t) for t in progress.get("phases_entered", self.phases_entered)]
         try:
             if self.sharded is not None:
                 self.sharded.load_full_state(self.optimizer, state["model"], state["optimizer"])
@@ -237,7 +296,6 @@ class Trainer:
             self.scaler.load_state_dict(state["scaler"])
         if self.ema is not None and "ema" in state:
             self.ema.load_state_dict(state["ema"])
-        progress = state["progress"]
         self.epoch, self.step_in_epoch, self.step = progress["epoch"], progress["step_in_epoch"], progress["step"]
         self.train_s, self.best = progress["train_s"], progress["best"]
         self.eval_metrics, self.eval_step = dict(progress["eval_metrics"]), progress["eval_step"]
@@ -325,6 +383,7 @@ class Trainer:
         """Whole epochs until the last step or a stop; each completed epoch is evaluated (as due), summarised
         and checkpointed."""
         while self.epoch < self.tcfg.epochs and self.step < self.total_steps and not self.stop.requested:
+            self._enter_phase(self.phases.phase_at(self.epoch))  # at an epoch boundary, after its checkpoint
             if not self._train_epoch():
                 return  # stopped early: max_steps or a signal
             self.epoch += 1
@@ -349,9 +408,11 @@ class Trainer:
         for batch in self.data.train_batches(self.epoch, start_step=start):
             if self.tcfg.channels_last:
                 batch = (batch[0].contiguous(memory_format=torch.channels_last), *batch[1:])
-            if self.summary.probe is None:  # once per process, on its first batch; disturbs nothing
+            if self.summary.probe is None:  # once per process and phase, on its first batch; disturbs nothing
                 with timer.paused():
                     self.summary.probe = self.probe(batch)
+                if self.phases_entered:  # the phase's own FLOPs and memory, kept for the summary after it ends
+                    self.phases_entered[-1].setdefault("probe", self.summary.probe)
             loss_sum += self.train_step(batch)
             self.step += 1
             self.step_in_epoch += 1
@@ -431,7 +492,8 @@ class Trainer:
         if self.best is not None:
             metrics[f"{self.task.primary}_best"] = self.best
         summary = self.summary.build(status=status, model=self.model, metrics=metrics, timer=self.timer,
-                                     train_s=self.train_s, epochs_done=self.epoch, steps_done=self.step)
+                                     train_s=self.train_s, epochs_done=self.epoch, steps_done=self.step,
+                                     phase=self.phase, phases_entered=self.phases_entered)
         if self.dist.is_main:
             summary = rundir.write_summary(self.run_dir, summary)  # keeps stored measurements this process lacks
         return summary
@@ -442,6 +504,8 @@ class Trainer:
         where = f"resumed at epoch {self.epoch}, step {self.step}" if resumed else "from scratch"
         echo(f"run dir: {self.run_dir}  ({where})")
         echo(self.plan.describe())
+        if self.phases.active:
+            echo(self.phases.describe() + (f" (now: {self.phase.value})" if resumed else ""))
         echo(f"training {self.total_steps} steps ({self.data.steps_per_epoch}/epoch) on {self.device}, "
               f"precision {self.tcfg.precision}{', compiled' if self.tcfg.compile else ''}, world size {self.dist.world_size}"
              f"{f', FSDP with the blocks in {len(self.sharded.units)} units' if self.sharded is not None else ''}")

@@ -43,18 +43,24 @@ def apply_replacement(model: nn.Module, cfg: Optional[ReplConfig] = None, *, inp
     function returning them, called only once the config and the ratio are validated.
     """
     cfg = resolve_config(cfg, overrides)
+    plan = plan_replacement(model, cfg, inputs=inputs)
+    apply_plan(model, plan, cfg)
+    return plan
+
+
+def plan_replacement(model: nn.Module, cfg: ReplConfig, *, inputs: Optional[Inputs] = None) -> Plan:
+    """The plan `apply_replacement` would carry out on `model`, checked as it would be, with no surgery
+    (repl.start: the Trainer replaces the planned blocks later, `apply_plan`, on their trained weights).
+    `inputs` as for apply_replacement."""
+    cfg.validate()
     scoring = cfg.select == "similarity" and not cfg.is_plain_backprop and cfg.record.selection is Selection.CHOSEN
     if scoring and cfg.similarity == "cka" and inputs is None:
         raise ConfigError("repl.similarity=cka scores blocks on data: pass apply_replacement(..., inputs=[batch, ...]) "
                           "or use repl.similarity=weight")
     if any(isinstance(m, Surrogate) for m in model.modules()):
         raise ConfigError("repl: apply_replacement was already applied to this model; build a fresh one")
-    try:
-        blocks: List[BlockInfo] = discover_blocks(model)
-    except UnsupportedModelError:
-        if not cfg.is_plain_backprop:
-            raise
-        blocks = []  # plain backprop needs no block sequence: any model trains
+    blocks = _blocks(model, cfg)
+
     def scorer() -> Dict[int, float]:
         batches = inputs() if callable(inputs) else inputs
         return block_scores(model, blocks, cfg.similarity, batches)
@@ -62,8 +68,26 @@ def apply_replacement(model: nn.Module, cfg: Optional[ReplConfig] = None, *, inp
     plan = make_plan(blocks, cfg, scorer if scoring else None)
     if cfg.is_plain_backprop:
         plan.method = PLAIN_BACKPROP.name  # ratio 0 of any method is plain backprop, and is reported as such
-        return plan
+    elif cfg.record.check is not None:
+        cfg.record.check(plan, blocks, cfg)
+    return plan
+
+
+def apply_plan(model: nn.Module, plan: Plan, cfg: ReplConfig) -> None:
+    """Do the surgery of `plan` (made by `plan_replacement` for this model's block sequence) in place, and record
+    the parameters it replaced and the fusion parameters it added on the plan."""
+    if cfg.is_plain_backprop:
+        return
     apply = cfg.record.apply
     if apply is not None:  # a record without one leaves the model as built
-        plan.params_replaced, plan.params_fusion = apply(model, plan, blocks, cfg)
-    return plan
+        plan.params_replaced, plan.params_fusion = apply(model, plan, _blocks(model, cfg), cfg)
+
+
+def _blocks(model: nn.Module, cfg: ReplConfig) -> List[BlockInfo]:
+    """The model's block sequence; none for plain backprop on a model without one (any model trains)."""
+    try:
+        return discover_blocks(model)
+    except UnsupportedModelError:
+        if not cfg.is_plain_backprop:
+            raise
+        return []

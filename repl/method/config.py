@@ -41,6 +41,8 @@ class ReplConfig:
     survival_last: float = field(default=0.5, metadata=bounds(gt=0, le=1))  # stochastic_depth: survival probability of the last block (Huang et al.: 0.5)
     recompute: bool = False  # surrogates keep no synthesized weight for backward; it is rebuilt there (same gradients)
     stochastic_depth: bool = False  # repl: also skip the blocks left trained per batch (Huang et al.); surrogates always run
+    start: int = field(default=0, metadata=bounds(ge=0))  # repl: epochs of plain backprop before the planned blocks are replaced (on their trained neighbours)
+    restore: int = field(default=0, metadata=bounds(ge=0))  # repl: last epochs with every surrogate baked back into a trainable block (full fine-tune)
 
     def validate(self) -> "ReplConfig":
         """Raise ConfigError naming the key if any value is outside what is accepted."""

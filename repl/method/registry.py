@@ -55,6 +55,8 @@ class MethodRecord:
     summary: str  # one line: what the method does (docs, error messages)
     selection: Selection  # which blocks its plan holds
     apply: Optional[Applier] = None  # (model, plan, blocks, cfg) -> (params replaced/removed/frozen, fusion params); in place
+    check: Optional[Callable[["Plan", Sequence["BlockInfo"], "ReplConfig"], None]] = None  # checks `apply` would make
+    # before any surgery (ConfigError), run when the plan is made, also when repl.start defers the surgery to a later epoch
     verb: str = "replaced"  # Plan.describe: "k of N blocks <verb>" (selection CHOSEN)
     describe: Optional[Callable[["Plan"], str]] = None  # Plan.describe's text when the default line does not fit
     uses_ratio: bool = True  # repl.ratio is this method's knob, and ratio 0 (without explicit blocks) is plain backprop

@@ -24,12 +24,19 @@ def _numel(params) -> int:
     return sum(p.numel() for p in params)
 
 
+def check_repl(plan: Plan, blocks: Sequence[BlockInfo], cfg: ReplConfig) -> None:
+    """What must hold before any block is swapped: each planned block has the configured operator, recompute is
+    available. Run when the plan is made, so a deferred replacement (repl.start) cannot fail epochs later."""
+    if cfg.recompute:
+        check_available()
+    for info in planned_blocks(plan, blocks):
+        check_operator(info, cfg)
+
+
 def replace_blocks(model: nn.Module, plan: Plan, blocks: Sequence[BlockInfo], cfg: ReplConfig) -> Tuple[int, int]:
     """Swap each planned block for a surrogate; returns (params replaced, fusion params) in elements."""
     modules = [get_module(model, info.path) for info in blocks]
     planned = planned_blocks(plan, blocks)
-    for info in planned:
-        check_operator(info, cfg)
     replaced = fusion = 0
     for info in planned:
         i = info.index
@@ -43,8 +50,7 @@ def replace_blocks(model: nn.Module, plan: Plan, blocks: Sequence[BlockInfo], cf
 
 def apply_repl(model: nn.Module, plan: Plan, blocks: Sequence[BlockInfo], cfg: ReplConfig) -> Tuple[int, int]:
     """Replace the planned blocks; with repl.stochastic_depth the blocks left trained also skip per batch."""
-    if cfg.recompute:
-        check_available()
+    check_repl(plan, blocks, cfg)
     replaced, fusion = replace_blocks(model, plan, blocks, cfg)
     if cfg.stochastic_depth:  # surrogates always run: they are the cheap path already; the rest skip per batch
         wrap_blocks(model, [b for b in blocks if b.index not in plan.blocks], len(blocks), cfg.survival_last)
@@ -57,10 +63,14 @@ def skips_blocks(settings: Mapping[str, Any]) -> bool:
 
 
 def validate(cfg: ReplConfig) -> None:
-    """repl.stochastic_depth needs replaced blocks to compose with."""
+    """repl.stochastic_depth, repl.start and repl.restore need replaced blocks to act on."""
     if cfg.stochastic_depth and cfg.is_plain_backprop:
         raise ConfigError("repl.stochastic_depth=true composes with replaced blocks, and repl.ratio=0 replaces none; "
                           "set repl.ratio > 0, or use repl=stochastic_depth for stochastic depth alone")
+    for key in ("start", "restore"):
+        if getattr(cfg, key) and cfg.is_plain_backprop:
+            raise ConfigError(f"repl.{key}={getattr(cfg, key)} schedules replaced blocks, and repl.ratio=0 replaces none; "
+                              f"set repl.ratio > 0 or repl.{key}=0")
 
 
 METHOD = MethodRecord(
@@ -68,9 +78,11 @@ METHOD = MethodRecord(
     summary="Replacement Learning: the planned blocks become surrogates synthesized from their neighbours' weights",
     selection=Selection.CHOSEN,
     apply=apply_repl,
+    check=check_repl,
     verb="replaced",
     switches=frozenset({"select", "blocks", "boundary", "seed", "fusion", "adapt", "surrogate", "neighbor_grad",
-                        "init", "init_a", "init_b", "similarity", "recompute", "stochastic_depth", "survival_last"}),
+                        "init", "init_a", "init_b", "similarity", "recompute", "stochastic_depth", "survival_last",
+                        "start", "restore"}),
     skips_blocks=skips_blocks,
     validate=validate,
 )
