@@ -13,7 +13,6 @@ import sys
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from itertools import islice
 from typing import Any, Callable, List, Optional
 
 import numpy as np
@@ -24,21 +23,20 @@ from repl import apply_replacement
 from repl.config import TrainConfig
 from repl.data import build_data, model_inputs
 from repl.engine import measure
-from repl.engine.checkpoint import atomic_write_json, rng_state, set_rng_state
+from repl.engine.checkpoint import atomic_write_json
 from repl.engine.distributed import DistInfo
 from repl.engine.rundir import ENV
+from repl.engine.scoring import check_scorable, scoring_inputs
 from repl.engine.trainer import Trainer
-from repl.errors import ConfigError, UnsupportedModelError
+from repl.errors import UnsupportedModelError
 from repl.families import discover_blocks
 from repl.method.apply import plan_replacement
 from repl.method.plan import Plan
 from repl.method.schedule import Phase, Schedule
 from repl.models import build_model
 from repl.tasks import build_task
-from repl.tasks.registry import DataKind, task_spec
 
 Apply = Callable[[nn.Module, TrainConfig], Plan]  # puts a method on the model in place, returns its plan
-SCORING_BATCHES = 4  # repl.similarity=cka scores the blocks on this many training batches
 
 
 @dataclass
@@ -85,25 +83,6 @@ def configured_method(model: nn.Module, cfg: TrainConfig, inputs: Optional[Calla
     if Schedule.of(cfg.repl, cfg.trainer.epochs).first is Phase.BACKPROP:
         return plan_replacement(model, cfg.repl, inputs=inputs)
     return apply_replacement(model, cfg.repl, inputs=inputs)
-
-
-def check_scorable(task: str) -> None:
-    """ConfigError unless the task's batches hold plain model inputs first (images, token ids) for repl.similarity=cka."""
-    if task_spec(task).data not in (DataKind.IMAGE, DataKind.TEXT):
-        raise ConfigError(f"repl.similarity=cka runs the model on plain image or token batches, which task.name={task} "
-                          "does not have; use repl.similarity=weight")
-
-
-def scoring_inputs(data: Any, count: int = SCORING_BATCHES) -> List[Any]:
-    """The model inputs (first item) of the first `count` training batches of epoch 0 (for repl.similarity=cka).
-
-    Every RNG stream is saved before and restored after, so the run draws what it would have drawn
-    without them; the batch order itself is a function of (seed, epoch), not of global RNG state."""
-    saved = rng_state()
-    try:
-        return [batch[0] for batch in islice(data.train_batches(0), count)]
-    finally:
-        set_rng_state(saved)
 
 
 def build_run(cfg: TrainConfig, run_dir: Path, dist: DistInfo, *, apply: Optional[Apply] = None,

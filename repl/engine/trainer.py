@@ -37,13 +37,15 @@ from repl.engine.loggers import MetricsLog
 from repl.engine.window import WindowStats
 from repl.engine.optim import build_optimizer, build_schedule
 from repl.engine.phases import carry_state, continue_schedule
+from repl.engine.scoring import scoring_inputs
 from repl.engine.resume_check import check_resume_config, check_resume_plan
 from repl.engine.stop import StopRequest
 from repl.engine.summary import RunSummary
 from repl.errors import CheckpointError, ConfigError
 from repl.families import get_module
 from repl.method.plan import Plan
-from repl.method.schedule import Phase, Schedule, check_schedule, transition
+from repl.method.apply import plan_replacement
+from repl.method.schedule import Phase, Schedule, check_schedule, plans_after_warmup, transition
 from repl.method.surrogates import Surrogate
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "16": torch.float16}
@@ -133,6 +135,8 @@ class Trainer:
                                   "back a phase); resume with the trainer.epochs it was trained with")
         while self.phase is not target:
             self.phase = self.phase.next()
+            if noted and self.phase is Phase.METHOD and plans_after_warmup(self.cfg.repl):
+                self._plan_after_warmup()
             transition(self.model, self.phase, self.plan, self.cfg.repl)
             self.model.to(self.device, memory_format=self.memory_format)  # new tensors follow the run's layout
             if self.ema is not None:  # the averaged copy changes the same way, so it keeps averaging the same tensors
@@ -142,6 +146,15 @@ class Trainer:
             self.summary.probe = None  # FLOPs and memory of the new phase are measured on its first batch
             if noted:
                 self._note_phase()
+
+    def _plan_after_warmup(self) -> None:
+        """repl.select=similarity after repl.start epochs of backprop: score the blocks on the weights trained so far
+        (repl.similarity=cka: on the first training batches of the coming epoch) and plan by those scores."""
+        self.plan = plan_replacement(self.model, self.cfg.repl,
+                                     inputs=lambda: scoring_inputs(self.data, epoch=self.epoch))
+        self.summary.plan = self.plan
+        if self.dist.is_main:
+            echo(f"after {self.epoch} epochs of backprop: {self.plan.describe()}")
 
     def _note_phase(self) -> None:
         """Record that the current phase began at this epoch and step, with its parameter counts."""
@@ -276,9 +289,15 @@ class Trainer:
         if not (self.tcfg.resume and self.ckpt_path.exists()):
             return False
         state = load_checkpoint(self.ckpt_path)
-        check_resume_plan(Plan.from_dict(state["plan"]), self.plan, self.ckpt_path)
-        check_resume_config(state.get("config"), self.config_dict, self.ckpt_path)
         progress = state["progress"]
+        saved_plan = Plan.from_dict(state["plan"])
+        chosen_after_warmup = (plans_after_warmup(self.cfg.repl)
+                               and progress.get("phase", Phase.METHOD.value) != Phase.BACKPROP.value)
+        if not chosen_after_warmup:
+            check_resume_plan(saved_plan, self.plan, self.ckpt_path)
+        check_resume_config(state.get("config"), self.config_dict, self.ckpt_path)
+        if chosen_after_warmup:
+            self.plan = self.summary.plan = saved_plan  # chosen by this same config (checked above) on trained weights
         self.epoch = progress["epoch"]  # named in a refusal to go back a phase
         # The model takes the checkpoint's phase before its weights load (a checkpoint older than schedules: the method's).
         self._enter_phase(Phase(progress.get("phase", Phase.METHOD.value)), noted=False)

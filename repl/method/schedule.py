@@ -103,6 +103,13 @@ class Schedule:
         return "schedule: " + ", then ".join(f"{words[phase]} for {epochs(lo, hi)}" for phase, lo, hi in self.spans())
 
 
+def plans_after_warmup(repl: ReplConfig) -> bool:
+    """Whether the plan is made at the start of the method phase rather than when the run is built: repl.select=
+    similarity with repl.start > 0 scores the blocks on the weights the warm-up trained (the plan made at build
+    time only validates the config, and a checkpoint past the warm-up carries the plan that was chosen)."""
+    return repl.select == "similarity" and int(repl.start) > 0
+
+
 def check_schedule(repl: ReplConfig, trainer: "TrainerConfig") -> None:
     """ConfigError, naming the keys, for a repl.start / repl.restore the run cannot follow (before any compute).
 

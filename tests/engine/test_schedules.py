@@ -216,3 +216,35 @@ def test_a_resume_that_would_go_back_a_phase_is_refused(tmp_path):
     train(config(*SCHEDULE, "trainer.max_steps=5"), tmp_path)  # stopped inside the restored epoch 3
     with pytest.raises(CheckpointError, match="never goes back a phase"):
         train(config("trainer.epochs=4", "repl.start=1", "repl.restore=1"), tmp_path)  # epoch 3 would be 'method'
+
+
+@pytest.mark.parametrize("measure", ["weight", "cka"])
+def test_similarity_after_a_warmup_scores_the_trained_weights(tmp_path, measure):
+    """repl.select=similarity with repl.start: the blocks are scored when the method phase begins, on the weights the
+    plain-backprop epoch trained (cka: on that epoch's training batches), not on the initial ones."""
+    cfg = config("trainer.epochs=2", "repl.start=1", "repl.select=similarity", f"repl.similarity={measure}")
+    trainer = build_run(cfg, tmp_path, distributed.setup("cpu")).trainer
+    at_build = trainer.plan
+    trainer.run_steps(2)  # the warm-up epoch
+    warmed = copy.deepcopy(trainer.model)
+    inputs = None
+    if measure == "cka":
+        from repl.engine.scoring import scoring_inputs
+        inputs = scoring_inputs(trainer.data, epoch=1)
+    expected = plan_replacement(warmed, cfg.repl, inputs=inputs)
+    trainer.run_steps(1)  # the method phase begins: planned now
+    assert trainer.phase is Phase.METHOD
+    assert trainer.plan.blocks == expected.blocks and trainer.plan.scores == expected.scores
+    assert trainer.plan.scores != at_build.scores  # scored on other weights than the build-time plan's
+    assert sorted(surrogates(trainer.model)) == sorted(trainer.plan.paths)
+
+
+def test_a_run_planned_after_its_warmup_resumes_bit_identically_with_its_plan(tmp_path):
+    overrides = ["trainer.epochs=3", "repl.start=1", "repl.select=similarity"]
+    whole = train(config(*overrides), tmp_path / "whole")
+    for steps in (2, 3, 6):  # before the plan is made, just after, and to the end
+        train(config(*overrides, f"trainer.max_steps={steps}"), tmp_path / "split")
+    a, b = (load_checkpoint(tmp_path / d / "checkpoints" / "last.pt") for d in ("whole", "split"))
+    assert a["plan"] == b["plan"] and a["plan"]["scores"]
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert whole["plan"] == a["plan"]  # the summary reports the plan chosen after the warm-up

@@ -205,7 +205,7 @@ def test_a_cli_run_scores_on_training_batches_and_records_the_scores_in_summary_
 
 
 def test_scoring_inputs_leave_the_rng_streams_as_they_were():
-    from repl.build import scoring_inputs
+    from repl.engine.scoring import scoring_inputs
     from repl.data import build_data
     from repl.config import compose, to_config
 
