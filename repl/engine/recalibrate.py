@@ -26,9 +26,16 @@ def batchnorm_modules(model: nn.Module) -> List[_BatchNorm]:
 
 
 def calibration_batches(data: Any, epoch: int) -> Iterator[Any]:
-    """Training batches from the start of `epoch` on, continuing into the next epochs: a fresh iterator of the data
-    module's (seed, epoch) order, apart from the one training reads. Lazy: nothing is loaded until it is iterated."""
-    return itertools.chain.from_iterable(data.train_batches(e) for e in itertools.count(epoch))
+    """Training batches from the start of `epoch` on, continuing into the next epochs (and ending at an epoch that
+    yields none): a fresh iterator of the data module's (seed, epoch) order, apart from the one training reads.
+    Lazy: nothing is loaded until it is iterated."""
+    for e in itertools.count(epoch):
+        empty = True
+        for batch in data.train_batches(e):
+            empty = False
+            yield batch
+        if empty:
+            return
 
 
 @torch.no_grad()
