@@ -35,6 +35,7 @@ class TrainerConfig:
     grad_clip: Optional[float] = field(default=None, metadata=bounds(gt=0))  # clip the global gradient norm to this value
     accumulate: int = field(default=1, metadata=bounds(ge=1))  # split each per-rank batch into this many micro-batches per optimizer step (same gradient)
     ema_decay: Optional[float] = field(default=None, metadata=bounds(gt=0, lt=1))  # keep an EMA of the weights and evaluate it; null = off
+    bn_recalibrate: int = field(default=5, metadata=bounds(ge=0))  # before each evaluation, re-estimate BatchNorm running statistics over this many training batches (N forwards, no gradient; docs/method.md#batchnorm-statistics); 0 = off
     resume: bool = True  # continue from checkpoints/last.pt in the run dir when present
     overwrite: bool = False  # discard what the run dir holds (summary, metrics, checkpoints) and start over
     save_best: bool = False  # also keep checkpoints/best.pt: the state at the eval with the best primary metric

@@ -37,6 +37,7 @@ from repl.engine.loggers import MetricsLog
 from repl.engine.window import WindowStats
 from repl.engine.optim import build_optimizer, build_schedule
 from repl.engine.phases import carry_state, continue_schedule
+from repl.engine.recalibrate import calibration_batches, recalibrate_batchnorm
 from repl.engine.scoring import scoring_inputs
 from repl.engine.resume_check import check_resume_config, check_resume_plan
 from repl.engine.stop import StopRequest
@@ -232,14 +233,25 @@ class Trainer:
         return total
 
     def evaluate(self) -> Dict[str, float]:
-        """Task metrics on the eval split (the EMA weights when EMA is on)."""
+        """Task metrics on the eval split (the EMA weights when EMA is on), BatchNorm statistics recalibrated first
+        under trainer.bn_recalibrate."""
         model = self.ema.module if self.ema is not None else self.forward_model
+        self.recalibrate()
         broadcast_buffers(model)  # the statistics the checkpoint keeps (rank 0's) are the ones evaluated
         model.eval()
         try:
             return self.task.evaluate(model, self.data.eval_batches(), self.autocast())
         finally:
             model.train()
+
+    def recalibrate(self) -> int:
+        """trainer.bn_recalibrate: re-estimate the BatchNorm running statistics of the evaluated weights (the EMA's
+        when on) over that many training batches from the current epoch's start, read by an iterator of their own;
+        training's parameters, data order and RNG streams are untouched (repl/engine/recalibrate.py). Returns the
+        batches used (0 when off or the model has no BatchNorm)."""
+        model = self.ema.module if self.ema is not None else self.model  # eager: the compiled one shares its buffers
+        return recalibrate_batchnorm(model, calibration_batches(self.data, self.epoch), self.forward_loss,
+                                     self.tcfg.bn_recalibrate)
 
     # ------------------------------------------------------------------ checkpoints
     @property
@@ -528,6 +540,8 @@ class Trainer:
         echo(f"training {self.total_steps} steps ({self.data.steps_per_epoch}/epoch) on {self.device}, "
               f"precision {self.tcfg.precision}{', compiled' if self.tcfg.compile else ''}, world size {self.dist.world_size}"
              f"{f', FSDP with the blocks in {len(self.sharded.units)} units' if self.sharded is not None else ''}")
+        if self.tcfg.bn_recalibrate:
+            echo(f"BatchNorm statistics recalibrated over {self.tcfg.bn_recalibrate} training batches before each evaluation")
 
 
 def enable_activation_checkpointing(model: nn.Module, block_paths: list) -> None:

@@ -67,3 +67,17 @@ def test_quantize_transformer_path_is_dynamic_linear(tmp_path, script):
                                            "--out-dir", str(tmp_path)])
     assert res["quantization"].startswith("dynamic INT8 nn.Linear") and res["bake_max_abs_diff"] < 1e-4
     assert res["bytes"]["int8"] < res["bytes"]["fp32"] and res["primary"] in res["metrics"]["int8"]
+
+
+def test_bn_statistics_study_measures_every_column(tmp_path, script):
+    res = script("studies.bn_statistics").main([*TRAIN, "trainer.max_steps=2", "--seeds", "0", "--recalibrate", "1,2",
+                                                "--out-dir", str(tmp_path)])
+    assert (tmp_path / "bn_statistics_resnet20.md").exists()
+    rows = res["rows"]
+    assert list(rows) == ["backprop", "RepL lite 0.25", "RepL lite 0.44", "RepL full 0.44"]
+    for label, row in rows.items():
+        (seed,) = row["seeds"]
+        assert seed["running"] == seed["trainer_eval"]  # the trainer's own evaluation, with bn_recalibrate=0
+        assert set(seed["recalibrated"]) == {"1", "2"} and all(0 <= v <= 100 for v in seed["recalibrated"].values())
+        assert ("surrogate_momentum_running" in seed) == (label != "backprop")
+        assert (seed["plan"] == []) == (label == "backprop")
