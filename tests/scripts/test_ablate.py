@@ -1,0 +1,70 @@
+"""scripts/ablate.py: every variant validates before any run, runs are resumable records, the table is computed
+from the summaries (mean +- std over seeds, ratios to backprop)."""
+from __future__ import annotations
+
+import importlib
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
+sys.path.insert(0, str(SCRIPTS))
+ablate = importlib.import_module("ablate")
+
+TINY = ["--set", "dataset.num_train=64", "--set", "dataset.num_eval=32", "--set", "dataset.batch_size=32",
+        "--set", "dataset.image_size=8", "--set", "model=resnet20", "--set", "trainer.bn_recalibrate=1"]
+
+
+def test_every_variant_of_every_suite_is_a_valid_config():
+    runs = ablate.planned_runs(ablate.parse_args(["--seeds", "0"]))
+    assert {run["suite"] for run in runs} == set(ablate.SUITES)
+    ablate.validate(runs)  # raises SystemExit with one line on the first invalid variant
+    assert all(run["config"].seed == 0 for run in runs)
+    for run in runs:  # every variant but backprop's own rows acts on the same plan settings
+        assert run["overrides"][: len(ablate.SUITES[run["suite"]].base)] == ablate.SUITES[run["suite"]].base
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--suite", "vision"], "--suite: 'vision' is not one of"),
+    (["--seeds", "one"], "--seeds='one': give integers"),
+    (["--variants", "repl_magic"], "--variants: 'repl_magic' is not one of"),
+])
+def test_bad_arguments_stop_with_one_line(argv, message, capsys):
+    with pytest.raises(SystemExit) as info:
+        ablate.main([*argv, "--list"])
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_an_invalid_override_stops_before_any_run(tmp_path):
+    with pytest.raises(SystemExit) as info:
+        ablate.main(["--suite", "classification", "--seeds", "0", "--set", "repl.fusion=magic",
+                     "--runs-dir", str(tmp_path / "runs"), "--out-dir", str(tmp_path / "out")])
+    assert "repl.fusion='magic'" in str(info.value)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_the_table_is_computed_from_the_runs_and_a_rerun_trains_nothing(tmp_path, capsys):
+    argv = ["--suite", "classification", "--seeds", "0,1", "--variants", "drop,repl", "--set", "trainer.max_steps=2",
+            *TINY, "--runs-dir", str(tmp_path / "runs"), "--out-dir", str(tmp_path / "out")]
+    assert ablate.main(argv) == 0
+    result = json.loads((tmp_path / "out" / "classification.json").read_text())
+    assert list(result["variants"]) == ["bp", "drop", "repl"]  # backprop joins: every ratio is taken against it
+    runs = tmp_path / "runs" / "classification"
+    summaries = {v: [json.loads((runs / v / f"seed{s}" / "summary.json").read_text()) for s in (0, 1)]
+                 for v in result["variants"]}
+    for variant, row in result["variants"].items():
+        values = [s["primary"]["value"] for s in summaries[variant]]
+        assert row["value"]["mean"] == pytest.approx(statistics.fmean(values))
+        assert row["value"]["std"] == pytest.approx(statistics.stdev(values))
+        trainable = statistics.median(s["params"]["trainable"] for s in summaries[variant])
+        assert row["params_ratio"] == pytest.approx(trainable / summaries["bp"][0]["params"]["trainable"])
+    assert result["variants"]["repl"]["params_ratio"] < 1 and result["variants"]["bp"]["params_ratio"] == 1
+    assert (runs / "repl" / "seed0" / ".hydra" / "config.yaml").exists()
+    table = (tmp_path / "out" / "classification.md").read_text()
+    assert "| repl |" in table and "mean +- std" in table
+    stamp = (runs / "repl" / "seed0" / "summary.json").stat().st_mtime_ns
+    assert ablate.main(argv) == 0  # completed runs are read back, not trained again
+    assert (runs / "repl" / "seed0" / "summary.json").stat().st_mtime_ns == stamp
