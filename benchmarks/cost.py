@@ -9,7 +9,7 @@ step time (forward, loss, backward, optimizer step), each as an absolute and as 
     python benchmarks/cost.py                                    # the default suite (CPU: a few minutes)
     python benchmarks/cost.py --models resnet32,resnet110 --rounds 5 --steps 4
     python benchmarks/cost.py --models resnet50 --batch resnet50=8 --ratios 0.25
-    python benchmarks/cost.py --models vit_b,lm --surrogates lite --recompute --tag recompute   # weights rebuilt in backward
+    python benchmarks/cost.py --models vit_b,lm --surrogates lite --recompute --tag recompute   # also with weights kept
     python benchmarks/cost.py --device cuda --precision bf16 --compile --tag bf16_compile   # on a GPU
 
 Writes results/bench/cost_<device>.json and .md (see benchmarks/README.md).
@@ -177,12 +177,14 @@ def measure_model(spec: ModelSpec, args: argparse.Namespace, device: torch.devic
     torch.manual_seed(0)
     template = spec.build()
     num_blocks = len(discover_blocks(template))
-    variants: List[Tuple[str, float, Optional[str], bool]] = [("bp", 0.0, None, False)]
+    default = ReplConfig().recompute
+    variants: List[Tuple[str, float, Optional[str], Optional[bool]]] = [("bp", 0.0, None, None)]
     for ratio, label in ratio_points(num_blocks, args.ratios):
         for surrogate in args.surrogates:
-            variants.append((f"{surrogate} r={label}", ratio, surrogate, False))
-            if args.recompute:
-                variants.append((f"{surrogate} r={label} recompute", ratio, surrogate, True))
+            variants.append((f"{surrogate} r={label}", ratio, surrogate, default))
+            if args.recompute:  # the other setting of repl.recompute, interleaved with the default
+                variants.append((f"{surrogate} r={label} {'kept' if default else 'recompute'}", ratio, surrogate,
+                                 not default))
     if args.compile:
         # Every instance of a model class compiles its own entry for the class's forward; past dynamo's
         # recompile limit (8) later configurations would silently run eager. One model's configurations
@@ -193,7 +195,8 @@ def measure_model(spec: ModelSpec, args: argparse.Namespace, device: torch.devic
     for label, ratio, surrogate, recompute in variants:
         base = cuda_allocated(device)
         model = copy.deepcopy(template)
-        plan = apply_replacement(model, ReplConfig(ratio=ratio, surrogate=surrogate or "lite", recompute=recompute))
+        switches = {} if recompute is None else {"recompute": recompute}
+        plan = apply_replacement(model, ReplConfig(ratio=ratio, surrogate=surrogate or "lite", **switches))
         model.to(device).train()
         optimizer = make_optimizer(spec.optim, model)
         forward = torch.compile(model) if args.compile else model
@@ -289,7 +292,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--ratios", default="0.25,max", help="comma-separated ratios; 'max' = the model's largest")
     parser.add_argument("--surrogates", default="lite,full", help="comma-separated: lite, full")
     parser.add_argument("--recompute", action="store_true",
-                        help="also measure each RepL configuration with repl.recompute=true (weights rebuilt in backward)")
+                        help="also measure each RepL configuration with the other setting of repl.recompute (default "
+                             "true: rows labelled 'kept' keep the synthesized weights for backward)")
     parser.add_argument("--batch", action="append", default=[], metavar="MODEL=B", help="batch size for a model")
     parser.add_argument("--size", action="append", default=[], metavar="MODEL=S", help="image side / sequence length")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds (default 3)")

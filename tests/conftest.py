@@ -11,6 +11,16 @@ import torch  # noqa: E402
 torch.set_num_threads(1)
 
 
+def pytest_collection_modifyitems(config, items) -> None:
+    """`cuda`-marked tests run where there is a GPU, or on the CPU in benchmarks/gpu.sh's dry mode (REPL_DRY_GPU=1)."""
+    if torch.cuda.is_available() or os.environ.get("REPL_DRY_GPU") == "1":
+        return
+    skip = pytest.mark.skip(reason="needs CUDA (benchmarks/gpu.sh runs it; REPL_DRY_GPU=1 runs it on the CPU)")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)

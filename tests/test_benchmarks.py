@@ -44,3 +44,33 @@ def test_trainer_overhead_writes_json_and_markdown(tmp_path):
 def test_trainer_overhead_refuses_settings_the_bare_loop_lacks(tmp_path):
     with pytest.raises(ConfigError, match="trainer.grad_clip"):
         load("trainer_overhead").main([*TINY, "repl=none", "trainer.grad_clip=1.0", "--out-dir", str(tmp_path)])
+
+
+def _gpu_script(*args: str, tmp_path: Path):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHON": sys.executable, "OMP_NUM_THREADS": "1"}
+    env.pop("REPL_DRY_GPU", None)
+    return subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu.sh"), *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300, check=False)
+
+
+def test_gpu_script_runs_end_to_end_in_dry_mode(tmp_path):
+    """benchmarks/gpu.sh --dry: the GPU run's steps at toy sizes on the CPU, so the script does not rot."""
+    done = _gpu_script("--dry", "--out-dir", str(tmp_path), tmp_path=tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert " passed" in done.stdout and "failed" not in done.stdout  # the cuda-marked tests ran (some on the CPU)
+    for name, precision in (("cost_cpu_dry", "32"), ("cost_cpu_bf16_dry", "bf16")):
+        result = json.loads((tmp_path / f"{name}.json").read_text())
+        assert result["settings"]["precision"] == precision and (tmp_path / f"{name}.md").exists()
+        bp, default, kept = result["models"][0]["configs"]
+        assert [c["recompute"] for c in (bp, default, kept)] == [None, True, False]
+        assert default["memory"]["activations"] < kept["memory"]["activations"]
+
+
+def test_gpu_script_refuses_an_unknown_argument_in_one_line(tmp_path):
+    done = _gpu_script("--fast", tmp_path=tmp_path)
+    assert done.returncode == 2 and done.stderr.strip().splitlines() == [
+        "benchmarks/gpu.sh: unknown argument '--fast'; accepted: --dry, --out-dir DIR"]

@@ -39,7 +39,7 @@ class ReplConfig:
     similarity: str = "weight"  # select=similarity: weight (neighbours' tensors, cosine) | cka (block input vs output on data)
     seed: int = field(default=0, metadata=SEED)  # for select=random
     survival_last: float = field(default=0.5, metadata=bounds(gt=0, le=1))  # stochastic_depth: survival probability of the last block (Huang et al.: 0.5)
-    recompute: bool = False  # surrogates keep no synthesized weight for backward; it is rebuilt there (same gradients)
+    recompute: bool = True  # surrogates keep no synthesized weight for backward; it is rebuilt there (same gradients)
     stochastic_depth: bool = False  # repl: also skip the blocks left trained per batch (Huang et al.); surrogates always run
     start: int = field(default=0, metadata=bounds(ge=0))  # repl: epochs of plain backprop before the planned blocks are replaced (on their trained neighbours)
     restore: int = field(default=0, metadata=bounds(ge=0))  # repl: last epochs with every surrogate baked back into a trainable block (full fine-tune)

@@ -1,103 +1,111 @@
-"""Synthesized weights that are not kept for backward (`repl.recompute=true`).
+"""Synthesized weights that are not kept for backward (`repl.recompute=true`, the default).
 
 A surrogate's body saves its weights for backward like any layer (a conv or linear needs W to
 compute the input gradient). For an ordinary layer that W is the parameter, already in memory;
 for a surrogate it is a fresh tensor made by the fusion, so keeping it costs one weight-sized
 tensor per synthesized tensor per step, which dominates the activations at small batches.
 
-Under `recomputed(...)` the autograd saved-tensor hooks swap each saved tensor that *is* a
-synthesized weight (or a view of it, or autocast's low-precision copy of it, or a view of that
-copy) for a small marker, and rebuild it from the neighbours when backward reads it. The rebuild
-runs the same fusion ops on the same (not yet stepped) parameters, so it is bitwise the tensor
-that was dropped and gradients are unchanged. Every other saved tensor goes to the hooks that
-were active before (activation checkpointing, the memory meter), so both keep working.
+How it is dropped, with no hook per saved tensor: autograd keeps whatever tensor objects the body's
+layers saved, so the surrogate lets it, and after the body has run it frees the *memory* of each
+synthesized weight the graph still holds (its storage is resized to 0 bytes; every saved view of
+it shares that storage). One pre-hook on the grad_fn of the body's output, which runs before any
+node of the body in backward, rebuilds those weights into the same storages: the same fusion ops
+on the same (not yet stepped) parameters, so the bits are those that were dropped and gradients are
+unchanged. Weights no saved tensor refers to (a linear's bias) are gone by then and are not rebuilt.
+This is the scheme FSDP uses for its unsharded parameters.
+
+Under autocast a linear or conv saves its low-precision copy of W, which autocast makes inside the
+layer, out of reach. The surrogate therefore hands such a layer W already cast (`cast_for_consumer`:
+the same cast, so the same bits), and that copy is what is freed. Layers autocast casts by other
+names (Hugging Face's `Conv1D` calls addmm itself) keep their copy: correct, only not saved.
+
+Not done (the weights are kept) while a backward pass is running: that is activation checkpointing
+recomputing the forward, and the tensors it collects then are the ones backward reads. Under
+`torch.compile` the surrogate is traced plainly and AOTAutograd's partitioner decides what to save
+(it recomputes cheap elementwise ops such as the synthesis from the saved parameters).
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Callable, Dict, Iterator, Optional, Tuple
+import weakref
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
-
-from repl.errors import ConfigError
+from torch import nn
 
 Rebuild = Callable[[str], torch.Tensor]
-# The hooks active outside ours, so that ours can pass them every tensor that is not a weight. A private
-# torch function (torch.utils.checkpoint uses it); releases before 2.8 lack it or take no argument.
-_TOP_HOOKS = getattr(torch._C._autograd, "_top_saved_tensors_default_hooks", None)
+# Layers whose weight autocast casts to its low-precision dtype inside the layer (torch's autocast op lists).
+AUTOCAST_CASTS = (nn.Linear, nn.Bilinear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
+                  nn.ConvTranspose3d)
+# The id of the backward pass running in this thread, -1 outside backward (a private torch function; a torch
+# without it is treated as never inside backward, which only matters under activation checkpointing).
+_GRAPH_TASK = getattr(torch._C, "_current_graph_task_id", lambda: -1)
 
 
-def check_available() -> None:
-    """ConfigError naming the key when this torch cannot tell which saved-tensor hooks are active."""
-    if _TOP_HOOKS is None:
-        raise ConfigError(f"repl.recompute=true needs torch>=2.8 (saved-tensor hook stack); this is torch "
-                          f"{torch.__version__}: upgrade torch or set repl.recompute=false")
+def in_backward() -> bool:
+    """True while autograd runs a backward pass in this thread (e.g. activation checkpointing recomputing)."""
+    return _GRAPH_TASK() != -1
 
 
-def _outer_hooks() -> Optional[Tuple[Callable, Callable]]:
-    try:
-        return _TOP_HOOKS(False)
-    except TypeError:  # the older signature: no ignore_is_tracing argument
-        return _TOP_HOOKS()
+def cast_for_consumer(module: nn.Module, leaf: str, w: torch.Tensor) -> torch.Tensor:
+    """`w` as the layer `module` will use it as `leaf`: autocast's low-precision copy where autocast would cast it.
+
+    The cast autocast makes (`tensor.to(dtype)` of a floating, non-float64 tensor), done here so that the copy
+    is a tensor the surrogate can free after the forward; the layer then finds its dtype already right.
+    """
+    kind = w.device.type
+    if not (isinstance(module, AUTOCAST_CASTS) and leaf in ("weight", "bias") and torch.is_autocast_enabled(kind)):
+        return w
+    if not w.is_floating_point() or w.dtype == torch.float64:
+        return w
+    return w.to(torch.get_autocast_dtype(kind))
 
 
-@dataclass(frozen=True)
-class _Dropped:
-    """What is kept of a saved synthesized weight: which one, and how the saved tensor sat in memory."""
-
-    name: str
-    dtype: torch.dtype
-    size: Tuple[int, ...]
-    stride: Tuple[int, ...]
-    offset: int
+def _tensors(output: Any) -> List[torch.Tensor]:
+    """The tensors of a body's output (a tensor, or a tuple/list/dict holding some)."""
+    if isinstance(output, torch.Tensor):
+        return [output]
+    items = output.values() if isinstance(output, dict) else output if isinstance(output, (tuple, list)) else ()
+    return [t for t in items if isinstance(t, torch.Tensor)]
 
 
-@dataclass(frozen=True)
-class _Outer:
-    """A tensor handed to the hooks that were active before ours, with their packed form."""
-
-    packed: object
-
-
-def _base(t: torch.Tensor) -> torch.Tensor:
-    return t._base if t._base is not None else t
+def _refill(w: torch.Tensor, nbytes: int, fresh: torch.Tensor) -> None:
+    """Give `w` its storage back (`nbytes`) and write `fresh` into it, leaving `w`'s version counter alone
+    (autograd checks that saved tensors were not modified in place; this restores, it does not modify)."""
+    storage = w.untyped_storage()
+    storage.resize_(nbytes)
+    alias = w.new_empty(0).set_(storage, w.storage_offset(), w.size(), w.stride())  # own version counter
+    alias.copy_(fresh)
 
 
-@contextmanager
-def recomputed(weights: Dict[str, torch.Tensor], rebuild: Rebuild) -> Iterator[None]:
-    """Within this block, autograd keeps none of `weights` (name -> tensor) for backward; `rebuild(name)` remakes one."""
-    # Only ints, dtypes, shapes and graph nodes here: the hooks live as long as the graph, and must not keep the weights.
-    by_storage = {w.untyped_storage().data_ptr(): (name, w.dtype) for name, w in weights.items()}
-    by_node = {w.grad_fn: (name, w.shape) for name, w in weights.items() if w.grad_fn is not None}
-    outer = _outer_hooks()
+def release(weights: Dict[str, torch.Tensor], output: Any, rebuild: Rebuild) -> bool:
+    """Free the memory of `weights` (name -> tensor the body used) and rebuild them when backward reaches the body.
 
-    def match(t: torch.Tensor) -> Optional[str]:
-        """The synthesized weight `t` is, is a view of, or is autocast's dtype copy (or a view of it) of."""
-        base = _base(t)
-        name, dtype = by_storage.get(base.untyped_storage().data_ptr(), (None, None))
-        if name is not None:
-            return name if base.dtype == dtype else None
-        node = base.grad_fn
-        if node is None or type(node).__name__ != "ToCopyBackward0":
-            return None
-        name, shape = by_node.get(node.next_functions[0][0], (None, None))
-        return name if name is not None and base.is_contiguous() and base.shape == shape else None
+    Call after the body ran, with its `output`. `rebuild(name)` returns the weight `name` again (any dtype:
+    it is cast to the saved tensor's). Returns False, freeing nothing, when no output carries a graph
+    (then nothing would trigger the rebuild).
+    """
+    nodes = {id(t.grad_fn): t.grad_fn for t in _tensors(output) if t.grad_fn is not None}
+    if not nodes:
+        return False
+    # Only weak references: a weight no saved tensor holds is gone after the forward and is not rebuilt.
+    held: List[Tuple[str, "weakref.ref[torch.Tensor]", int]] = []
+    for name, w in weights.items():
+        storage = w.untyped_storage()
+        held.append((name, weakref.ref(w), storage.nbytes()))
+        storage.resize_(0)
+    pending: Optional[Sequence[Tuple[str, "weakref.ref[torch.Tensor]", int]]] = held
 
-    def pack(t: torch.Tensor) -> object:
-        name = match(t)
-        if name is not None:
-            return _Dropped(name, t.dtype, tuple(t.size()), tuple(t.stride()), t.storage_offset())
-        return t if outer is None else _Outer(outer[0](t))
+    def rebuild_all(grad_outputs: Any) -> None:
+        nonlocal pending
+        if pending is None:
+            return  # another output's node came first
+        todo, pending = pending, None
+        with torch.no_grad():
+            for name, ref, nbytes in todo:
+                w = ref()
+                if w is not None:
+                    _refill(w, nbytes, rebuild(name))
 
-    def unpack(packed: object) -> torch.Tensor:
-        if isinstance(packed, _Dropped):
-            with torch.no_grad():
-                w = rebuild(packed.name).to(packed.dtype)
-            return w.as_strided(packed.size, packed.stride, packed.offset)
-        if isinstance(packed, _Outer):
-            return outer[1](packed.packed)
-        return packed
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, unpack):
-        yield
+    for node in nodes.values():
+        node.register_prehook(rebuild_all)
+    return True

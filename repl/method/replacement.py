@@ -15,7 +15,6 @@ from repl.errors import ConfigError
 from repl.families import BlockInfo, get_module, set_module
 from repl.method.config import ReplConfig
 from repl.method.plan import Plan, planned_blocks
-from repl.method.recompute import check_available
 from repl.method.registry import MethodRecord, Selection
 from repl.method.surrogates import check_operator, make_surrogate
 
@@ -25,10 +24,8 @@ def _numel(params) -> int:
 
 
 def check_repl(plan: Plan, blocks: Sequence[BlockInfo], cfg: ReplConfig) -> None:
-    """What must hold before any block is swapped: each planned block has the configured operator, recompute is
-    available. Run when the plan is made, so a deferred replacement (repl.start) cannot fail epochs later."""
-    if cfg.recompute:
-        check_available()
+    """What must hold before any block is swapped: each planned block has the configured operator. Run when the
+    plan is made, so a deferred replacement (repl.start) cannot fail epochs later."""
     for info in planned_blocks(plan, blocks):
         check_operator(info, cfg)
 

@@ -18,7 +18,7 @@ from repl.errors import ConfigError
 from repl.families.contract import BlockInfo
 from repl.method.config import ReplConfig
 from repl.method.fusion import Fusion
-from repl.method.recompute import recomputed
+from repl.method import recompute as rebuilt
 
 
 class Surrogate(nn.Module):
@@ -52,17 +52,21 @@ class Surrogate(nn.Module):
             weights = checkpoint(self.synthesized, use_reentrant=False)
         else:
             weights = self.synthesized()
-        owners = [(self.body.get_submodule(self._slots[name][0]), self._slots[name][1], w) for name, w in weights.items()]
+        owners = []
+        for name, w in weights.items():
+            module, leaf = self.body.get_submodule(self._slots[name][0]), self._slots[name][1]
+            owners.append((name, module, leaf, rebuilt.cast_for_consumer(module, leaf, w) if dropping else w))
         try:
-            for module, leaf, w in owners:
+            for _, module, leaf, w in owners:
                 module._parameters[leaf] = w
-            if not dropping:
-                return self.body(*args, **kwargs)
-            with recomputed(weights, lambda name: self.fusion.weight(self._neighbours, name)):
-                return self.body(*args, **kwargs)
+            out = self.body(*args, **kwargs)
         finally:
-            for module, leaf, _ in owners:
+            for _, module, leaf, _ in owners:
                 module._parameters[leaf] = None
+        if dropping and not rebuilt.in_backward():  # (in backward: checkpointing recomputes, and keeps what it gets)
+            rebuilt.release({name: w for name, _, _, w in owners}, out,
+                            lambda name: self.fusion.weight(self._neighbours, name))
+        return out
 
     def extra_repr(self) -> str:
         return f"operator={self.operator}" + (", recompute" if self.recompute else "")

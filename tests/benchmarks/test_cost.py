@@ -56,8 +56,8 @@ def test_recompute_rows_keep_less_for_backward_and_change_nothing_else(tmp_path)
 
     res = cost.main(["--models", "lm", "--batch", "lm=2", "--size", "lm=16", "--ratios", "max", "--surrogates", "lite",
                      "--recompute", *TINY, "--out-dir", str(tmp_path)])
-    bp, kept, dropped = res["models"][0]["configs"]
-    assert [c["label"] for c in (kept, dropped)] == ["lite r=max (0.333)", "lite r=max (0.333) recompute"]
-    assert [c["recompute"] for c in (bp, kept, dropped)] == [False, False, True] and res["settings"]["recompute"]
+    bp, dropped, kept = res["models"][0]["configs"]
+    assert [c["label"] for c in (dropped, kept)] == ["lite r=max (0.333)", "lite r=max (0.333) kept"]
+    assert [c["recompute"] for c in (bp, dropped, kept)] == [None, True, False] and res["settings"]["recompute"]
     assert dropped["memory"]["activations"] < kept["memory"]["activations"]
     assert dropped["flops"] == kept["flops"] and dropped["params"] == kept["params"]

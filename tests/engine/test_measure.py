@@ -80,6 +80,20 @@ def test_views_of_one_storage_are_counted_once() -> None:
     assert meter.bytes == 6 * 4 * F32 + 6 * 4 * F32  # y, plus the copy made by t().reshape
 
 
+def test_a_storage_freed_before_the_meter_closes_is_not_counted() -> None:
+    """What backward will find in memory: a saved storage resized to 0 (repl.recompute's weights) holds nothing."""
+    a = torch.randn(64, requires_grad=True)
+    counted = []
+    for free in (False, True):
+        with measure.SavedTensorMeter() as meter:
+            w = torch.randn(64)
+            out = a * w  # saves w (for a's gradient)
+            if free:
+                w.untyped_storage().resize_(0)
+        counted.append(meter.bytes)
+    assert out.requires_grad and counted == [64 * F32, 0]
+
+
 def test_memory_estimate_breakdown() -> None:
     model = _mlp()
     model[0].requires_grad_(False)

@@ -23,21 +23,27 @@ class SavedTensorMeter:
 
     Storages of `model`'s parameters and buffers are not counted (they are model state). The
     meter holds a reference to each counted storage until it closes, so a freed address cannot
-    be reused and mistaken for an alias. Regions under non-reentrant activation checkpointing
+    be reused and mistaken for an alias, and counts each storage's size when it closes: memory
+    freed before then (a surrogate's synthesized weights, repl.recompute) is not counted. Regions under non-reentrant activation checkpointing
     install their own hooks and are (correctly) not counted.
     """
 
     def __init__(self, model: nn.Module | None = None) -> None:
         module = unwrap_model(model) if model is not None else nn.Module()
         self._excluded = {storage_key(t) for t in [*module.parameters(), *module.buffers()]}
-        self._saved: dict[Hashable, tuple[torch.Tensor, int]] = {}
+        self._saved: dict[Hashable, torch.Tensor] = {}
         self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t)
         self.bytes = 0
 
     def _pack(self, t: torch.Tensor) -> torch.Tensor:
         key = storage_key(t)
-        if key not in self._excluded and key not in self._saved:
-            self._saved[key] = (t, storage_nbytes(t))
+        if key in self._excluded:
+            return t
+        held = self._saved.get(key)
+        # A held storage that no longer has this address was freed since (a surrogate's synthesized weight,
+        # rebuilt in backward): the address now belongs to a new storage.
+        if held is None or storage_key(held) != key:
+            self._saved[key] = t
         return t
 
     def __enter__(self) -> SavedTensorMeter:
@@ -52,7 +58,8 @@ class SavedTensorMeter:
         tb: TracebackType | None,
     ) -> None:
         self._hooks.__exit__(exc_type, exc, tb)
-        self.bytes = sum(n for _, n in self._saved.values())
+        # Sizes are read at close: a storage freed during the forward (resized to 0) is not kept for backward.
+        self.bytes = sum(storage_nbytes(t) for t in self._saved.values())
         self._saved.clear()
 
 

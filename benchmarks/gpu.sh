@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# The GPU run in one script: the `cuda`-marked tests (allocator, bf16/fp16 autocast, compile, channels-last,
+# fused optimizers, NCCL DDP over 2 GPUs when there are 2, else 1), then the cost benchmark on ResNet-50 and
+# ViT-B at realistic batches with CUDA allocator peaks, in fp32 and bf16, each configuration also with the
+# synthesized weights kept (repl.recompute=false), interleaved. Results: results/bench/cost_<gpu>_cuda.{md,json}
+# and cost_<gpu>_bf16_cuda.{md,json} (the file names and their headers name the GPU). About 5 minutes on one
+# H100-class GPU; the steps are capped so the whole run stays under 8.
+#
+#   benchmarks/gpu.sh                  # on a machine with CUDA
+#   benchmarks/gpu.sh --dry            # anywhere, on the CPU: the same steps at toy sizes, the CUDA-only tests
+#                                      # skipped, results in a temporary directory (CI runs this: tests/benchmarks)
+#   benchmarks/gpu.sh --out-dir DIR    # results elsewhere
+# PYTHON=... picks the interpreter (default: .venv/bin/python, else python3).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+if [[ -z "${PYTHON:-}" ]]; then
+  if [[ -x .venv/bin/python ]]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
+fi
+DRY=0
+OUT=""
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --dry) DRY=1; shift ;;
+    --out-dir) OUT="$2"; shift 2 ;;
+    *) echo "benchmarks/gpu.sh: unknown argument '$1'; accepted: --dry, --out-dir DIR" >&2; exit 2 ;;
+  esac
+done
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+start=$SECONDS
+step() { echo "== [$((SECONDS - start)) s] $*"; }
+
+if [[ $DRY == 1 ]]; then
+  export REPL_DRY_GPU=1  # tests/conftest.py: run the cuda-marked tests on the CPU, skipping the CUDA-only checks
+  OUT="${OUT:-$(mktemp -d)}"
+  DEVICE=(--device cpu)
+  COST=(--models resnet32 --batch resnet32=2 --batch lm=2 --size lm=16 --ratios max --surrogates lite
+        --rounds 1 --steps 1 --warmup 0)
+  TEST_LIMIT=120
+  BENCH_LIMIT=120
+else
+  if ! "$PYTHON" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)"; then
+    echo "benchmarks/gpu.sh: no CUDA device visible to $PYTHON; run 'benchmarks/gpu.sh --dry' to check the script on the CPU" >&2
+    exit 2
+  fi
+  OUT="${OUT:-$ROOT/results/bench}"
+  DEVICE=(--device cuda)
+  COST=(--models resnet50,vit_b --batch resnet50=128 --batch vit_b=128 --rounds 5 --steps 5 --warmup 2)
+  TEST_LIMIT=150
+  BENCH_LIMIT=150
+fi
+mkdir -p "$OUT"
+
+step "cuda-marked tests (tests/cuda)"
+timeout "$TEST_LIMIT" "$PYTHON" -m pytest tests/cuda -m cuda -q -p no:xdist -p no:cacheprovider
+
+step "cost benchmark, fp32"
+timeout "$BENCH_LIMIT" "$PYTHON" benchmarks/cost.py "${DEVICE[@]}" "${COST[@]}" --recompute --out-dir "$OUT" \
+  --tag "$([[ $DRY == 1 ]] && echo dry || echo cuda)"
+
+step "cost benchmark, bf16 autocast"
+[[ $DRY == 1 ]] && COST+=(--models lm)  # the last --models wins: the dry mode's bf16 pass on the LM only
+timeout "$BENCH_LIMIT" "$PYTHON" benchmarks/cost.py "${DEVICE[@]}" "${COST[@]}" --recompute --precision bf16 \
+  --out-dir "$OUT" --tag "$([[ $DRY == 1 ]] && echo bf16_dry || echo bf16_cuda)"
+
+step "done: results in $OUT"
+ls "$OUT"/cost_*
