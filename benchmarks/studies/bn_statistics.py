@@ -176,7 +176,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
                 record = measure_model(model, data, task, summary["epochs_done"], steps)
                 record.update(seed=seed, plan=summary["plan"]["blocks"], step_s=summary["time"]["step_s"],
                               trainer_eval=summary["primary"]["value"])
-                if args.surrogate_momentum and summary["method"] == "repl":
+                if args.surrogate_momentum and any(isinstance(m, Surrogate) for m in model.modules()):
                     fast, fast_model, fast_data, _ = train_run(overrides, Path(tmp) / f"{r}_{seed}_m",
                                                                apply=surrogate_momentum(args.surrogate_momentum))
                     record["surrogate_momentum_running"] = fast["primary"]["value"]
