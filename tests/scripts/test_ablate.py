@@ -23,7 +23,7 @@ def test_every_variant_of_every_suite_is_a_valid_config():
     assert {run["suite"] for run in runs} == set(ablate.SUITES)
     ablate.validate(runs)  # raises SystemExit with one line on the first invalid variant
     assert all(run["config"].seed == 0 for run in runs)
-    for run in runs:  # every variant but backprop's own rows acts on the same plan settings
+    for run in runs:  # every variant is its suite's base setting plus its own overrides
         assert run["overrides"][: len(ablate.SUITES[run["suite"]].base)] == ablate.SUITES[run["suite"]].base
 
 
