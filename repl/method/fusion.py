@@ -64,6 +64,19 @@ def tile_index(target: int, source: int, device: Optional[torch.device] = None) 
     return torch.arange(target, device=device) % source
 
 
+def tile(t: torch.Tensor, dim: int, target: int) -> torch.Tensor:
+    """`t` with `dim` cut or cyclically repeated to `target` entries: `t.index_select(dim, tile_index(target, S))`
+    without the gather. Cutting is a view (no copy, nothing saved for backward); growing repeats, and the
+    gradient of a repeat is a sum over the copies, where the gather's was an index_add_ (scattered writes,
+    several times slower on a CPU)."""
+    source = t.shape[dim]
+    if target > source:
+        repeats = [1] * t.dim()
+        repeats[dim] = -(-target // source)
+        t = t.repeat(repeats)
+    return t.narrow(dim, 0, target)
+
+
 def tile_gains(source: torch.Size, target: torch.Size, layout: TensorLayout = DEFAULT_LAYOUT) -> Dict[int, float]:
     """Tile factor per mismatched channel dim: sqrt(S/T) on the input dim (fan-in kept), 1 on the output dim."""
     channels = layout.channel_dims(len(target))
@@ -87,9 +100,7 @@ class ChannelAdapter(nn.Module):
         self.shapes = (tuple(source), tuple(target))
         self.dims = tuple(gains)
         self.dim_names = layout.channel_dims(len(target))  # dim -> "out" | "in", naming the learned gains
-        # The gather indices are made at each call from these sizes, not kept as buffers: a non-persistent
-        # buffer is garbage after meta-device init + to_empty, and load_state_dict does not restore it.
-        self.sizes = {d: (target[d], source[d]) for d in self.dims}
+        self.sizes = {d: target[d] for d in self.dims}  # the target's size of each mismatched dim (`tile`)
         self.learned = learned
         if learned:
             for d, init in gains.items():
@@ -100,13 +111,34 @@ class ChannelAdapter(nn.Module):
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
         for d in self.dims:
-            t = t.index_select(d, tile_index(*self.sizes[d], device=t.device))
+            t = tile(t, d, self.sizes[d])
         if self.learned:
             for d in self.dims:
                 t = t * getattr(self, f"gain_{self.dim_names[d]}")
         elif self.scale != 1.0:
             t = t * self.scale
         return t
+
+    def term(self, t: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """`c * self(t)`, ordered to touch and keep as little as the shapes allow: the tile factor is folded into
+        `c`, cuts (views) come first, and `c` is applied before the growing repeats where it broadcasts alike over
+        source and target. The product then saves `t` or a view of it (the neighbour's parameter, in memory
+        anyway) instead of a weight-sized copy, and multiplies the smaller tensor."""
+        if self.learned or not self.premultiplies(c.shape):
+            return self(t) * c
+        grown = [d for d in self.dims if self.sizes[d] > t.shape[d]]
+        for d in self.dims:
+            if d not in grown:
+                t = tile(t, d, self.sizes[d])
+        t = t * (c * self.scale if self.scale != 1.0 else c)
+        for d in grown:
+            t = tile(t, d, self.sizes[d])
+        return t
+
+    def premultiplies(self, coefficient: Sequence[int]) -> bool:
+        """Whether `term` applies a coefficient of this shape before the repeats: it spans no dim the tile grows."""
+        grows = {d for d in self.dims if self.shapes[1][d] > self.shapes[0][d]}
+        return not self.learned and not any(d in grows and size > 1 for d, size in enumerate(coefficient))
 
     def extra_repr(self) -> str:
         how = "learned gains" if self.learned else f"tile x{self.scale:.4g}"
@@ -181,6 +213,10 @@ class Fusion(nn.Module):
             self._terms[name] = tuple(terms)
             *owner, leaf = name.split(".")
             self._paths[name] = (tuple(owner), leaf)
+        # Whether the synthesis's own graph saves weight-sized copies (an adapter's gathered tensor, where its
+        # coefficient cannot go before the repeat): then it is worth recomputing in backward (Surrogate.forward).
+        self.keeps_copies = any(not self.adapters[adapter].premultiplies((self.a, self.b)[i][key].shape)
+                                for terms in self._terms.values() for i, key, adapter in terms if adapter)
 
     @torch.no_grad()
     def fit(self, targets: Mapping[str, torch.Tensor], neighbours: Sequence[nn.Module]) -> None:
@@ -214,19 +250,33 @@ class Fusion(nn.Module):
     def forward(self, neighbours: Sequence[nn.Module]) -> Dict[str, torch.Tensor]:
         return {name: self.weight(neighbours, name) for name in self._terms}
 
-    def weight(self, neighbours: Sequence[nn.Module], name: str) -> torch.Tensor:
-        """One synthesized tensor, `a * A(prev[name]) + b * A(next[name])` (or the single available term)."""
+    def weight(self, neighbours: Sequence[nn.Module], name: str, out: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """One synthesized tensor, `a * A(prev[name]) + b * A(next[name])` (or the single available term).
+
+        With `out` (a tensor of the result's shape, e.g. the storage of a weight freed after the forward) the
+        result is written into it: computed there in place where the dtypes agree (the same kernels, so the
+        same bits, without a temporary and a copy), else computed and then copied (cast) into it.
+        """
         coefficients = (self.a, self.b)
         total = None
         for i, key, adapter in self._terms[name]:
             t = self._source(neighbours[i], name)
-            if not self.neighbor_grad:
-                t = t.detach()
-            if adapter:
-                t = self.adapters[adapter](t)
+            if not (self.neighbor_grad and torch.is_grad_enabled()):  # (under no_grad: so that a cut, a view, is
+                t = t.detach()  # not a grad-requiring view without grad_fn, which module hooks cannot handle)
             c = coefficients[i][key]
+            if adapter:
+                term = self.adapters[adapter].term(t, c)
+                total = term if total is None else total.add_(term) if total is out else total + term
+                continue
             # a * P + b * N as one mul and one addcmul: one op and one temporary fewer per tensor than mul+mul+add
-            total = t * c if total is None else torch.addcmul(total, t, c)
+            if total is None:
+                in_place = out is not None and out.dtype == t.dtype == c.dtype and not torch.is_grad_enabled()
+                total = torch.mul(t, c, out=out) if in_place else t * c
+            else:
+                total = total.addcmul_(t, c) if total is out else torch.addcmul(total, t, c)
+        if out is not None and total is not out:
+            out.copy_(total)
+            return out
         return total
 
     def _source(self, neighbour: nn.Module, name: str) -> torch.Tensor:

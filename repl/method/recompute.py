@@ -32,7 +32,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-Rebuild = Callable[[str], torch.Tensor]
+Rebuild = Callable[[str, torch.Tensor], Any]  # (name, into): writes weight `name` into `into`, same shape and dtype
 # Layers whose weight autocast casts to its low-precision dtype inside the layer (torch's autocast op lists).
 AUTOCAST_CASTS = (nn.Linear, nn.Bilinear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
                   nn.ConvTranspose3d)
@@ -68,20 +68,20 @@ def _tensors(output: Any) -> List[torch.Tensor]:
     return [t for t in items if isinstance(t, torch.Tensor)]
 
 
-def _refill(w: torch.Tensor, nbytes: int, fresh: torch.Tensor) -> None:
-    """Give `w` its storage back (`nbytes`) and write `fresh` into it, leaving `w`'s version counter alone
-    (autograd checks that saved tensors were not modified in place; this restores, it does not modify)."""
+def _refill(w: torch.Tensor, nbytes: int, name: str, rebuild: Rebuild) -> None:
+    """Give `w` its storage back (`nbytes`) and rebuild weight `name` into it, leaving `w`'s version counter
+    alone (autograd checks that saved tensors were not modified in place; this restores, it does not modify)."""
     storage = w.untyped_storage()
     storage.resize_(nbytes)
     alias = w.new_empty(0).set_(storage, w.storage_offset(), w.size(), w.stride())  # own version counter
-    alias.copy_(fresh)
+    rebuild(name, alias)
 
 
 def release(weights: Dict[str, torch.Tensor], output: Any, rebuild: Rebuild) -> bool:
     """Free the memory of `weights` (name -> tensor the body used) and rebuild them when backward reaches the body.
 
-    Call after the body ran, with its `output`. `rebuild(name)` returns the weight `name` again (any dtype:
-    it is cast to the saved tensor's). Returns False, freeing nothing, when no output carries a graph
+    Call after the body ran, with its `output`. `rebuild(name, into)` writes the weight `name` again into
+    `into` (the saved tensor's memory, restored; cast to its dtype where it was cast). Returns False, freeing nothing, when no output carries a graph
     (then nothing would trigger the rebuild).
     """
     nodes = {id(t.grad_fn): t.grad_fn for t in _tensors(output) if t.grad_fn is not None}
@@ -104,7 +104,7 @@ def release(weights: Dict[str, torch.Tensor], output: Any, rebuild: Rebuild) -> 
             for name, ref, nbytes in todo:
                 w = ref()
                 if w is not None:
-                    _refill(w, nbytes, rebuild(name))
+                    _refill(w, nbytes, name, rebuild)
 
     for node in nodes.values():
         node.register_prehook(rebuild_all)

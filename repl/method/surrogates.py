@@ -48,7 +48,7 @@ class Surrogate(nn.Module):
         emptied again even if the body raises, so parameters(), state_dict() and deepcopy never see them.
         """
         dropping = self.recompute and torch.is_grad_enabled() and not torch.compiler.is_compiling()
-        if dropping and self.fusion.adapters:  # the adapters' gathered copies are weight-sized too: recompute them
+        if dropping and self.fusion.keeps_copies:  # gathered copies are weight-sized too: recompute them
             weights = checkpoint(self.synthesized, use_reentrant=False)
         else:
             weights = self.synthesized()
@@ -65,7 +65,7 @@ class Surrogate(nn.Module):
                 module._parameters[leaf] = None
         if dropping and not rebuilt.in_backward():  # (in backward: checkpointing recomputes, and keeps what it gets)
             rebuilt.release({name: w for name, _, _, w in owners}, out,
-                            lambda name: self.fusion.weight(self._neighbours, name))
+                            lambda name, into: self.fusion.weight(self._neighbours, name, out=into))
         return out
 
     def extra_repr(self) -> str:

@@ -220,7 +220,8 @@ def test_one_block_per_stage_synthesizes_the_projection_from_the_next_block_alon
     assert fusion.sources["downsample.0.weight"] == ("next",) and fusion.sources["downsample.1.weight"] == ("next",)
     assert "downsample_0_weight" not in fusion.a and "downsample_0_weight" in fusion.b
     nxt = get_module(model, "layer3.0").downsample[0].weight  # [256, 128, 1, 1] -> [128, 64, 1, 1]: sliced, x sqrt(128/64)
-    expected = nxt[:128, :64] * (128 / 64) ** 0.5 * fusion.b["downsample_0_weight"]  # the adapter's op order: exact
+    # the adapter's op order, exact: the cut view times the coefficient with the tile factor folded in
+    expected = nxt[:128, :64] * (fusion.b["downsample_0_weight"] * (128 / 64) ** 0.5)
     assert float(fusion.b["downsample_0_weight"]) == pytest.approx(0.3)
     assert torch.equal(surrogate_module.synthesized()["downsample.0.weight"], expected)
     model(torch.randn(2, 3, 32, 32)).sum().backward()

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from repl.method.config import ReplConfig
-from repl.method.fusion import Fusion, tile_gains, tile_index
+from repl.method.fusion import ChannelAdapter, Fusion, tile, tile_gains, tile_index
 
 
 class Layer(nn.Module):
@@ -34,6 +34,49 @@ def test_tile_index_slices_larger_and_repeats_smaller():
     assert tile_index(4, 8).tolist() == [0, 1, 2, 3]
     assert tile_index(6, 3).tolist() == [0, 1, 2, 0, 1, 2]
     assert tile_index(5, 5).tolist() == [0, 1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("shape,dim,target", [((8, 4, 3, 3), 0, 16), ((8, 4, 3, 3), 0, 5), ((8, 4, 3, 3), 1, 2),
+                                              ((8, 4, 3, 3), 1, 10), ((6, 4), 1, 4), ((7,), 0, 3)])
+def test_tile_is_the_gather_of_tile_index(shape, dim, target):
+    """Same values as index_select with tile_index, and the same gradient (the sum over the copies): the
+    gradient is compared with a float64 reference, since a sum may add the copies in another order."""
+    source = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+    grad = torch.randn(*shape[:dim], target, *shape[dim + 1:], dtype=torch.float64)
+    gathered = source.index_select(dim, tile_index(target, shape[dim]))
+    tiled = tile(source, dim, target)
+    assert torch.equal(tiled, gathered)
+    expected, = torch.autograd.grad(gathered, source, grad)
+    got, = torch.autograd.grad(tiled, source, grad)
+    torch.testing.assert_close(got, expected, rtol=1e-14, atol=1e-14)
+    if target <= shape[dim]:
+        assert tiled.data_ptr() == source.data_ptr()  # a cut is a view of the source: no copy to save
+
+
+@pytest.mark.parametrize("source,target", [((8, 4, 3, 3), (16, 4, 3, 3)), ((8, 4, 3, 3), (8, 2, 3, 3)),
+                                           ((8, 4, 3, 3), (16, 2, 3, 3)), ((8, 4, 3, 3), (4, 12, 3, 3)), ((8,), (20,))])
+@pytest.mark.parametrize("coefficient", ["scalar", "channel"])
+def test_an_adapted_term_is_the_coefficient_times_the_adapted_tensor_and_keeps_no_copy_where_it_can(
+        source, target, coefficient):
+    """term(t, c) = c * A(t) up to float rounding (the tile factor is folded into c); where c does not span a dim
+    the tile grows, c is applied before the repeat, so the product saves the source, not a weight-sized copy."""
+    t = torch.randn(source, dtype=torch.float64, requires_grad=True)
+    adapter = ChannelAdapter(torch.Size(source), torch.Size(target), learned=False, like=t)
+    c_shape = () if coefficient == "scalar" else (target[0],) + (1,) * (len(target) - 1)
+    c = torch.randn(c_shape, dtype=torch.float64, requires_grad=True)
+    grad = torch.randn(target, dtype=torch.float64)
+    expected = adapter(t) * c
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda x: saved.append(x) or x, lambda x: x):
+        term = adapter.term(t, c)
+    torch.testing.assert_close(term, expected, rtol=1e-14, atol=0)
+    for got, want in zip(torch.autograd.grad(term, (t, c), grad), torch.autograd.grad(expected, (t, c), grad)):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-14)
+    grows_out = target[0] > source[0]
+    assert adapter.premultiplies(c_shape) == (coefficient == "scalar" or not grows_out)
+    if adapter.premultiplies(c_shape):  # nothing saved but the source itself (or a view of it) and small tensors
+        assert all(x.untyped_storage().data_ptr() == t.untyped_storage().data_ptr() or x.numel() <= max(target)
+                   for x in saved)
 
 
 def test_tile_gain_rescales_input_dim_only():

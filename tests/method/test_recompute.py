@@ -76,7 +76,8 @@ def _synthesized_refs(model, x, precision: str = "32"):
 
 
 @pytest.mark.parametrize("precision", ["32", "bf16"])
-@pytest.mark.parametrize("case", ["vit lite", "gpt lite", "resnet20 full", "resnet20 boundary learned"])
+@pytest.mark.parametrize("case", ["vit lite", "gpt lite", "resnet20 full", "resnet20 boundary tile",
+                                  "resnet20 boundary learned"])
 def test_no_synthesized_weight_keeps_memory_past_the_forward(case, precision):
     """The graph may hold a weight's tensor object (its saved layers do), but none of its memory until backward."""
     kept, dropped = gradients(*built(case, False), precision), {}
@@ -90,6 +91,17 @@ def test_no_synthesized_weight_keeps_memory_past_the_forward(case, precision):
     out.float().logsumexp(-1).mean().backward()  # rebuilt when backward reaches the surrogate
     dropped = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
     assert kept.keys() == dropped.keys() and all(torch.equal(kept[n], dropped[n]) for n in kept)
+
+
+def test_only_synthesis_graphs_that_save_gathered_copies_are_recomputed_in_backward():
+    """Tile adapters with scalar coefficients multiply before the repeat: their graph saves no copy, so the
+    surrogate runs its synthesis once; learned gains save the gathered copy, and that synthesis is checkpointed."""
+    def flags(case):
+        model, _ = built(case, True)
+        return [s.fusion.keeps_copies for s in model.modules() if isinstance(s, Surrogate) and s.fusion.adapters]
+
+    assert flags("resnet20 boundary tile") and not any(flags("resnet20 boundary tile"))
+    assert flags("resnet20 boundary learned") and all(flags("resnet20 boundary learned"))
 
 
 def test_a_second_backward_through_a_retained_graph_reads_the_rebuilt_weights():
