@@ -61,3 +61,20 @@ def test_recompute_rows_keep_less_for_backward_and_change_nothing_else(tmp_path)
     assert [c["recompute"] for c in (bp, dropped, kept)] == [None, True, False] and res["settings"]["recompute"]
     assert dropped["memory"]["activations"] < kept["memory"]["activations"]
     assert dropped["flops"] == kept["flops"] and dropped["params"] == kept["params"]
+
+
+def test_baked_rows_are_the_same_network_without_the_synthesis(tmp_path):
+    """--baked: the RepL network with its surrogates materialized has RepL's FLOPs and activations (the same
+    computation) but the replaced blocks' weights as its own trainable parameters; each RepL row is timed against it."""
+    import benchmarks.cost as cost
+
+    res = cost.main(["--models", "resnet32", "--batch", "resnet32=2", "--ratios", "max", "--surrogates", "lite",
+                     "--baked", *TINY, "--out-dir", str(tmp_path)])
+    bp, repl, baked = res["models"][0]["configs"]
+    assert [c["baked"] for c in (bp, repl, baked)] == [False, False, True] and baked["label"].endswith(" baked")
+    assert baked["flops"] == repl["flops"] < bp["flops"]
+    # RepL also saves what its synthesis needs for backward: its coefficients (4 bytes each), no weight-sized copy
+    assert 0 <= repl["memory"]["activations"] - baked["memory"]["activations"] <= 4 * repl["params"]["fusion"]
+    assert baked["params"]["trainable"] > repl["params"]["trainable"]  # synthesized weights became parameters
+    assert repl["vs_baked"]["median"] > 0 and bp["vs_baked"] is None and baked["vs_baked"] is None
+    assert "vs baked" in (tmp_path / "cost_cpu.md").read_text()
