@@ -248,7 +248,7 @@ def measure_model(spec: ModelSpec, args: argparse.Namespace, device: torch.devic
         row["gap"] = row["ratios"]["time"] / row["ratios"]["flops"]
     for row, s in zip(rows, setups):  # RepL's own cost: each RepL row's time over its baked network's, per round
         twin = next((t for r, t in zip(rows, setups) if r["baked"] and not row["baked"] and r["ratio"] == row["ratio"]
-                     and r["surrogate"] == row["surrogate"] and row["method"] != "bp"), None)
+                     and r["surrogate"] == row["surrogate"]), None)  # (bp: surrogate None, never baked)
         row["vs_baked"] = spread([a / b for a, b in zip(s.seconds, twin.seconds)]) if twin else None
     return {"model": spec.key, "spec": asdict(replace(spec, batch={**spec.batch})), "batch_size": batch_size,
             "num_blocks": num_blocks, "max_ratio": max_replaceable(num_blocks) / num_blocks, "configs": rows}
