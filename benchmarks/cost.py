@@ -374,7 +374,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         notes.append(f"1-min load {load_before[0]:.2f} at the start: the machine was shared, absolute times are "
                      "noisy; the per-round ratios (interleaved) are the robust numbers")
     over = [f"{m['model']} {c['label']} ({c['gap']:.3f})" for m in models for c in m["configs"]
-            if c["surrogate"] == "lite" and not c["baked"] and c["gap"] > GOAL_GAP]
+            if c["surrogate"] == "lite" and not c["baked"] and c["recompute"] == ReplConfig().recompute
+            and c["gap"] > GOAL_GAP]  # the defaults' rows
     name = f"cost_{slug(result['hardware']['device'])}" + (f"_{slug(args.tag)}" if args.tag else "")
     result.update({
         "benchmark": "cost", "method": METHOD, "notes": notes, "json_name": f"{name}.json",

@@ -2,7 +2,8 @@
 # The GPU run in one script: the `cuda`-marked tests (allocator, bf16/fp16 autocast, compile, channels-last,
 # fused optimizers, NCCL DDP over 2 GPUs when there are 2, else 1), then the cost benchmark on ResNet-50 and
 # ViT-B at realistic batches with CUDA allocator peaks, in fp32 and bf16, each configuration also with the
-# synthesized weights kept (repl.recompute=false), interleaved. Results: results/bench/cost_<gpu>_cuda.{md,json}
+# synthesized weights kept (repl.recompute=false), interleaved, and in fp32 against its baked network (the same
+# network with the surrogates materialized: RepL's own overhead, apart from how the smaller network runs). Results: results/bench/cost_<gpu>_cuda.{md,json}
 # and cost_<gpu>_bf16_cuda.{md,json} (the file names and their headers name the GPU). About 5 minutes on one
 # H100-class GPU; the steps are capped so the whole run stays under 8.
 #
@@ -46,7 +47,7 @@ else
   fi
   OUT="${OUT:-$ROOT/results/bench}"
   DEVICE=(--device cuda)
-  COST=(--models resnet50,vit_b --batch resnet50=128 --batch vit_b=128 --rounds 5 --steps 5 --warmup 2)
+  COST=(--models resnet50,vit_b --batch resnet50=128 --batch vit_b=128 --rounds 4 --steps 4 --warmup 2)
   TEST_LIMIT=150
   BENCH_LIMIT=150
 fi
@@ -56,7 +57,7 @@ step "cuda-marked tests (tests/cuda)"
 timeout "$TEST_LIMIT" "$PYTHON" -m pytest tests/cuda -m cuda -q -p no:xdist -p no:cacheprovider
 
 step "cost benchmark, fp32"
-timeout "$BENCH_LIMIT" "$PYTHON" benchmarks/cost.py "${DEVICE[@]}" "${COST[@]}" --recompute --out-dir "$OUT" \
+timeout "$BENCH_LIMIT" "$PYTHON" benchmarks/cost.py "${DEVICE[@]}" "${COST[@]}" --recompute --baked --out-dir "$OUT" \
   --tag "$([[ $DRY == 1 ]] && echo dry || echo cuda)"
 
 step "cost benchmark, bf16 autocast"

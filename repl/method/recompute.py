@@ -9,7 +9,7 @@ How it is dropped, with no hook per saved tensor: autograd keeps whatever tensor
 layers saved, so the surrogate lets it, and after the body has run it frees the *memory* of each
 synthesized weight the graph still holds (its storage is resized to 0 bytes; every saved view of
 it shares that storage). One pre-hook on the grad_fn of the body's output, which runs before any
-node of the body in backward, rebuilds those weights into the same storages: the same fusion ops
+node of the body in backward, rebuilds those weights in place into the same storages: the same fusion ops
 on the same (not yet stepped) parameters, so the bits are those that were dropped and gradients are
 unchanged. Weights no saved tensor refers to (a linear's bias) are gone by then and are not rebuilt.
 This is the scheme FSDP uses for its unsharded parameters.
