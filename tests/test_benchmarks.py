@@ -65,8 +65,9 @@ def test_gpu_script_runs_end_to_end_in_dry_mode(tmp_path):
     for name, precision in (("cost_cpu_dry", "32"), ("cost_cpu_bf16_dry", "bf16")):
         result = json.loads((tmp_path / f"{name}.json").read_text())
         assert result["settings"]["precision"] == precision and (tmp_path / f"{name}.md").exists()
-        bp, default, kept = result["models"][0]["configs"]
+        bp, default, kept, *baked = result["models"][0]["configs"]
         assert [c["recompute"] for c in (bp, default, kept)] == [None, True, False]
+        assert [c["baked"] for c in baked] == ([True] if precision == "32" else [])  # fp32 also times baked twins
         assert default["memory"]["activations"] < kept["memory"]["activations"]
 
 
