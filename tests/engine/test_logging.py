@@ -5,6 +5,7 @@ import json
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -114,6 +115,11 @@ def test_a_crashed_run_finishes_its_wandb_run_failed(tmp_path, offline):
 
 def test_a_resume_from_an_older_checkpoint_rewinds_the_wandb_run(tmp_path, offline):
     run(tmp_path, "logger=wandb", "trainer.max_steps=2", "trainer.checkpoint_every=1")
+    # wandb names an offline run's directory by its start second and run id, and the rewound run may keep the id:
+    # started in the same second as the first (a sub-second run), it would write into the first one's directory.
+    started = int(time.time())
+    while int(time.time()) == started:
+        time.sleep(0.05)
     log = MetricsLog(tmp_path / "metrics.jsonl", to_config(compose(TINY + ["logger=wandb"])).logger,
                      {"experiment_name": "default"})
     log.truncate_after(1)  # what Trainer.resume does when the checkpoint is older than the last record
