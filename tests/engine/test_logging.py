@@ -20,8 +20,21 @@ ROOT = Path(__file__).resolve().parents[2]
 BLOCK = 32768  # the .wandb file is a LevelDB-style log of protobuf Records after a 7-byte header
 
 
-def wandb_records(run_dir: Path) -> list:
-    """Every Record of the run's offline wandb runs, oldest run first (read as `wandb sync` would)."""
+def wandb_records(run_dir: Path, runs: int = 1, wait_s: float = 30.0) -> list:
+    """Every Record of the run's offline wandb runs, oldest run first (read as `wandb sync` would).
+
+    wandb's service process writes the files after the run returns; under a loaded CI machine the reader can
+    be first, so this waits (up to `wait_s`) until `runs` runs have each written their exit record."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        records = _read_wandb(run_dir)
+        kinds = [r.WhichOneof("record_type") for r in records]
+        if (kinds.count("run") >= runs and kinds.count("exit") >= runs) or time.monotonic() > deadline:
+            return records
+        time.sleep(0.2)
+
+
+def _read_wandb(run_dir: Path) -> list:
     from wandb.proto import wandb_internal_pb2
 
     records = []
@@ -33,7 +46,7 @@ def wandb_records(run_dir: Path) -> list:
                 pos += BLOCK - pos % BLOCK
                 continue
             length, kind = struct.unpack("<HB", data[pos + 4:pos + 7])
-            if length == 0 and kind == 0:
+            if (length == 0 and kind == 0) or pos + 7 + length > len(data):  # the end, or a record still being written
                 break
             chunk += data[pos + 7:pos + 7 + length]
             pos += 7 + length
@@ -127,7 +140,7 @@ def test_a_resume_from_an_older_checkpoint_rewinds_the_wandb_run(tmp_path, offli
     log.close()
     # Two offline runs started within the same second sort by their random ids, not by start time:
     # find the rewound one by its branch point rather than by position.
-    runs = of_type(wandb_records(tmp_path), "run")
+    runs = of_type(wandb_records(tmp_path, runs=2), "run")
     assert len(runs) == 2
     rewound = [r for r in runs if r.HasField("branch_point") and r.branch_point.run]
     assert len(rewound) == 1, "the resumed wandb run does not branch from the first"
