@@ -101,6 +101,7 @@ class ChannelAdapter(nn.Module):
         self.dims = tuple(gains)
         self.dim_names = layout.channel_dims(len(target))  # dim -> "out" | "in", naming the learned gains
         self.sizes = {d: target[d] for d in self.dims}  # the target's size of each mismatched dim (`tile`)
+        self.grows = tuple(d for d in self.dims if target[d] > source[d])  # dims `tile` repeats (the rest it cuts)
         self.learned = learned
         if learned:
             for d, init in gains.items():
@@ -126,19 +127,17 @@ class ChannelAdapter(nn.Module):
         anyway) instead of a weight-sized copy, and multiplies the smaller tensor."""
         if self.learned or not self.premultiplies(c.shape):
             return self(t) * c
-        grown = [d for d in self.dims if self.sizes[d] > t.shape[d]]
         for d in self.dims:
-            if d not in grown:
+            if d not in self.grows:
                 t = tile(t, d, self.sizes[d])
         t = t * (c * self.scale if self.scale != 1.0 else c)
-        for d in grown:
+        for d in self.grows:
             t = tile(t, d, self.sizes[d])
         return t
 
     def premultiplies(self, coefficient: Sequence[int]) -> bool:
         """Whether `term` applies a coefficient of this shape before the repeats: it spans no dim the tile grows."""
-        grows = {d for d in self.dims if self.shapes[1][d] > self.shapes[0][d]}
-        return not self.learned and not any(d in grows and size > 1 for d, size in enumerate(coefficient))
+        return not self.learned and not any(d in self.grows and size > 1 for d, size in enumerate(coefficient))
 
     def extra_repr(self) -> str:
         how = "learned gains" if self.learned else f"tile x{self.scale:.4g}"
