@@ -33,8 +33,8 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a clone without `pip install -e .`
 
-from benchmarks.common import (cuda_allocated, header, interleave, mib, provenance, resolve_device, set_threads, slug, step_peak,
-                               spread, write_result)  # noqa: E402
+from benchmarks.common import (cuda_allocated, header, interleave, mib, provenance, resolve_device, set_threads, slug, spread,
+                               steady_allocator, step_peak, write_result)  # noqa: E402
 from repl import ReplConfig, apply_replacement  # noqa: E402
 from repl.engine import measure  # noqa: E402
 from repl.families import discover_blocks  # noqa: E402
@@ -117,7 +117,10 @@ METHOD = (
     "with min-max. gap = time ratio / FLOP ratio (1.0: the time saving equals the FLOP saving). With --baked, "
     "'baked' rows are the RepL network with its surrogates materialized as plain modules (same FLOPs, no "
     "synthesis), and 'vs baked' is a RepL row's time over its baked row's, per round (median, min-max): the part "
-    "of the gap that is RepL's own cost; the baked row's gap is how the smaller network runs on this hardware."
+    "of the gap that is RepL's own cost; the baked row's gap is how the smaller network runs on this hardware. "
+    "On CPU, glibc's malloc is set to keep freed memory (benchmarks.common.steady_allocator; --glibc-malloc "
+    "leaves it as it is): by default it unmaps every large block on free, and each step page-faults its whole "
+    "working set again, a cost in proportion to activation memory that the CUDA caching allocator never pays."
 )
 
 
@@ -266,7 +269,8 @@ def markdown(result: Dict[str, Any]) -> str:
         "",
         provenance(result),
         "",
-        f"Precision {st['precision']}, {'torch.compile, ' if st['compile'] else ''}{st['rounds']} interleaved rounds "
+        f"Precision {st['precision']}, {'torch.compile, ' if st['compile'] else ''}"
+        f"{'malloc keeping freed memory, ' if st.get('steady_malloc') else ''}{st['rounds']} interleaved rounds "
         f"x {st['steps']} steps after {st['warmup']} warm-up steps. Each cell: absolute (ratio to BP). "
         "MiB = 2^20 bytes. gap = time ratio / FLOP ratio.",
         "",
@@ -332,6 +336,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch.set_num_threads; default 1 on CPU (a shared machine's spare cores make OpenMP "
                              "threads spin and times swing tenfold), torch's choice on CUDA; 0 = torch's choice")
+    parser.add_argument("--glibc-malloc", dest="steady_malloc", action="store_false",
+                        help="CPU: leave glibc's malloc as it is (default: keep freed memory, see the method note)")
     parser.add_argument("--out-dir", type=Path, default=ROOT / "results" / "bench", help="default results/bench")
     parser.add_argument("--tag", default="", help="suffix of the result files: cost_<device>_<tag>.json / .md")
     parser.add_argument("--note", action="append", default=[], help="a line for the results' notes (repeatable)")
@@ -360,11 +366,12 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     args = parse_args(argv)
     device = resolve_device(args.device)
     set_threads(args.threads, device)
+    args.steady_malloc = args.steady_malloc and device.type == "cpu" and steady_allocator()
     load_before = list(os.getloadavg())
     models = [measure_model(replace(SPECS[m], size=args.size.get(m, SPECS[m].size)), args, device)
               for m in args.models]
     settings = {k: getattr(args, k) for k in ("models", "ratios", "surrogates", "recompute", "baked", "batch", "size", "rounds", "steps",
-                                                "warmup", "precision", "compile")}
+                                                "warmup", "precision", "compile", "steady_malloc")}
     result = header(device, {**settings, "device": str(device),
                              "argv": list(argv) if argv is not None else sys.argv[1:]}, load_before)
     notes = list(args.note)

@@ -1,0 +1,78 @@
+"""op_time.py at tiny sizes: the per-op-kind accounting must add up to the FLOP counter's totals (never a time)."""
+import json
+
+import pytest
+import torch
+
+from repl.engine.measure.flops import train_flops
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory):
+    import benchmarks.op_time as op_time
+
+    out = tmp_path_factory.mktemp("op_time")
+    res = op_time.main(["--models", "resnet32", "--batch", "resnet32=2", "--steps", "1", "--device", "cpu",
+                        "--out-dir", str(out)])
+    return res, out
+
+
+def test_bp_repl_and_baked_rows_with_files_naming_hardware(result):
+    res, out = result
+    assert json.loads((out / "op_time_cpu.json").read_text()) == json.loads(json.dumps(res))
+    assert res["hardware"]["cpu"] and res["software"]["torch"]
+    (model,) = res["models"]
+    assert [c["label"] for c in model["configs"]] == ["bp", "lite", "lite baked"]
+    table = (out / "op_time_cpu.md").read_text()
+    assert "## resnet32" in table and "**all ops**" in table and "step, uninstrumented" in table
+
+
+def test_flops_per_kind_sum_to_the_projects_flop_count(result):
+    """Counting per op kind loses and invents nothing: the kinds sum to train_flops of the same BP step."""
+    import benchmarks.cost as cost
+
+    (model,) = result[0]["models"]
+    bp = model["configs"][0]
+    spec = cost.SPECS["resnet32"]
+    torch.manual_seed(0)
+    net = spec.build().train()
+    batch = spec.make_batch(2, torch.device("cpu"), torch.Generator().manual_seed(0))
+    assert sum(bp["flops"].values()) == train_flops(lambda: cost.loss_of(spec)(net, batch).backward())
+
+
+def test_convolutions_are_split_by_kernel_and_phase(result):
+    """ResNet-32 has 3x3 convs and two 1x1 projection shortcuts; a conv's backward costs twice its forward
+    (input and weight gradients), except the stem's, whose input gradient autograd never asks for."""
+    (model,) = result[0]["models"]
+    bp, lite, baked = model["configs"]
+    conv = {k: v for k, v in bp["flops"].items() if k.startswith("conv")}
+    assert set(conv) == {"conv 3x3", "conv 3x3 (backward)", "conv 1x1", "conv 1x1 (backward)"}
+    assert conv["conv 1x1 (backward)"] == 2 * conv["conv 1x1"]
+    assert conv["conv 3x3"] < conv["conv 3x3 (backward)"] < 2 * conv["conv 3x3"]
+    # lite drops one 3x3 conv of each replaced block: fewer conv FLOPs, the same in RepL and in its baked twin
+    assert lite["flops"]["conv 3x3"] == baked["flops"]["conv 3x3"] < bp["flops"]["conv 3x3"]
+    # the synthesis runs only in RepL: its weight products appear there and not in the baked network
+    assert lite["calls"].get("addcmul", 0) > 0 and baked["calls"].get("addcmul", 0) == 0
+
+
+def test_bad_arguments_stop_with_one_line_naming_the_option(script, capsys):
+    op_time = script("op_time")
+    for argv, option in ((["--models", "nope"], "--models"), (["--ratio", "1.5"], "--ratio"),
+                         (["--batch", "resnet32=0"], "--batch"), (["--steps", "0"], "--steps")):
+        with pytest.raises(SystemExit) as stop:
+            op_time.parse_args(argv)
+        assert stop.value.code == 2
+        last = capsys.readouterr().err.strip().splitlines()[-1]
+        assert "error:" in last and option in last
+
+
+def test_steady_allocator_takes_where_malloc_is_glibcs(script):
+    import platform
+
+    assert script("common").steady_allocator() is (platform.libc_ver()[0] == "glibc")
+
+
+def test_runs_record_the_allocator_setting(result):
+    import platform
+
+    assert result[0]["settings"]["steady_malloc"] is (platform.libc_ver()[0] == "glibc")
