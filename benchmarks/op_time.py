@@ -3,12 +3,14 @@
 `cost.py` reports the gap (time ratio / FLOP ratio). This says where it comes from: every aten op of a
 forward + backward is timed (a TorchDispatchMode, wall clock around the op, the device synchronized on
 CUDA) and its FLOPs counted with the project's FLOP rules (repl.engine.measure.flops), grouped by kind
-(a convolution by kernel size and phase, matmuls, then each other op by name), for BP, RepL and, with
---baked, RepL's network with its surrogates materialized. An op kind whose time share is smaller than
+(a convolution by kernel size and phase, matmuls, then each other op by name), for BP, RepL, RepL's network
+with its surrogates materialized (baked; --no-baked drops it) and, with --kept, RepL with the other setting of
+repl.recompute. An op kind whose time share is smaller than
 its FLOP share runs faster per FLOP than the rest of the step: removing it saves fewer seconds than FLOPs.
 
     python benchmarks/op_time.py --models resnet50                  # BP, lite at the largest ratio, baked
     python benchmarks/op_time.py --models resnet32,resnet50 --steps 5 --surrogate full --ratio 0.25
+    python benchmarks/op_time.py --models resnet110 --kept        # also with the synthesized weights kept
 
 Writes results/bench/op_time_<device>[_<tag>].json and .md. The timed steps run under the dispatch mode
 (a few microseconds per op); the table also gives each configuration's uninstrumented step time.
@@ -34,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a clone without `pip install -e .`
 
 from benchmarks.common import header, provenance, resolve_device, set_threads, slug, steady_allocator, timed, write_result  # noqa: E402
-from benchmarks.cost import SPECS, ModelSpec, loss_of  # noqa: E402
+from benchmarks.cost import BAKED, SPECS, ModelSpec, loss_of  # noqa: E402
 from repl import ReplConfig, apply_replacement  # noqa: E402
 from repl.engine import measure  # noqa: E402
 from repl.engine.measure.flops import flop_counter  # noqa: E402
@@ -120,7 +122,7 @@ def summarize(counted: OpTimer, per_round: List[Dict[str, float]], walls: List[f
 
 
 def measure_model(spec: ModelSpec, args: argparse.Namespace, device: torch.device) -> Dict[str, Any]:
-    """BP, RepL (and its baked twin) of one model: per op kind, seconds and FLOPs of a forward + backward."""
+    """BP, RepL (with the other repl.recompute, and its baked twin) of one model: per op kind, seconds and FLOPs of a forward + backward."""
     batch_size = args.batch.get(spec.key, spec.batch["cuda" if device.type == "cuda" else "cpu"])
     batch = spec.make_batch(batch_size, device, torch.Generator().manual_seed(0))
     loss_fn = loss_of(spec)
@@ -128,17 +130,19 @@ def measure_model(spec: ModelSpec, args: argparse.Namespace, device: torch.devic
     template = spec.build()
     num_blocks = len(discover_blocks(template))
     ratio = max_replaceable(num_blocks) / num_blocks if args.ratio == "max" else float(args.ratio)
-    configs: List[Tuple[str, Optional[nn.Module]]] = [("bp", None), (args.surrogate, None)]
+    default = ReplConfig().recompute
+    # (label, RepL applied: its repl.recompute, or None for BP; surrogates baked)
+    configs: List[Tuple[str, Optional[bool], bool]] = [("bp", None, False), (args.surrogate, default, False)]
+    if args.kept:
+        configs.append((f"{args.surrogate} {'kept' if default else 'recompute'}", not default, False))
     if args.baked:
-        configs.append((f"{args.surrogate} baked", None))
+        configs.append((f"{args.surrogate} {BAKED}", default, True))
     models: List[nn.Module] = []
-    for label, _ in configs:
+    for _, recompute, baked in configs:
         model = copy.deepcopy(template)
-        if label != "bp":
-            apply_replacement(model, ReplConfig(ratio=ratio, surrogate=args.surrogate))
-            if label.endswith("baked"):
-                model = bake(model)
-        models.append(model.to(device).train())
+        if recompute is not None:
+            apply_replacement(model, ReplConfig(ratio=ratio, surrogate=args.surrogate, recompute=recompute))
+        models.append((bake(model) if baked else model).to(device).train())
 
     def step_of(model: nn.Module) -> Callable[[], None]:
         def step() -> None:
@@ -155,7 +159,7 @@ def measure_model(spec: ModelSpec, args: argparse.Namespace, device: torch.devic
         for i in (range(len(steps)) if r % 2 == 0 else reversed(range(len(steps)))):
             walls[i].append(timed(steps[i], device))
     per_round = interleaved_op_seconds(steps, device, args.steps)
-    rows = [{"label": label, **summarize(c, s, w)} for (label, _), c, s, w in zip(configs, counted, per_round, walls)]
+    rows = [{"label": label, **summarize(c, s, w)} for (label, _, _), c, s, w in zip(configs, counted, per_round, walls)]
     return {"model": spec.key, "batch_size": batch_size, "num_blocks": num_blocks, "ratio": ratio, "configs": rows}
 
 
@@ -211,6 +215,9 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--models", default="resnet50", help=f"comma-separated, from {', '.join(SPECS)} (default resnet50)")
     parser.add_argument("--ratio", default="max", help="RepL's ratio; 'max' = the model's largest (default)")
     parser.add_argument("--surrogate", default="lite", choices=["lite", "full"], help="default lite")
+    parser.add_argument("--kept", action="store_true",
+                        help="also RepL with the other setting of repl.recompute (default true: 'kept' keeps the "
+                             "synthesized weights for backward), to see what the rebuild costs per op")
     parser.add_argument("--no-baked", dest="baked", action="store_false",
                         help="leave out the baked twin (RepL's network with its surrogates materialized)")
     parser.add_argument("--batch", action="append", default=[], metavar="MODEL=B", help="batch size for a model")
@@ -250,7 +257,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     steady = args.steady_malloc and device.type == "cpu" and steady_allocator()
     load_before = list(os.getloadavg())
     models = [measure_model(replace(SPECS[m]), args, device) for m in args.models]
-    settings = {**{k: getattr(args, k) for k in ("models", "ratio", "surrogate", "baked", "batch", "steps")},
+    settings = {**{k: getattr(args, k) for k in ("models", "ratio", "surrogate", "kept", "baked", "batch", "steps")},
                 "steady_malloc": steady}
     result = header(device, {**settings, "device": str(device),
                              "argv": list(argv) if argv is not None else sys.argv[1:]}, load_before)
