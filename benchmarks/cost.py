@@ -311,6 +311,28 @@ def markdown(result: Dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def add_run_options(parser: argparse.ArgumentParser, benchmark: str) -> None:
+    """The options this benchmark shares with op_time.py: --threads, --glibc-malloc, --out-dir, --tag, --note."""
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch.set_num_threads; default 1 on CPU (a shared machine's spare cores make OpenMP "
+                             "threads spin and times swing tenfold), torch's choice on CUDA; 0 = torch's choice")
+    parser.add_argument("--glibc-malloc", dest="steady_malloc", action="store_false",
+                        help="CPU: leave glibc's malloc as it is (default: keep freed memory, as a GPU's caching "
+                             "allocator does; benchmarks.common.steady_allocator)")
+    parser.add_argument("--out-dir", type=Path, default=ROOT / "results" / "bench", help="default results/bench")
+    parser.add_argument("--tag", default="", help=f"suffix of the result files: {benchmark}_<device>_<tag>.json / .md")
+    parser.add_argument("--note", action="append", default=[], help="a line for the results' notes (repeatable)")
+
+
+def model_names(parser: argparse.ArgumentParser, value: str) -> List[str]:
+    """The comma-separated --models value as a list of suite names (a parser error, one line, for an unknown one)."""
+    models = [m for m in value.split(",") if m]
+    unknown = [m for m in models if m not in SPECS]
+    if unknown:
+        parser.error(f"--models: unknown {', '.join(unknown)}; choose from {', '.join(SPECS)}")
+    return models
+
+
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Cost of RepL against backprop (parameters, optimizer state, memory, FLOPs, step time), "
@@ -333,19 +355,9 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
     parser.add_argument("--precision", default="32", choices=["32", "bf16"], help="autocast dtype (default 32)")
     parser.add_argument("--compile", action="store_true", help="time torch.compile'd models (probes run eager)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch.set_num_threads; default 1 on CPU (a shared machine's spare cores make OpenMP "
-                             "threads spin and times swing tenfold), torch's choice on CUDA; 0 = torch's choice")
-    parser.add_argument("--glibc-malloc", dest="steady_malloc", action="store_false",
-                        help="CPU: leave glibc's malloc as it is (default: keep freed memory, see the method note)")
-    parser.add_argument("--out-dir", type=Path, default=ROOT / "results" / "bench", help="default results/bench")
-    parser.add_argument("--tag", default="", help="suffix of the result files: cost_<device>_<tag>.json / .md")
-    parser.add_argument("--note", action="append", default=[], help="a line for the results' notes (repeatable)")
+    add_run_options(parser, "cost")
     args = parser.parse_args(argv)
-    args.models = [m for m in args.models.split(",") if m]
-    unknown = [m for m in args.models if m not in SPECS]
-    if unknown:
-        parser.error(f"--models: unknown {', '.join(unknown)}; choose from {', '.join(SPECS)}")
+    args.models = model_names(parser, args.models)
     args.ratios = [r for r in args.ratios.split(",") if r]
     args.surrogates = [s for s in args.surrogates.split(",") if s]
     if set(args.surrogates) - {"lite", "full"}:

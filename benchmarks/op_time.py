@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a clone without `pip install -e .`
 
 from benchmarks.common import header, provenance, resolve_device, set_threads, slug, steady_allocator, timed, write_result  # noqa: E402
-from benchmarks.cost import BAKED, SPECS, ModelSpec, loss_of  # noqa: E402
+from benchmarks.cost import BAKED, SPECS, ModelSpec, add_run_options, loss_of, model_names  # noqa: E402
 from repl import ReplConfig, apply_replacement  # noqa: E402
 from repl.engine import measure  # noqa: E402
 from repl.engine.measure.flops import flop_counter  # noqa: E402
@@ -223,17 +223,9 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--batch", action="append", default=[], metavar="MODEL=B", help="batch size for a model")
     parser.add_argument("--steps", type=int, default=3, help="instrumented (and uninstrumented) steps (default 3)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads; default 1 on CPU, 0 = torch's")
-    parser.add_argument("--glibc-malloc", dest="steady_malloc", action="store_false",
-                        help="CPU: leave glibc's malloc as it is (default: keep freed memory, as cost.py does)")
-    parser.add_argument("--out-dir", type=Path, default=ROOT / "results" / "bench", help="default results/bench")
-    parser.add_argument("--tag", default="", help="suffix of the result files: op_time_<device>_<tag>.json / .md")
-    parser.add_argument("--note", action="append", default=[], help="a line for the results' notes (repeatable)")
+    add_run_options(parser, "op_time")
     args = parser.parse_args(argv)
-    args.models = [m for m in args.models.split(",") if m]
-    unknown = [m for m in args.models if m not in SPECS]
-    if unknown:
-        parser.error(f"--models: unknown {', '.join(unknown)}; choose from {', '.join(SPECS)}")
+    args.models = model_names(parser, args.models)
     if args.ratio != "max":
         try:
             if not 0 < float(args.ratio) < 1:
