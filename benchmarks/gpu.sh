@@ -3,9 +3,12 @@
 # fused optimizers, NCCL DDP over 2 GPUs when there are 2, else 1), then the cost benchmark on ResNet-50 and
 # ViT-B at realistic batches with CUDA allocator peaks, in fp32 and bf16, each configuration also with the
 # synthesized weights kept (repl.recompute=false), interleaved, and in fp32 against its baked network (the same
-# network with the surrogates materialized: RepL's own overhead, apart from how the smaller network runs). Results: results/bench/cost_<gpu>_cuda.{md,json}
-# and cost_<gpu>_bf16_cuda.{md,json} (the file names and their headers name the GPU). About 5 minutes on one
-# H100-class GPU; the steps are capped so the whole run stays under 8.
+# network with the surrogates materialized: RepL's own overhead, apart from how the smaller network runs), then
+# where the step's time goes by kind of op on ResNet-50 and ResNet-32 (benchmarks/op_time.py: are the GPU's
+# kernels as uneven per FLOP as the CPU's, and what do RepL's small synthesis ops cost as kernel launches).
+# Results: results/bench/cost_<gpu>_cuda.{md,json}, cost_<gpu>_bf16_cuda.{md,json} and op_time_<gpu>_cuda.{md,json}
+# (the file names and their headers name the GPU). About 5 minutes on one H100-class GPU; the steps are capped
+# so the whole run stays under 8.
 #
 #   benchmarks/gpu.sh                  # on a machine with CUDA
 #   benchmarks/gpu.sh --dry            # anywhere, on the CPU: the same steps at toy sizes, the CUDA-only tests
@@ -38,8 +41,10 @@ if [[ $DRY == 1 ]]; then
   DEVICE=(--device cpu)
   COST=(--models resnet32 --batch resnet32=2 --batch lm=2 --size lm=16 --ratios max --surrogates lite
         --rounds 1 --steps 1 --warmup 0)
+  OPS=(--models resnet32 --batch resnet32=2 --steps 1)
   TEST_LIMIT=120
   BENCH_LIMIT=120
+  OPS_LIMIT=60
 else
   if ! "$PYTHON" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)"; then
     echo "benchmarks/gpu.sh: no CUDA device visible to $PYTHON; run 'benchmarks/gpu.sh --dry' to check the script on the CPU" >&2
@@ -48,8 +53,10 @@ else
   OUT="${OUT:-$ROOT/results/bench}"
   DEVICE=(--device cuda)
   COST=(--models resnet50,vit_b --batch resnet50=128 --batch vit_b=128 --rounds 4 --steps 4 --warmup 2)
+  OPS=(--models resnet50,resnet32 --batch resnet50=128 --batch resnet32=128 --steps 5)
   TEST_LIMIT=150
-  BENCH_LIMIT=150
+  BENCH_LIMIT=140
+  OPS_LIMIT=45
 fi
 mkdir -p "$OUT"
 
@@ -65,5 +72,8 @@ step "cost benchmark, bf16 autocast"
 timeout "$BENCH_LIMIT" "$PYTHON" benchmarks/cost.py "${DEVICE[@]}" "${COST[@]}" --recompute --precision bf16 \
   --out-dir "$OUT" --tag "$([[ $DRY == 1 ]] && echo bf16_dry || echo bf16_cuda)"
 
+step "time and FLOPs per kind of op, fp32"
+timeout "$OPS_LIMIT" "$PYTHON" benchmarks/op_time.py "${DEVICE[@]}" "${OPS[@]}" --kept --out-dir "$OUT" \
+  --tag "$([[ $DRY == 1 ]] && echo dry || echo cuda)"
 step "done: results in $OUT"
-ls "$OUT"/cost_*
+ls "$OUT"/cost_* "$OUT"/op_time_*
