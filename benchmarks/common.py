@@ -156,11 +156,16 @@ def interleave(steps: List[Callable[[], Any]], rounds: int, per_round: int, devi
     """Seconds per step of each callable, per round; every round runs each `per_round` times, the order
     reversing every round so that drift on a shared machine hits all alike."""
     seconds: List[List[float]] = [[] for _ in steps]
-    order = list(range(len(steps)))
     for r in range(rounds):
-        for i in order if r % 2 == 0 else order[::-1]:
+        for i in round_order(len(steps), r):
             seconds[i].append(timed(lambda i=i: [steps[i]() for _ in range(per_round)], device) / per_round)
     return seconds
+
+
+def round_order(n: int, r: int) -> List[int]:
+    """The order of n configurations in round r: as listed in even rounds, reversed in odd ones."""
+    order = list(range(n))
+    return order if r % 2 == 0 else order[::-1]
 
 
 def cuda_allocated(device: torch.device) -> int:

@@ -35,7 +35,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a clone without `pip install -e .`
 
-from benchmarks.common import header, provenance, resolve_device, set_threads, slug, steady_allocator, timed, write_result  # noqa: E402
+from benchmarks.common import (header, interleave, provenance, resolve_device, round_order, set_threads, slug, steady_allocator,
+                               write_result)  # noqa: E402
 from benchmarks.cost import BAKED, SPECS, ModelSpec, add_run_options, loss_of, model_names  # noqa: E402
 from repl import ReplConfig, apply_replacement  # noqa: E402
 from repl.engine import measure  # noqa: E402
@@ -106,7 +107,7 @@ def interleaved_op_seconds(steps: Sequence[Callable[[], Any]], device: torch.dev
     round (as cost.py's timing), so that drift on a shared machine hits all configurations alike."""
     per_round: List[List[Dict[str, float]]] = [[] for _ in steps]
     for r in range(rounds):
-        for i in (range(len(steps)) if r % 2 == 0 else reversed(range(len(steps)))):
+        for i in round_order(len(steps), r):
             with OpTimer(device) as timer:
                 steps[i]()
             per_round[i].append(dict(timer.seconds))
@@ -154,10 +155,7 @@ def measure_model(spec: ModelSpec, args: argparse.Namespace, device: torch.devic
     for step in steps:  # warm-up: allocator, oneDNN primitive caches
         step()
     counted = [count_flops(step, device) for step in steps]
-    walls: List[List[float]] = [[] for _ in steps]
-    for r in range(args.steps):  # the uninstrumented step, interleaved
-        for i in (range(len(steps)) if r % 2 == 0 else reversed(range(len(steps)))):
-            walls[i].append(timed(steps[i], device))
+    walls = interleave(steps, args.steps, 1, device)  # the uninstrumented step
     per_round = interleaved_op_seconds(steps, device, args.steps)
     rows = [{"label": label, **summarize(c, s, w)} for (label, _, _), c, s, w in zip(configs, counted, per_round, walls)]
     return {"model": spec.key, "batch_size": batch_size, "num_blocks": num_blocks, "ratio": ratio, "configs": rows}
