@@ -253,8 +253,18 @@ def measure_model(spec: ModelSpec, args: argparse.Namespace, device: torch.devic
         twin = next((t for r, t in zip(rows, setups) if r["baked"] and not row["baked"] and r["ratio"] == row["ratio"]
                      and r["surrogate"] == row["surrogate"]), None)  # (bp: surrogate None, never baked)
         row["vs_baked"] = spread([a / b for a, b in zip(s.seconds, twin.seconds)]) if twin else None
+    # A `full` surrogate baked is BP's own architecture built a second way: its time ratio to BP, ideally 1.000, is
+    # the error of this model's time ratios in this run (an A/A comparison).
+    control = [row["ratios"]["time"] for row in rows if row["baked"] and row["surrogate"] == "full"]
     return {"model": spec.key, "spec": asdict(replace(spec, batch={**spec.batch})), "batch_size": batch_size,
-            "num_blocks": num_blocks, "max_ratio": max_replaceable(num_blocks) / num_blocks, "configs": rows}
+            "num_blocks": num_blocks, "max_ratio": max_replaceable(num_blocks) / num_blocks, "configs": rows,
+            "aa_time_ratios": control}
+
+
+def aa_note(model: Dict[str, Any]) -> str:
+    """'; A/A 0.909, 0.910' for a model measured with its `full` baked control rows (--baked), else ''."""
+    control = model.get("aa_time_ratios") or []
+    return "; A/A " + ", ".join(f"{r:.3f}" for r in control) if control else ""
 
 
 def _cell(value: str, ratio: Optional[float]) -> str:
@@ -300,6 +310,10 @@ def markdown(result: Dict[str, Any]) -> str:
                 b = c.get("vs_baked")
                 cells.append("" if b is None else f"{b['median']:.3f} ({b['min']:.2f}-{b['max']:.2f})")
             lines.append("| " + " | ".join(cells) + " |")
+        if m.get("aa_time_ratios"):
+            lines.append(f"A/A: the `full` baked rows are BP's architecture built a second way; their time ratio to BP "
+                         f"({', '.join(f'{r:.3f}' for r in m['aa_time_ratios'])}) is this model's measurement error in "
+                         "this run.")
         lines.append("")
     if "goal_gap" in result:
         verdict = "met on every row" if result["goal_met"] else "not met on " + "; ".join(result["goal_missed"])
@@ -392,7 +406,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     if load_before[0] > 0.5 * result["hardware"]["cpu_cores_usable"]:
         notes.append(f"1-min load {load_before[0]:.2f} at the start: the machine was shared, absolute times are "
                      "noisy; the per-round ratios (interleaved) are the robust numbers")
-    over = [f"{m['model']} {c['label']} ({c['gap']:.3f})" for m in models for c in m["configs"]
+    over = [f"{m['model']} {c['label']} ({c['gap']:.3f}{aa_note(m)})" for m in models for c in m["configs"]
             if c["surrogate"] == "lite" and not c["baked"] and c["recompute"] == ReplConfig().recompute
             and c["gap"] > GOAL_GAP]  # the defaults' rows
     name = f"cost_{slug(result['hardware']['device'])}" + (f"_{slug(args.tag)}" if args.tag else "")

@@ -80,3 +80,19 @@ def test_baked_rows_are_the_same_network_without_the_synthesis(tmp_path):
     assert baked["params"]["trainable"] > repl["params"]["trainable"]  # synthesized weights became parameters
     assert repl["vs_baked"]["median"] > 0 and bp["vs_baked"] is None and baked["vs_baked"] is None
     assert "vs baked" in (tmp_path / "cost_cpu.md").read_text()
+    assert res["models"][0]["aa_time_ratios"] == []  # no `full` row: no A/A control
+
+
+def test_full_baked_rows_are_the_a_a_control(tmp_path):
+    """With `full` and --baked, the `full` baked row is BP's own network (same parameters and FLOPs): its time ratio
+    is reported per model as the run's A/A error, in the JSON, the table and beside every missed goal."""
+    import benchmarks.cost as cost
+
+    res = cost.main(["--models", "resnet32", "--batch", "resnet32=2", "--ratios", "max", "--surrogates", "full",
+                     "--baked", *TINY, "--out-dir", str(tmp_path)])
+    model = res["models"][0]
+    bp, _, control = model["configs"]
+    assert control["baked"] and control["params"]["trainable"] == bp["params"]["trainable"]
+    assert control["flops"] == bp["flops"]
+    assert model["aa_time_ratios"] == [control["ratios"]["time"]]
+    assert f"({control['ratios']['time']:.3f})" in (tmp_path / "cost_cpu.md").read_text().split("A/A:")[1]
