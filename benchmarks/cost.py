@@ -261,10 +261,14 @@ def measure_model(spec: ModelSpec, args: argparse.Namespace, device: torch.devic
             "aa_time_ratios": control}
 
 
+def aa_values(model: Dict[str, Any]) -> str:
+    """'0.909, 0.910': a model's A/A time ratios (its `full` baked control rows, with --baked), '' without any."""
+    return ", ".join(f"{r:.3f}" for r in model.get("aa_time_ratios") or [])
+
+
 def aa_note(model: Dict[str, Any]) -> str:
-    """'; A/A 0.909, 0.910' for a model measured with its `full` baked control rows (--baked), else ''."""
-    control = model.get("aa_time_ratios") or []
-    return "; A/A " + ", ".join(f"{r:.3f}" for r in control) if control else ""
+    """'; A/A 0.909, 0.910' beside a model's missed goal, '' without A/A rows."""
+    return f"; A/A {aa_values(model)}" if aa_values(model) else ""
 
 
 def _cell(value: str, ratio: Optional[float]) -> str:
@@ -310,10 +314,9 @@ def markdown(result: Dict[str, Any]) -> str:
                 b = c.get("vs_baked")
                 cells.append("" if b is None else f"{b['median']:.3f} ({b['min']:.2f}-{b['max']:.2f})")
             lines.append("| " + " | ".join(cells) + " |")
-        if m.get("aa_time_ratios"):
+        if aa_values(m):
             lines.append(f"A/A: the `full` baked rows are BP's architecture built a second way; their time ratio to BP "
-                         f"({', '.join(f'{r:.3f}' for r in m['aa_time_ratios'])}) is this model's measurement error in "
-                         "this run.")
+                         f"({aa_values(m)}) is this model's measurement error in this run.")
         lines.append("")
     if "goal_gap" in result:
         verdict = "met on every row" if result["goal_met"] else "not met on " + "; ".join(result["goal_missed"])
@@ -326,7 +329,8 @@ def markdown(result: Dict[str, Any]) -> str:
 
 
 def add_run_options(parser: argparse.ArgumentParser, benchmark: str) -> None:
-    """The options this benchmark shares with op_time.py: --threads, --glibc-malloc, --out-dir, --tag, --note."""
+    """The options this benchmark shares with op_time.py: --device, --threads, --glibc-malloc, --out-dir, --tag, --note."""
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch.set_num_threads; default 1 on CPU (a shared machine's spare cores make OpenMP "
                              "threads spin and times swing tenfold), torch's choice on CUDA; 0 = torch's choice")
@@ -345,6 +349,15 @@ def model_names(parser: argparse.ArgumentParser, value: str) -> List[str]:
     if unknown:
         parser.error(f"--models: unknown {', '.join(unknown)}; choose from {', '.join(SPECS)}")
     return models
+
+
+def per_model(parser: argparse.ArgumentParser, key: str, items: Sequence[str]) -> Dict[str, int]:
+    """--batch / --size MODEL=N items as {model: N} (a parser error, one line, unless every N is a positive integer
+    and every MODEL a suite name)."""
+    pairs = [item.split("=", 1) for item in items]
+    if any(len(p) != 2 or p[0] not in SPECS or not p[1].isdigit() or int(p[1]) < 1 for p in pairs):
+        parser.error(f"--{key} takes MODEL=INT (INT >= 1) with MODEL in {', '.join(SPECS)}")
+    return {m: int(v) for m, v in pairs}
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
@@ -366,7 +379,6 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds (default 3)")
     parser.add_argument("--steps", type=int, default=2, help="timed steps per configuration per round (default 2)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps per configuration first (default 1)")
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
     parser.add_argument("--precision", default="32", choices=["32", "bf16"], help="autocast dtype (default 32)")
     parser.add_argument("--compile", action="store_true", help="time torch.compile'd models (probes run eager)")
     add_run_options(parser, "cost")
@@ -377,10 +389,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     if set(args.surrogates) - {"lite", "full"}:
         parser.error("--surrogates takes lite and/or full")
     for key in ("batch", "size"):
-        pairs = [item.split("=", 1) for item in getattr(args, key)]
-        if any(len(p) != 2 or p[0] not in SPECS or not p[1].isdigit() for p in pairs):
-            parser.error(f"--{key} takes MODEL=INT with MODEL in {', '.join(SPECS)}")
-        setattr(args, key, {m: int(v) for m, v in pairs})
+        setattr(args, key, per_model(parser, key, getattr(args, key)))
     for key in ("rounds", "steps"):
         if getattr(args, key) < 1:
             parser.error(f"--{key} must be at least 1")

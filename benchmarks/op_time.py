@@ -24,7 +24,6 @@ import statistics
 import sys
 import time
 from collections import defaultdict
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -37,7 +36,7 @@ sys.path.insert(0, str(ROOT))  # run from a clone without `pip install -e .`
 
 from benchmarks.common import (header, interleave, provenance, resolve_device, round_order, set_threads, slug, steady_allocator,
                                write_result)  # noqa: E402
-from benchmarks.cost import BAKED, SPECS, ModelSpec, add_run_options, loss_of, model_names  # noqa: E402
+from benchmarks.cost import BAKED, SPECS, ModelSpec, add_run_options, loss_of, model_names, per_model  # noqa: E402
 from repl import ReplConfig, apply_replacement  # noqa: E402
 from repl.engine import measure  # noqa: E402
 from repl.engine.measure.flops import flop_counter  # noqa: E402
@@ -220,7 +219,6 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                         help="leave out the baked twin (RepL's network with its surrogates materialized)")
     parser.add_argument("--batch", action="append", default=[], metavar="MODEL=B", help="batch size for a model")
     parser.add_argument("--steps", type=int, default=3, help="instrumented (and uninstrumented) steps (default 3)")
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
     add_run_options(parser, "op_time")
     args = parser.parse_args(argv)
     args.models = model_names(parser, args.models)
@@ -230,10 +228,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                 raise ValueError
         except ValueError:
             parser.error(f"--ratio: {args.ratio!r} is not 'max' or a number between 0 and 1")
-    pairs = [item.split("=", 1) for item in args.batch]
-    if any(len(p) != 2 or p[0] not in SPECS or not p[1].isdigit() or int(p[1]) < 1 for p in pairs):
-        parser.error(f"--batch takes MODEL=INT with MODEL in {', '.join(SPECS)}")
-    args.batch = {m: int(v) for m, v in pairs}
+    args.batch = per_model(parser, "batch", args.batch)
     if args.steps < 1:
         parser.error("--steps must be at least 1")
     return args
@@ -246,7 +241,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     set_threads(args.threads, device)
     steady = args.steady_malloc and device.type == "cpu" and steady_allocator()
     load_before = list(os.getloadavg())
-    models = [measure_model(replace(SPECS[m]), args, device) for m in args.models]
+    models = [measure_model(SPECS[m], args, device) for m in args.models]
     settings = {**{k: getattr(args, k) for k in ("models", "ratio", "surrogate", "kept", "baked", "batch", "steps")},
                 "steady_malloc": steady}
     result = header(device, {**settings, "device": str(device),

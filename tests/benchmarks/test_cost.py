@@ -1,5 +1,6 @@
 """cost.py at tiny sizes: the result files' structure and the relationships that must hold (never a time)."""
 import json
+import platform
 
 import pytest
 
@@ -22,7 +23,6 @@ def test_files_name_hardware_versions_settings_and_load(result):
     assert on_disk == json.loads(json.dumps(res))
     assert on_disk["hardware"]["cpu"] and on_disk["software"]["torch"] and on_disk["software"]["timm"]
     assert on_disk["settings"]["threads"] >= 1 and len(on_disk["load_before"]) == 3
-    import platform
     assert on_disk["settings"]["steady_malloc"] is (platform.libc_ver()[0] == "glibc")  # CPU: freed memory kept
     table = (out / "cost_cpu.md").read_text()
     assert "## resnet32" in table and "## lm" in table and "n/a (CPU)" in table
