@@ -14,14 +14,24 @@ import statistics
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Tuple, Union
 
 import torch
 
 from repl.engine import measure
 from repl.engine.checkpoint import atomic_write_text
+from repl.method.config import ReplConfig
+from repl.method.recompute import AUTO
 
 ROOT = Path(__file__).resolve().parents[1]
+# A row's suffix per setting of repl.recompute: the weights kept for backward, always rebuilt, rebuilt where they pay.
+RECOMPUTE_LABELS: Dict[Union[bool, str], str] = {False: "kept", True: "rebuilt", AUTO: "auto"}
+
+
+def other_recompute_settings() -> List[Tuple[str, Union[bool, str]]]:
+    """(row suffix, setting) of every repl.recompute setting but the default, to measure beside it."""
+    default = ReplConfig().recompute
+    return [(label, setting) for setting, label in RECOMPUTE_LABELS.items() if setting != default]
 
 
 def cpu_model() -> str:

@@ -9,7 +9,7 @@ step time (forward, loss, backward, optimizer step), each as an absolute and as 
     python benchmarks/cost.py                                    # the default suite (CPU: a few minutes)
     python benchmarks/cost.py --models resnet32,resnet110 --rounds 5 --steps 4
     python benchmarks/cost.py --models resnet50 --batch resnet50=8 --ratios 0.25
-    python benchmarks/cost.py --models vit_b,lm --surrogates lite --recompute --tag recompute   # also with weights kept
+    python benchmarks/cost.py --models vit_b,lm --surrogates lite --recompute --tag recompute   # also kept / rebuilt
     python benchmarks/cost.py --device cuda --precision bf16 --compile --tag bf16_compile   # on a GPU
 
 Writes results/bench/cost_<device>.json and .md (see benchmarks/README.md).
@@ -24,7 +24,7 @@ import sys
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -33,8 +33,8 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a clone without `pip install -e .`
 
-from benchmarks.common import (cuda_allocated, header, interleave, mib, provenance, resolve_device, set_threads, slug, spread,
-                               steady_allocator, step_peak, write_result)  # noqa: E402
+from benchmarks.common import (cuda_allocated, header, interleave, mib, other_recompute_settings, provenance, resolve_device,
+                               set_threads, slug, spread, steady_allocator, step_peak, write_result)  # noqa: E402
 from repl import ReplConfig, apply_replacement  # noqa: E402
 from repl.engine import measure  # noqa: E402
 from repl.families import discover_blocks  # noqa: E402
@@ -189,13 +189,13 @@ def measure_model(spec: ModelSpec, args: argparse.Namespace, device: torch.devic
     # (label, ratio, surrogate, repl.recompute, baked): `baked` = the surrogates materialized as plain modules, the
     # same architecture and FLOPs as the RepL row without the synthesis, which separates RepL's own cost from
     # what the smaller network runs at on this hardware.
-    variants: List[Tuple[str, float, Optional[str], Optional[bool], bool]] = [("bp", 0.0, None, None, False)]
+    variants: List[Tuple[str, float, Optional[str], Optional[Union[bool, str]], bool]] = [("bp", 0.0, None, None, False)]
     for ratio, label in ratio_points(num_blocks, args.ratios):
         for surrogate in args.surrogates:
             variants.append((f"{surrogate} r={label}", ratio, surrogate, default, False))
-            if args.recompute:  # the other setting of repl.recompute, interleaved with the default
-                variants.append((f"{surrogate} r={label} {'kept' if default else 'recompute'}", ratio, surrogate,
-                                 not default, False))
+            if args.recompute:  # the other settings of repl.recompute, interleaved with the default
+                variants += [(f"{surrogate} r={label} {suffix}", ratio, surrogate, setting, False)
+                             for suffix, setting in other_recompute_settings()]
             if args.baked:
                 variants.append((f"{surrogate} r={label} {BAKED}", ratio, surrogate, default, True))
     if args.compile:
@@ -368,8 +368,9 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--ratios", default="0.25,max", help="comma-separated ratios; 'max' = the model's largest")
     parser.add_argument("--surrogates", default="lite,full", help="comma-separated: lite, full")
     parser.add_argument("--recompute", action="store_true",
-                        help="also measure each RepL configuration with the other setting of repl.recompute (default "
-                             "true: rows labelled 'kept' keep the synthesized weights for backward)")
+                        help="also measure each RepL configuration with the other settings of repl.recompute (default "
+                             "auto): rows labelled 'kept' keep the synthesized weights for backward, 'rebuilt' always "
+                             "free them and rebuild them in backward")
     parser.add_argument("--baked", action="store_true",
                         help=f"also time each RepL configuration '{BAKED}': its surrogates materialized as plain "
                              "modules (the same network and FLOPs without the synthesis); column 'vs baked' = RepL's "

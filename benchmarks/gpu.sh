@@ -2,7 +2,7 @@
 # The GPU run in one script: the `cuda`-marked tests (allocator, bf16/fp16 autocast, compile, channels-last,
 # fused optimizers, NCCL DDP over 2 GPUs when there are 2, else 1), then the cost benchmark on ResNet-50 and
 # ViT-B at realistic batches with CUDA allocator peaks, in fp32 and bf16, each configuration also with the
-# synthesized weights kept (repl.recompute=false), interleaved, and in fp32 against its baked network (the same
+# synthesized weights kept (repl.recompute=false) and always rebuilt (true) beside the default (auto), interleaved, and in fp32 against its baked network (the same
 # network with the surrogates materialized: RepL's own overhead, apart from how the smaller network runs), then
 # where the step's time goes by kind of op on ResNet-50 and ResNet-32 (benchmarks/op_time.py: are the GPU's
 # kernels as uneven per FLOP as the CPU's, and what do RepL's small synthesis ops cost as kernel launches).

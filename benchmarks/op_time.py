@@ -4,13 +4,13 @@
 forward + backward is timed (a TorchDispatchMode, wall clock around the op, the device synchronized on
 CUDA) and its FLOPs counted with the project's FLOP rules (repl.engine.measure.flops), grouped by kind
 (a convolution by kernel size and phase, matmuls, then each other op by name), for BP, RepL, RepL's network
-with its surrogates materialized (baked; --no-baked drops it) and, with --kept, RepL with the other setting of
-repl.recompute. An op kind whose time share is smaller than
+with its surrogates materialized (baked; --no-baked drops it) and, with --kept, RepL with the other settings of
+repl.recompute (kept, rebuilt). An op kind whose time share is smaller than
 its FLOP share runs faster per FLOP than the rest of the step: removing it saves fewer seconds than FLOPs.
 
     python benchmarks/op_time.py --models resnet50                  # BP, lite at the largest ratio, baked
     python benchmarks/op_time.py --models resnet32,resnet50 --steps 5 --surrogate full --ratio 0.25
-    python benchmarks/op_time.py --models resnet110 --kept        # also with the synthesized weights kept
+    python benchmarks/op_time.py --models resnet110 --kept        # also with the weights kept / always rebuilt
 
 Writes results/bench/op_time_<device>[_<tag>].json and .md. The timed steps run under the dispatch mode
 (a few microseconds per op); the table also gives each configuration's uninstrumented step time.
@@ -25,7 +25,7 @@ import sys
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -34,8 +34,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a clone without `pip install -e .`
 
-from benchmarks.common import (header, interleave, provenance, resolve_device, round_order, set_threads, slug, steady_allocator,
-                               write_result)  # noqa: E402
+from benchmarks.common import (header, interleave, other_recompute_settings, provenance, resolve_device, round_order, set_threads,
+                               slug, steady_allocator, write_result)  # noqa: E402
 from benchmarks.cost import BAKED, SPECS, ModelSpec, add_run_options, loss_of, model_names, per_model  # noqa: E402
 from repl import ReplConfig, apply_replacement  # noqa: E402
 from repl.engine import measure  # noqa: E402
@@ -122,7 +122,7 @@ def summarize(counted: OpTimer, per_round: List[Dict[str, float]], walls: List[f
 
 
 def measure_model(spec: ModelSpec, args: argparse.Namespace, device: torch.device) -> Dict[str, Any]:
-    """BP, RepL (with the other repl.recompute, and its baked twin) of one model: per op kind, seconds and FLOPs of a forward + backward."""
+    """BP, RepL (with the other repl.recompute settings, and its baked twin) of one model: per op kind, seconds and FLOPs of a forward + backward."""
     batch_size = args.batch.get(spec.key, spec.batch["cuda" if device.type == "cuda" else "cpu"])
     batch = spec.make_batch(batch_size, device, torch.Generator().manual_seed(0))
     loss_fn = loss_of(spec)
@@ -132,9 +132,9 @@ def measure_model(spec: ModelSpec, args: argparse.Namespace, device: torch.devic
     ratio = max_replaceable(num_blocks) / num_blocks if args.ratio == "max" else float(args.ratio)
     default = ReplConfig().recompute
     # (label, RepL applied: its repl.recompute, or None for BP; surrogates baked)
-    configs: List[Tuple[str, Optional[bool], bool]] = [("bp", None, False), (args.surrogate, default, False)]
+    configs: List[Tuple[str, Optional[Union[bool, str]], bool]] = [("bp", None, False), (args.surrogate, default, False)]
     if args.kept:
-        configs.append((f"{args.surrogate} {'kept' if default else 'recompute'}", not default, False))
+        configs += [(f"{args.surrogate} {suffix}", setting, False) for suffix, setting in other_recompute_settings()]
     if args.baked:
         configs.append((f"{args.surrogate} {BAKED}", default, True))
     models: List[nn.Module] = []
@@ -213,8 +213,9 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--ratio", default="max", help="RepL's ratio; 'max' = the model's largest (default)")
     parser.add_argument("--surrogate", default="lite", choices=["lite", "full"], help="default lite")
     parser.add_argument("--kept", action="store_true",
-                        help="also RepL with the other setting of repl.recompute (default true: 'kept' keeps the "
-                             "synthesized weights for backward), to see what the rebuild costs per op")
+                        help="also RepL with the other settings of repl.recompute (default auto): 'kept' keeps the "
+                             "synthesized weights for backward, 'rebuilt' always rebuilds them there; to see what "
+                             "the rebuild costs per op")
     parser.add_argument("--no-baked", dest="baked", action="store_false",
                         help="leave out the baked twin (RepL's network with its surrogates materialized)")
     parser.add_argument("--batch", action="append", default=[], metavar="MODEL=B", help="batch size for a model")

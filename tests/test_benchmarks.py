@@ -65,12 +65,12 @@ def test_gpu_script_runs_end_to_end_in_dry_mode(tmp_path):
     for name, precision in (("cost_cpu_dry", "32"), ("cost_cpu_bf16_dry", "bf16")):
         result = json.loads((tmp_path / f"{name}.json").read_text())
         assert result["settings"]["precision"] == precision and (tmp_path / f"{name}.md").exists()
-        bp, default, kept, *baked = result["models"][0]["configs"]
-        assert [c["recompute"] for c in (bp, default, kept)] == [None, True, False]
+        bp, default, kept, rebuilt, *baked = result["models"][0]["configs"]
+        assert [c["recompute"] for c in (bp, default, kept, rebuilt)] == [None, "auto", False, True]
         assert [c["baked"] for c in baked] == ([True] if precision == "32" else [])  # fp32 also times baked twins
         assert default["memory"]["activations"] < kept["memory"]["activations"]
     ops = json.loads((tmp_path / "op_time_cpu_dry.json").read_text())  # the per-op split, with the rebuild's own row
-    assert [c["label"] for c in ops["models"][0]["configs"]] == ["bp", "lite", "lite kept", "lite baked"]
+    assert [c["label"] for c in ops["models"][0]["configs"]] == ["bp", "lite", "lite kept", "lite rebuilt", "lite baked"]
 
 
 def test_gpu_script_refuses_an_unknown_argument_in_one_line(tmp_path):

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, List, Optional
+from typing import Any, List, Optional, Union
 
 from repl.bounds import SEED, bounds, check_numbers
 from repl.errors import ConfigError
+from repl.method.recompute import check_setting as check_recompute
 from repl.method.registry import MethodRecord, Selection, get_method, methods_reading
 
 NOT_SWITCHES = ("method", "ratio")  # every other key is a switch a method record accepts or leaves at its default
@@ -39,7 +40,7 @@ class ReplConfig:
     similarity: str = "weight"  # select=similarity: weight (neighbours' tensors, cosine) | cka (block input vs output on data)
     seed: int = field(default=0, metadata=SEED)  # for select=random
     survival_last: float = field(default=0.5, metadata=bounds(gt=0, le=1))  # stochastic_depth: survival probability of the last block (Huang et al.: 0.5)
-    recompute: bool = True  # surrogates keep no synthesized weight for backward; it is rebuilt there (same gradients)
+    recompute: Union[bool, str] = "auto"  # true: surrogates keep no synthesized weight for backward, it is rebuilt there (same gradients) | false: kept | auto: rebuilt where it saves memory (repl/method/recompute.py)
     stochastic_depth: bool = False  # repl: also skip the blocks left trained per batch (Huang et al.); surrogates always run
     start: int = field(default=0, metadata=bounds(ge=0))  # repl: epochs of plain backprop before the planned blocks are replaced (on their trained neighbours)
     restore: int = field(default=0, metadata=bounds(ge=0))  # repl: last epochs with every surrogate baked back into a trainable block (full fine-tune)
@@ -52,6 +53,7 @@ class ReplConfig:
             value = getattr(self, key)
             if value not in allowed:
                 raise ConfigError(f"repl.{key}={value!r} is not supported; choose one of {', '.join(allowed)}")
+        check_recompute(self.recompute)
         if self.select == "explicit" and not self.blocks:
             raise ConfigError("repl.select=explicit needs repl.blocks=[i,j,...] (block indices)")
         if self.blocks is not None and self.select != "explicit":

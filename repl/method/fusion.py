@@ -186,6 +186,7 @@ class Fusion(nn.Module):
         self.sources: Dict[str, Tuple[str, ...]] = {}  # synthesized name -> slots that provide it
         self._terms: Dict[str, Tuple[Tuple[int, str, str], ...]] = {}  # name -> (slot index, coefficient key, adapter key)
         self._paths: Dict[str, Tuple[Tuple[str, ...], str]] = {}  # name -> (submodule names, leaf), for `_source`
+        self.elements = 0  # elements of the tensors one call synthesizes
         available = [dict(neighbour.named_parameters()) for neighbour in neighbours]
         layouts = layouts or {}
         for name, target in params.items():
@@ -210,6 +211,7 @@ class Fusion(nn.Module):
                                                             cfg.adapt == "learned", target, layout)
                 terms.append((i, key, adapter))
             self._terms[name] = tuple(terms)
+            self.elements += target.numel()
             *owner, leaf = name.split(".")
             self._paths[name] = (tuple(owner), leaf)
         # Whether the synthesis's own graph saves weight-sized copies (an adapter's gathered tensor, where its

@@ -1,4 +1,4 @@
-"""Synthesized weights that are not kept for backward (`repl.recompute=true`, the default).
+"""Synthesized weights that are not kept for backward (`repl.recompute`: true, false, or auto, the default).
 
 A surrogate's body saves its weights for backward like any layer (a conv or linear needs W to
 compute the input gradient). For an ordinary layer that W is the parameter, already in memory;
@@ -14,6 +14,19 @@ on the same (not yet stepped) parameters, so the bits are those that were droppe
 unchanged. Weights no saved tensor refers to (a linear's bias) are gone by then and are not rebuilt.
 This is the scheme FSDP uses for its unsharded parameters.
 
+What it costs and when it pays (`repl.recompute=auto`, `policy`): freeing and rebuilding is a few more ops per
+synthesized tensor (resize, the fusion's mul/addcmul again), run where caches are cold, between a backward's
+big kernels: ~0.5 ms per surrogate and step on a 2-core CPU (2-4% of ResNet-32's step at batch 32,
+results/bench/cost_cpu_cifar.md). It pays where the weights are large next to the activations (ViT-B at batch 2 kept
+2.06x backprop's activations with `lite`), and buys nothing where they are small (ResNet-32's 3x3 convs next
+to a batch of 32x32 maps: 0.005x). `auto` therefore frees a `lite` surrogate's weights only when they hold at
+least a quarter as many elements as its input (`INPUT_SHARE`), decided per call, so per batch size. Kept
+below that, they add less than a quarter input per surrogate, while the sub-layer `lite` removed saved at
+least half an input (a BasicBlock's second conv and its BatchNorm each save a full one; a bottleneck's 3x3
+conv and its BatchNorm a quarter each; an attention sub-layer several): `lite` stays under backprop's
+activations. A `full` surrogate saves what the block saved under backprop, so any weight it kept would be
+over backprop's: `auto` always frees them.
+
 Under autocast a linear or conv saves its low-precision copy of W, which autocast makes inside the
 layer, out of reach. The surrogate therefore hands such a layer W already cast (`cast_for_consumer`:
 the same cast, so the same bits), and that copy is what is freed. Layers autocast casts by other
@@ -26,11 +39,14 @@ recomputing the forward, and the tensors it collects then are the ones backward 
 """
 from __future__ import annotations
 
+import enum
 import weakref
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
+
+from repl.errors import ConfigError
 
 Rebuild = Callable[[str, torch.Tensor], Any]  # (name, into): writes weight `name` into `into`, same shape and dtype
 # Layers whose weight autocast casts to its low-precision dtype inside the layer (torch's autocast op lists).
@@ -39,6 +55,40 @@ AUTOCAST_CASTS = (nn.Linear, nn.Bilinear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Co
 # The id of the backward pass running in this thread, -1 outside backward (a private torch function; a torch
 # without it is treated as never inside backward, which only matters under activation checkpointing).
 _GRAPH_TASK = getattr(torch._C, "_current_graph_task_id", lambda: -1)
+
+
+AUTO = "auto"  # repl.recompute's per-case setting (the default)
+INPUT_SHARE = 0.25  # auto: free a lite surrogate's weights when they hold >= this share of its input's elements
+
+
+class Release(enum.Enum):
+    """When a surrogate frees its synthesized weights after its forward (and rebuilds them in backward)."""
+
+    ALWAYS = "always"  # repl.recompute=true, and `full` surrogates under auto
+    NEVER = "never"  # repl.recompute=false: the graph keeps them, as any layer keeps its weight
+    BY_SIZE = "by size"  # `lite` under auto: when the weights hold >= INPUT_SHARE of the input's elements
+
+
+def check_setting(value: Any) -> None:
+    """ConfigError unless `value` is a setting of repl.recompute: true, false or auto."""
+    if not (isinstance(value, bool) or value == AUTO):
+        raise ConfigError(f"repl.recompute={value!r} is not supported; choose one of true, false, {AUTO}")
+
+
+def policy(setting: Union[bool, str], whole_block: bool) -> Release:
+    """The release policy of a surrogate under `setting` (repl.recompute); `whole_block`: its body is the replaced
+    block itself (`full`), which saves what backprop saved, so under auto it always frees its weights."""
+    check_setting(setting)
+    if setting == AUTO:
+        return Release.ALWAYS if whole_block else Release.BY_SIZE
+    return Release.ALWAYS if setting else Release.NEVER
+
+
+def outweighs(weight_elements: int, args: Sequence[Any], kwargs: Mapping[str, Any]) -> bool:
+    """Whether weights of `weight_elements` elements are worth freeing next to a body called with `args`/`kwargs`:
+    they hold at least INPUT_SHARE as many elements as its tensor inputs (any, when it has none)."""
+    inputs = sum(t.numel() for t in (*args, *kwargs.values()) if isinstance(t, torch.Tensor))
+    return weight_elements >= INPUT_SHARE * inputs
 
 
 def in_backward() -> bool:

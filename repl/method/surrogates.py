@@ -25,12 +25,12 @@ class Surrogate(nn.Module):
     """A replaced block: `body` run with weights synthesized from the neighbours (i-1, i+1)."""
 
     def __init__(self, body: nn.Module, fusion: Fusion, neighbours: Sequence[nn.Module], operator: str,
-                 recompute: bool = False) -> None:
+                 release: rebuilt.Release = rebuilt.Release.NEVER) -> None:
         super().__init__()
         self.body = body
         self.fusion = fusion
         self.operator = operator
-        self.recompute = recompute  # keep no synthesized weight for backward: rebuild it there (recompute.py)
+        self.release = release  # when the synthesized weights are freed after the forward and rebuilt in backward
         self._neighbours = tuple(neighbours)  # references only: a tuple is not registered as submodules
         # name -> (owner path in body, leaf): the parameter slots (None between calls) filled at each forward
         self._slots = {name: name.rpartition(".")[::2] for name in fusion.sources}
@@ -47,7 +47,10 @@ class Surrogate(nn.Module):
         are None between calls, so any body module that reads `self.<name>` works, and the slots are
         emptied again even if the body raises, so parameters(), state_dict() and deepcopy never see them.
         """
-        dropping = self.recompute and torch.is_grad_enabled() and not torch.compiler.is_compiling()
+        dropping = (self.release is not rebuilt.Release.NEVER and torch.is_grad_enabled()
+                    and not torch.compiler.is_compiling())
+        if dropping and self.release is rebuilt.Release.BY_SIZE:
+            dropping = rebuilt.outweighs(self.fusion.elements, args, kwargs)
         if dropping and self.fusion.keeps_copies:  # gathered copies are weight-sized too: recompute them
             weights = checkpoint(self.synthesized, use_reentrant=False)
         else:
@@ -69,7 +72,7 @@ class Surrogate(nn.Module):
         return out
 
     def extra_repr(self) -> str:
-        return f"operator={self.operator}" + (", recompute" if self.recompute else "")
+        return f"operator={self.operator}, release={self.release.value}"
 
 
 def check_operator(info: BlockInfo, cfg: ReplConfig) -> None:
@@ -94,7 +97,8 @@ def make_surrogate(block: nn.Module, info: BlockInfo, neighbours: Sequence[nn.Mo
     """Replace `block` by a surrogate: its synthesizable tensors (BlockInfo.synthesizable) that a neighbour has
     become synthesized, the rest stay its own. With `repl.init=lstsq` the coefficients are fitted to the body's
     own tensors (the block's, for the parts `lite` keeps) before those are removed."""
-    body = lite_body(block, info) if cfg.surrogate == "lite" else block
+    lite = cfg.surrogate == "lite"
+    body = lite_body(block, info) if lite else block
     params = {name: p for name, p in body.named_parameters() if info.may_synthesize(name)}
     fusion = Fusion(params, neighbours, cfg, layouts={name: info.layout(name) for name in params})
     if cfg.init == "lstsq":
@@ -102,4 +106,4 @@ def make_surrogate(block: nn.Module, info: BlockInfo, neighbours: Sequence[nn.Mo
     for name in fusion.sources:
         owner, _, leaf = name.rpartition(".")
         body.get_submodule(owner).register_parameter(leaf, None)  # a slot that Surrogate.forward fills per call
-    return Surrogate(body, fusion, neighbours, cfg.surrogate, recompute=cfg.recompute)
+    return Surrogate(body, fusion, neighbours, cfg.surrogate, release=rebuilt.policy(cfg.recompute, whole_block=not lite))

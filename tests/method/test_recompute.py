@@ -1,4 +1,5 @@
-"""repl.recompute: surrogates keep no synthesized weight for backward, and gradients do not change."""
+"""repl.recompute: surrogates keep no synthesized weight for backward (true, or auto where it pays), and gradients
+do not change."""
 import weakref
 
 import pytest
@@ -29,16 +30,17 @@ CASES = {
 }
 
 
-def built(case: str, recompute: bool):
+def built(case: str, recompute, batch: int = 2):
     name, switches = CASES[case]
     torch.manual_seed(0)
     model = (TRANSFORMERS.get(name) or RESNETS[name])()
     apply_replacement(model, ratio=0.34, recompute=recompute, **switches)
     torch.manual_seed(1)
     if name == "gpt":
-        x = torch.randint(0, VOCAB, (2, CONTEXT))
+        x = torch.randint(0, VOCAB, (batch, CONTEXT))
     else:
-        x = torch.randn(2, 3, 64 if name == "timm_resnet50" else 32, 64 if name == "timm_resnet50" else 32)
+        side = 64 if name == "timm_resnet50" else 32
+        x = torch.randn(batch, 3, side, side)
     return model, x
 
 
@@ -50,10 +52,11 @@ def gradients(model, x, precision: str = "32", wrap=None) -> dict:
     return {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
 
 
+@pytest.mark.parametrize("setting", [True, "auto"])
 @pytest.mark.parametrize("precision", ["32", "bf16"])
 @pytest.mark.parametrize("case", CASES)
-def test_gradients_are_bitwise_those_of_kept_weights(case, precision):
-    kept, dropped = gradients(*built(case, False), precision), gradients(*built(case, True), precision)
+def test_gradients_are_bitwise_those_of_kept_weights(case, precision, setting):
+    kept, dropped = gradients(*built(case, False), precision), gradients(*built(case, setting), precision)
     assert kept.keys() == dropped.keys() and any(".fusion." in n for n in kept)
     for name in kept:  # the rebuild runs the same ops on the same parameters: equal bits, no tolerance
         assert torch.equal(kept[name], dropped[name]), name
@@ -180,13 +183,71 @@ def test_recompute_is_for_surrogates_only():
 
 
 def test_a_run_switched_to_recompute_on_resume_trains_the_same_weights(tmp_path):
-    """Recompute changes memory, not the math: 2 steps without it + resume with it (the default) + 1 step = 3 steps
-    without it."""
+    """Recompute changes memory, not the math: 2 steps without it + resume with it + 1 step = 3 steps without it."""
     from tests.engine.test_training import assert_same_weights, run, weights
 
     run(tmp_path / "split", "trainer.max_steps=2", "repl.recompute=false")
-    resumed = run(tmp_path / "split", "trainer.max_steps=3")
+    resumed = run(tmp_path / "split", "trainer.max_steps=3", "repl.recompute=true")
     run(tmp_path / "whole", "trainer.max_steps=3", "repl.recompute=false")
     saved = torch.load(tmp_path / "split" / "checkpoints" / "last.pt", weights_only=True)["config"]
     assert resumed["steps_done"] == 3 and saved["repl"]["recompute"] is True
     assert_same_weights(weights(tmp_path / "split"), weights(tmp_path / "whole"))
+
+
+def _released(model, x) -> dict:
+    """Surrogate path -> whether its training forward freed the weights it synthesized (recompute.release ran)."""
+    calling, freed = [], {}
+    real = recompute.release
+    surrogates = {s: p for p, s in model.named_modules() if isinstance(s, Surrogate)}
+    handles = [s.register_forward_pre_hook(lambda m, a: calling.append(m)) for s in surrogates]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(recompute, "release", lambda *a: freed.setdefault(surrogates[calling[-1]], real(*a)))
+        model(x).logsumexp(-1).mean().backward()
+    for h in handles:
+        h.remove()
+    return {p: freed.get(p, False) for p in surrogates.values()}
+
+
+def test_auto_frees_lite_weights_where_they_outweigh_a_quarter_of_the_input():
+    """ResNet-20 lite: each surrogate's 3x3 conv (+ BatchNorm) against its input [B, C, H, W]. At batch 2 the
+    deepest stage's weights (64x64x9) outweigh a quarter of its 2x64x8x8 input and are freed, the first stage's
+    (16x16x9) are kept; at batch 64 every input outweighs its weights and nothing is freed."""
+    model, x = built("resnet20 lite channel", "auto")
+    surrogates = {p: s for p, s in model.named_modules() if isinstance(s, Surrogate)}
+    assert {s.release for s in surrogates.values()} == {recompute.Release.BY_SIZE}
+    small = _released(model, x)
+    expected = {}
+    for path, s in surrogates.items():
+        channels = s.body.conv1.in_channels
+        side = 32 // (s.body.conv1.in_channels // 16)  # stages of 16, 32, 64 channels on 32, 16, 8 pixels
+        expected[path] = s.fusion.elements >= recompute.INPUT_SHARE * 2 * channels * side * side
+    assert small == expected and any(small.values()) and not all(small.values())
+    model, x = built("resnet20 lite channel", "auto", batch=64)
+    assert not any(_released(model, x).values())
+
+
+def test_auto_always_frees_full_surrogates_and_the_vit_lite_weights():
+    """`full` saves what the block saved under backprop, so every kept weight would be over it: auto frees them at
+    any batch. ViT lite's MLP weights outweigh a quarter of a batch-2 token input."""
+    for case, batch in (("resnet20 full", 64), ("vit lite", 2)):
+        model, x = built(case, "auto", batch=batch)
+        released = _released(model, x)
+        assert released and all(released.values()), case
+
+
+def test_auto_saves_between_always_and_never_freeing():
+    """Saved-for-backward bytes at batch 2, where auto frees the deeper stages' weights and keeps the first's:
+    true < auto < false."""
+    measured = {}
+    for setting in (False, "auto", True):
+        model, x = built("resnet20 lite channel", setting, batch=2)
+        with SavedTensorMeter(model) as meter:
+            model(x)
+        measured[setting] = meter.bytes
+    assert measured[True] < measured["auto"] < measured[False]
+
+
+@pytest.mark.parametrize("value", ["sometimes", 1, None])
+def test_recompute_accepts_true_false_or_auto(value):
+    with pytest.raises(ConfigError, match="repl.recompute=.* is not supported; choose one of true, false, auto"):
+        apply_replacement(RESNETS["resnet20"](), ratio=0.25, recompute=value)
