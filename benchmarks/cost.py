@@ -174,6 +174,10 @@ def measure_model(spec: ModelSpec, args: argparse.Namespace, device: torch.devic
     """Build BP and every RepL configuration of one model, probe each, then time them in interleaved rounds."""
     batch_size = args.batch.get(spec.key, spec.batch["cuda" if device.type == "cuda" else "cpu"])
     batch = spec.make_batch(batch_size, device, torch.Generator().manual_seed(0))
+    channels_last = args.channels_last and not spec.tokens  # (token models have no 4-d tensors to lay out)
+    memory_format = torch.channels_last if channels_last else torch.preserve_format
+    if channels_last:
+        batch = (batch[0].contiguous(memory_format=torch.channels_last), batch[1])
     loss_fn = loss_of(spec)
     dtype = {"bf16": torch.bfloat16, "32": None}[args.precision]
     autocast: Callable[[], Any] = (lambda: torch.autocast(device.type, dtype=dtype)) if dtype else nullcontext
@@ -212,7 +216,7 @@ def measure_model(spec: ModelSpec, args: argparse.Namespace, device: torch.devic
         plan = apply_replacement(model, ReplConfig(ratio=ratio, surrogate=surrogate or "lite", **switches))
         if baked:
             model = bake(model)
-        model.to(device).train()
+        model.to(device, memory_format=memory_format).train()
         optimizer = make_optimizer(spec.optim, model)
         forward = torch.compile(model) if args.compile else model
 
@@ -284,6 +288,7 @@ def markdown(result: Dict[str, Any]) -> str:
         provenance(result),
         "",
         f"Precision {st['precision']}, {'torch.compile, ' if st['compile'] else ''}"
+        f"{'channels-last (NHWC) images and weights, ' if st.get('channels_last') else ''}"
         f"{'malloc keeping freed memory, ' if st.get('steady_malloc') else ''}{st['rounds']} interleaved rounds "
         f"x {st['steps']} steps after {st['warmup']} warm-up steps. Each cell: absolute (ratio to BP). "
         "MiB = 2^20 bytes. gap = time ratio / FLOP ratio.",
@@ -381,6 +386,9 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=2, help="timed steps per configuration per round (default 2)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps per configuration first (default 1)")
     parser.add_argument("--precision", default="32", choices=["32", "bf16"], help="autocast dtype (default 32)")
+    parser.add_argument("--channels-last", action="store_true",
+                        help="image models in channels-last (NHWC) memory format, model and batch, as "
+                             "trainer.channels_last=true trains them")
     parser.add_argument("--compile", action="store_true", help="time torch.compile'd models (probes run eager)")
     add_run_options(parser, "cost")
     args = parser.parse_args(argv)
@@ -407,7 +415,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     models = [measure_model(replace(SPECS[m], size=args.size.get(m, SPECS[m].size)), args, device)
               for m in args.models]
     settings = {k: getattr(args, k) for k in ("models", "ratios", "surrogates", "recompute", "baked", "batch", "size", "rounds", "steps",
-                                                "warmup", "precision", "compile", "steady_malloc")}
+                                                "warmup", "precision", "compile", "channels_last", "steady_malloc")}
     result = header(device, {**settings, "device": str(device),
                              "argv": list(argv) if argv is not None else sys.argv[1:]}, load_before)
     notes = list(args.note)

@@ -3,6 +3,7 @@ import json
 import platform
 
 import pytest
+import torch
 
 TINY = ["--rounds", "1", "--steps", "1", "--warmup", "0", "--device", "cpu"]
 
@@ -101,3 +102,28 @@ def test_full_baked_rows_are_the_a_a_control(tmp_path):
     assert control["flops"] == bp["flops"]
     assert model["aa_time_ratios"] == [control["ratios"]["time"]]
     assert f"({control['ratios']['time']:.3f})" in (tmp_path / "cost_cpu.md").read_text().split("A/A:")[1]
+
+
+def test_channels_last_runs_the_same_computation_in_nhwc(tmp_path, monkeypatch):
+    """--channels-last lays out image models and their batch as NHWC (what trainer.channels_last does): the same
+    FLOPs and parameters as NCHW, RepL's synthesized weights included; token models are left as they are."""
+    import benchmarks.cost as cost
+
+    formats = []
+    real = torch.nn.Conv2d._conv_forward
+
+    def spy(self, x, weight, bias):
+        formats.append(x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous())
+        return real(self, x, weight, bias)
+
+    monkeypatch.setattr(torch.nn.Conv2d, "_conv_forward", spy)
+    argv = ["--models", "resnet32", "--batch", "resnet32=2", "--ratios", "max", "--surrogates", "lite", *TINY,
+            "--out-dir", str(tmp_path)]
+    nchw = cost.main(argv)
+    assert formats and not any(formats)
+    formats.clear()
+    nhwc = cost.main([*argv, "--channels-last", "--tag", "nhwc"])
+    assert formats and all(formats) and nhwc["settings"]["channels_last"] is True
+    for a, b in zip(nchw["models"][0]["configs"], nhwc["models"][0]["configs"]):
+        assert a["flops"] == b["flops"] and a["params"] == b["params"]
+    assert "channels-last (NHWC)" in (tmp_path / "cost_cpu_nhwc.md").read_text()
