@@ -25,7 +25,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from repl.config import config_dir
+from repl.config import check_boolean_overrides, config_dir
 from repl.engine.checkpoint import atomic_write_json
 from repl.errors import ConfigError, ReplError
 from repl.hydra_errors import command_line, one_line_errors
@@ -168,7 +168,10 @@ def main() -> None:
     """Console-script entry: Hydra's own errors are one `error: ...` line with exit status 2 too."""
     try:
         with one_line_errors(_main.__wrapped__.__code__):
-            check_multirun(command_line(sys.argv[1:]))
+            args = command_line(sys.argv[1:])
+            if not args.multirun:  # (a multirun's jobs are checked one by one, check_multirun)
+                check_boolean_overrides(args.overrides)
+            check_multirun(args)
             _main()
     except ReplError as err:
         report_user_error(err)

@@ -10,7 +10,7 @@ import hashlib
 import re
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Iterator, List, Optional
+from typing import Any, Iterator, List, Optional, Sequence, get_type_hints
 
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
@@ -156,6 +156,32 @@ def unknown_key_error(key: str) -> ConfigError:
     close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
     hint = f"; did you mean {close[0]}?" if close else "; README.md lists every key"
     return ConfigError(f"{key} is not a config key{hint}")
+
+
+# What a true/false key accepts from the command line (OmegaConf's words); OmegaConf itself also reads any
+# integer as a bool, so `repl.neighbor_grad=5` would train with true.
+TRUTH_WORDS = frozenset({"true", "false", "yes", "no", "on", "off", "1", "0"})
+
+
+def schema_type(key: str) -> Any:
+    """The declared type of the dotted `key` in TrainConfig; None where no schema declares it (e.g. a key only one
+    dataset kind has)."""
+    *owners, leaf = key.split(".")
+    schema: Any = TrainConfig
+    for part in owners:
+        schema = get_type_hints(schema).get(part)
+        if not is_dataclass(schema):
+            return None
+    return get_type_hints(schema).get(leaf)
+
+
+def check_boolean_overrides(overrides: Sequence[str]) -> None:
+    """ConfigError for the first command-line override that gives a true/false key a value other than a truth word."""
+    for override in overrides:
+        key, sep, value = override.lstrip("+~").partition("=")
+        key = key.strip()
+        if sep and schema_type(key) is bool and value.strip().lower() not in TRUTH_WORDS:
+            raise ConfigError(f"{key}={value.strip()}: {key} takes true or false")
 
 
 def check_known_keys(cfg: DictConfig, prefix: str = "") -> None:

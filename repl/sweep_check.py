@@ -12,7 +12,7 @@ from typing import List
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from repl.config import compose, to_config
+from repl.config import check_boolean_overrides, compose, to_config
 from repl.errors import ConfigError
 
 
@@ -30,6 +30,7 @@ def check_sweep(overrides: List[str]) -> None:
     swept = {o.get_key_element() for o in parsed if o.is_sweep_override()}
     for job in BasicSweeper.split_arguments(parsed, max_batch_size=None)[0]:
         try:
+            check_boolean_overrides(job)
             to_config(compose(job))
         except ConfigError as err:
             which = " ".join(o for o in job if o.split("=", 1)[0] in swept)

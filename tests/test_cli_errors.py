@@ -44,6 +44,11 @@ BAD = [  # (command-line arguments, what the one line must contain)
     (["+repl.ratioo=0.4"], "did you mean repl.ratio?"),
     # a text dataset under the image keys of QUICK: a key of the other kind, refused at composition
     (["dataset=synthetic_text"], "dataset.image_size is a key of image data (task=classification"),
+    # a true/false key given a number: OmegaConf alone reads any integer as true
+    (["repl.neighbor_grad=5"], "repl.neighbor_grad=5: repl.neighbor_grad takes true or false"),
+    (["trainer.compile=2"], "trainer.compile=2: trainer.compile takes true or false"),
+    (["-m", "repl.neighbor_grad=true,5"], "repl.neighbor_grad=5: repl.neighbor_grad takes true or false"),
+    (["repl.recompute=maybe"], "repl.recompute='maybe' is not supported; choose one of true, false, auto"),
     # what a single run would silently not do
     (["launcher=slurm"], "add -m"),
     (["launcher=local"], "launcher=local"),

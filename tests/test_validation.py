@@ -79,3 +79,15 @@ def test_bad_input_is_a_config_error_naming_the_key(overrides, expected):
 ])
 def test_valid_edges_are_accepted(overrides):
     to_config(compose(overrides))
+
+
+def test_a_true_false_key_takes_truth_words_and_other_keys_are_left_to_their_schema():
+    """OmegaConf reads any integer as a bool; the command line is checked for it first (repl.cli.main)."""
+    from repl.config import check_boolean_overrides, schema_type
+
+    assert schema_type("repl.neighbor_grad") is bool and schema_type("trainer.compile") is bool
+    assert schema_type("repl.ratio") is float and schema_type("model.nope") is None
+    check_boolean_overrides(["repl.neighbor_grad=false", "trainer.compile=Yes", "+trainer.compile=0", "repl.ratio=5",
+                             "repl.recompute=auto", "seed=7"])
+    with pytest.raises(ConfigError, match=r"^trainer.channels_last=3: trainer.channels_last takes true or false$"):
+        check_boolean_overrides(["seed=1", "trainer.channels_last=3"])
