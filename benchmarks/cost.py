@@ -78,14 +78,19 @@ class ModelSpec:
             return build_model(cfg, vocab_size=self.classes, seq_len=self.size)
         return build_model(cfg, num_classes=self.classes, in_chans=3, image_size=self.size)
 
-    def make_batch(self, batch_size: int, device: torch.device, generator: torch.Generator) -> Batch:
+    def memory_format(self, channels_last: bool) -> torch.memory_format:
+        """The layout of this model's 4-d tensors: channels-last if asked for and the model reads images."""
+        return torch.channels_last if channels_last and not self.tokens else torch.preserve_format
+
+    def make_batch(self, batch_size: int, device: torch.device, generator: torch.Generator,
+                   memory_format: torch.memory_format = torch.preserve_format) -> Batch:
         if not self.tokens:
             x = torch.randn(batch_size, 3, self.size, self.size, generator=generator)
             y = torch.randint(0, self.classes, (batch_size,), generator=generator)
         else:
             x = torch.randint(0, self.classes, (batch_size, self.size), generator=generator)
             y = torch.randint(0, self.classes, (batch_size, self.size), generator=generator)
-        return x.to(device), y.to(device)
+        return x.to(device, memory_format=memory_format), y.to(device)
 
 
 SPECS: Dict[str, ModelSpec] = {
@@ -173,11 +178,8 @@ def ratio_points(spec_blocks: int, ratios: Sequence[str]) -> List[Tuple[float, s
 def measure_model(spec: ModelSpec, args: argparse.Namespace, device: torch.device) -> Dict[str, Any]:
     """Build BP and every RepL configuration of one model, probe each, then time them in interleaved rounds."""
     batch_size = args.batch.get(spec.key, spec.batch["cuda" if device.type == "cuda" else "cpu"])
-    batch = spec.make_batch(batch_size, device, torch.Generator().manual_seed(0))
-    channels_last = args.channels_last and not spec.tokens  # (token models have no 4-d tensors to lay out)
-    memory_format = torch.channels_last if channels_last else torch.preserve_format
-    if channels_last:
-        batch = (batch[0].contiguous(memory_format=torch.channels_last), batch[1])
+    memory_format = spec.memory_format(args.channels_last)
+    batch = spec.make_batch(batch_size, device, torch.Generator().manual_seed(0), memory_format)
     loss_fn = loss_of(spec)
     dtype = {"bf16": torch.bfloat16, "32": None}[args.precision]
     autocast: Callable[[], Any] = (lambda: torch.autocast(device.type, dtype=dtype)) if dtype else nullcontext
@@ -334,7 +336,8 @@ def markdown(result: Dict[str, Any]) -> str:
 
 
 def add_run_options(parser: argparse.ArgumentParser, benchmark: str) -> None:
-    """The options this benchmark shares with op_time.py: --device, --threads, --glibc-malloc, --out-dir, --tag, --note."""
+    """The options this benchmark shares with op_time.py: --device, --threads, --glibc-malloc, --channels-last,
+    --out-dir, --tag, --note."""
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch.set_num_threads; default 1 on CPU (a shared machine's spare cores make OpenMP "
@@ -342,6 +345,9 @@ def add_run_options(parser: argparse.ArgumentParser, benchmark: str) -> None:
     parser.add_argument("--glibc-malloc", dest="steady_malloc", action="store_false",
                         help="CPU: leave glibc's malloc as it is (default: keep freed memory, as a GPU's caching "
                              "allocator does; benchmarks.common.steady_allocator)")
+    parser.add_argument("--channels-last", action="store_true",
+                        help="image models in channels-last (NHWC) memory format, model and batch, as "
+                             "trainer.channels_last=true trains them")
     parser.add_argument("--out-dir", type=Path, default=ROOT / "results" / "bench", help="default results/bench")
     parser.add_argument("--tag", default="", help=f"suffix of the result files: {benchmark}_<device>_<tag>.json / .md")
     parser.add_argument("--note", action="append", default=[], help="a line for the results' notes (repeatable)")
@@ -386,9 +392,6 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=2, help="timed steps per configuration per round (default 2)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps per configuration first (default 1)")
     parser.add_argument("--precision", default="32", choices=["32", "bf16"], help="autocast dtype (default 32)")
-    parser.add_argument("--channels-last", action="store_true",
-                        help="image models in channels-last (NHWC) memory format, model and batch, as "
-                             "trainer.channels_last=true trains them")
     parser.add_argument("--compile", action="store_true", help="time torch.compile'd models (probes run eager)")
     add_run_options(parser, "cost")
     args = parser.parse_args(argv)

@@ -124,7 +124,8 @@ def summarize(counted: OpTimer, per_round: List[Dict[str, float]], walls: List[f
 def measure_model(spec: ModelSpec, args: argparse.Namespace, device: torch.device) -> Dict[str, Any]:
     """BP, RepL (with the other repl.recompute settings, and its baked twin) of one model: per op kind, seconds and FLOPs of a forward + backward."""
     batch_size = args.batch.get(spec.key, spec.batch["cuda" if device.type == "cuda" else "cpu"])
-    batch = spec.make_batch(batch_size, device, torch.Generator().manual_seed(0))
+    memory_format = spec.memory_format(args.channels_last)
+    batch = spec.make_batch(batch_size, device, torch.Generator().manual_seed(0), memory_format)
     loss_fn = loss_of(spec)
     torch.manual_seed(0)
     template = spec.build()
@@ -142,7 +143,7 @@ def measure_model(spec: ModelSpec, args: argparse.Namespace, device: torch.devic
         model = copy.deepcopy(template)
         if recompute is not None:
             apply_replacement(model, ReplConfig(ratio=ratio, surrogate=args.surrogate, recompute=recompute))
-        models.append((bake(model) if baked else model).to(device).train())
+        models.append((bake(model) if baked else model).to(device, memory_format=memory_format).train())
 
     def step_of(model: nn.Module) -> Callable[[], None]:
         def step() -> None:
@@ -168,7 +169,8 @@ def markdown(result: Dict[str, Any]) -> str:
     """One table per model: each op kind's ms and GFLOP per step in BP and in each RepL configuration."""
     lines = ["# Where the training step's time goes: BP against RepL, by kind of op", "", provenance(result), "",
              f"Forward + backward (no optimizer step); median over {result['settings']['steps']} interleaved rounds of one "
-             f"instrumented step{' (malloc keeping freed memory)' if result['settings']['steady_malloc'] else ''}. "
+             f"instrumented step{' (malloc keeping freed memory)' if result['settings']['steady_malloc'] else ''}"
+             f"{', channels-last (NHWC) images and weights' if result['settings'].get('channels_last') else ''}. "
              "Share = of the configuration's own op time / FLOPs. 'ms/GFLOP' = time per unit of work "
              "(lower is faster).", ""]
     for m in result["models"]:
@@ -243,7 +245,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     steady = args.steady_malloc and device.type == "cpu" and steady_allocator()
     load_before = list(os.getloadavg())
     models = [measure_model(SPECS[m], args, device) for m in args.models]
-    settings = {**{k: getattr(args, k) for k in ("models", "ratio", "surrogate", "kept", "baked", "batch", "steps")},
+    settings = {**{k: getattr(args, k) for k in ("models", "ratio", "surrogate", "kept", "baked", "batch", "steps",
+                                                "channels_last")},
                 "steady_malloc": steady}
     result = header(device, {**settings, "device": str(device),
                              "argv": list(argv) if argv is not None else sys.argv[1:]}, load_before)

@@ -84,3 +84,18 @@ def test_runs_record_the_allocator_setting(result):
     import platform
 
     assert result[0]["settings"]["steady_malloc"] is (platform.libc_ver()[0] == "glibc")
+
+
+def test_channels_last_times_the_same_ops_in_nhwc(script, tmp_path):
+    """--channels-last (shared with cost.py): the same FLOPs per kind of op (NHWC adds only layout ops, of no
+    FLOPs), the layout named in the table."""
+    op_time = script("op_time")
+    argv = ["--models", "resnet32", "--batch", "resnet32=2", "--steps", "1", "--no-baked", "--device", "cpu",
+            "--out-dir", str(tmp_path)]
+    nchw = op_time.main(argv)
+    nhwc = op_time.main([*argv, "--channels-last", "--tag", "nhwc"])
+    assert nhwc["settings"]["channels_last"] is True and nchw["settings"]["channels_last"] is False
+    for a, b in zip(nchw["models"][0]["configs"], nhwc["models"][0]["configs"]):
+        assert {k: n for k, n in a["flops"].items() if n} == {k: n for k, n in b["flops"].items() if n}
+        assert a["flops"]["conv 3x3"] > 0
+    assert "channels-last (NHWC)" in (tmp_path / "op_time_cpu_nhwc.md").read_text()
