@@ -16,15 +16,13 @@ does detect a real difference in the math.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests import torchrun
+
 NUM_EVAL = 32
 ARGS = ["model=vit_t", "dataset.image_size=16", "dataset.num_train=64", f"dataset.num_eval={NUM_EVAL}",
         "dataset.batch_size=16", "trainer.epochs=1", "trainer.deterministic=true", "trainer.device=cpu",
@@ -32,25 +30,13 @@ ARGS = ["model=vit_t", "dataset.image_size=16", "dataset.num_train=64", f"datase
 WEIGHT_RTOL = 1e-4  # relative L2 difference of all weights; see the module docstring
 
 
-def _env() -> dict:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "WANDB_MODE": "offline"}
-
-
-def _torchrun() -> list[str]:
-    launcher = Path(sys.executable).with_name("torchrun")
-    return [str(launcher)] if launcher.exists() else [sys.executable, "-m", "torch.distributed.run"]
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict:
     """The 2-process and the 1-process run of the same command, each in its own run directory."""
     base = tmp_path_factory.mktemp("ddp")
-    two = subprocess.run([*_torchrun(), "--standalone", "--nproc_per_node=2", str(ROOT / "train.py"), *ARGS,
-                          f"hydra.run.dir={base / 'two'}"], cwd=ROOT, env=_env(), capture_output=True, text=True,
-                         timeout=600, check=False)
+    two = torchrun.train(ARGS, base / "two", nproc=2)
     assert two.returncode == 0, two.stderr[-3000:]
-    one = subprocess.run([sys.executable, str(ROOT / "train.py"), *ARGS, f"hydra.run.dir={base / 'one'}"],
-                         cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600, check=False)
+    one = torchrun.train(ARGS, base / "one")
     assert one.returncode == 0, one.stderr[-3000:]
     return {"two": base / "two", "one": base / "one", "stdout": two.stdout}
 
@@ -105,9 +91,7 @@ def test_logged_training_loss_is_the_global_batch_loss(runs):
 def test_two_processes_accumulating_train_the_same_weights_as_one(runs, tmp_path):
     """trainer.accumulate=2 under DDP (no_sync on the first micro-batch): still the global batch's gradient."""
     run_dir = tmp_path / "two_accumulate"
-    done = subprocess.run([*_torchrun(), "--standalone", "--nproc_per_node=2", str(ROOT / "train.py"), *ARGS,
-                           "trainer.accumulate=2", f"hydra.run.dir={run_dir}"], cwd=ROOT, env=_env(),
-                          capture_output=True, text=True, timeout=600, check=False)
+    done = torchrun.train([*ARGS, "trainer.accumulate=2"], run_dir, nproc=2)
     assert done.returncode == 0, done.stderr[-3000:]
     two, one = _weights(run_dir), _weights(runs["one"])
     keys = [k for k in one if one[k].is_floating_point()]

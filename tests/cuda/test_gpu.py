@@ -1,15 +1,10 @@
 """What a GPU adds to the CPU suite: allocator peaks, autocast in bf16 and fp16, compile, channels-last, fused
-optimizers and NCCL DDP, each on a RepL model with the default repl.recompute and against repl.recompute=false.
+optimizers and NCCL DDP, on RepL models with repl.recompute=true (and false, where the two are compared).
 
 Marked `cuda`: skipped without a GPU, run by benchmarks/gpu.sh (its dry mode, REPL_DRY_GPU=1, runs the checks
 that mean something on the CPU there, so they do not rot).
 """
 from __future__ import annotations
-
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -20,7 +15,6 @@ from tests.method.models import BUILDERS as RESNETS
 from tests.method.test_transformers import BUILDERS as TRANSFORMERS
 
 pytestmark = pytest.mark.cuda
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def built(name: str, device: torch.device, recompute: bool = True, **switches):
@@ -115,16 +109,14 @@ def test_fused_optimizer_steps_a_repl_model_like_the_foreach_one(device, optimiz
 def test_ddp_over_the_gpus_trains_like_one_process(gpu, tmp_path):
     """NCCL DDP with 2 processes when there are 2 GPUs, else 1: RepL's references to neighbour weights go through
     DDP, and the result equals one process (ViT-T: no batch statistics; tests/test_ddp.py's argument)."""
-    from tests.test_ddp import ARGS, WEIGHT_RTOL, _env, _torchrun
+    from tests import torchrun
+    from tests.test_ddp import ARGS, WEIGHT_RTOL
     from tests.engine.test_training import weights
 
     nproc = min(2, torch.cuda.device_count())
     args = [a for a in ARGS if a != "trainer.device=cpu"] + ["trainer.device=cuda", "trainer.max_steps=3"]
-    runs = {"ddp": [*_torchrun(), "--standalone", f"--nproc_per_node={nproc}", str(ROOT / "train.py")],
-            "one": [sys.executable, str(ROOT / "train.py")]}
-    for name, cmd in runs.items():
-        done = subprocess.run([*cmd, *args, f"hydra.run.dir={tmp_path / name}"], cwd=ROOT, env=_env(),
-                              capture_output=True, text=True, timeout=300, check=False)
+    for name, procs in (("ddp", nproc), ("one", None)):
+        done = torchrun.train(args, tmp_path / name, nproc=procs, timeout=300)
         assert done.returncode == 0, done.stderr[-3000:]
     a, b = weights(tmp_path / "ddp"), weights(tmp_path / "one")
     num = sum((a[k].float() - b[k].float()).norm() ** 2 for k in a if a[k].is_floating_point()) ** 0.5

@@ -5,10 +5,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -29,8 +25,8 @@ from repl.method.schedule import Phase, Schedule, replace_planned, restore_surro
 from repl.method.surrogates import Surrogate
 from repl.models.cifar_resnet import CifarResNet
 from repl.run import train
+from tests import torchrun
 
-ROOT = Path(__file__).resolve().parents[2]
 # 2 optimizer steps per epoch of 32 images at 8x8: a run of 3 epochs is 6 steps, a few seconds.
 TINY = ["trainer.device=cpu", "model=resnet20", "dataset.num_train=64", "dataset.num_eval=32", "dataset.batch_size=32",
         "dataset.image_size=8", "trainer.progress=false", "trainer.log_every=1", "trainer.timing_warmup=1"]
@@ -200,12 +196,8 @@ def test_two_ddp_processes_follow_the_schedule_as_one_process(tmp_path):
     args = ["model=vit_t", "dataset.image_size=16", "dataset.num_train=16", "dataset.num_eval=16",
             "dataset.batch_size=16", *SCHEDULE, "trainer.deterministic=true", "trainer.device=cpu",
             "trainer.progress=false"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
-    torchrun = Path(sys.executable).with_name("torchrun")
-    launcher = [str(torchrun)] if torchrun.exists() else [sys.executable, "-m", "torch.distributed.run"]
-    for name, command in (("two", [*launcher, "--standalone", "--nproc_per_node=2"]), ("one", [sys.executable])):
-        done = subprocess.run([*command, str(ROOT / "train.py"), *args, f"hydra.run.dir={tmp_path / name}"], cwd=ROOT,
-                              env=env, capture_output=True, text=True, timeout=300, check=False)
+    for name, nproc in (("two", 2), ("one", None)):
+        done = torchrun.train(args, tmp_path / name, nproc=nproc, timeout=300)
         assert done.returncode == 0, done.stderr[-3000:]
     two, one = (load_checkpoint(tmp_path / d / "checkpoints" / "last.pt") for d in ("two", "one"))
     assert two["progress"]["phase"] == "restored" and two["model"].keys() == one["model"].keys()
