@@ -15,6 +15,7 @@ from typing import Any, Iterator, List, Optional, Sequence, get_type_hints
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 from hydra.core.config_store import ConfigStore
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -158,11 +159,6 @@ def unknown_key_error(key: str) -> ConfigError:
     return ConfigError(f"{key} is not a config key{hint}")
 
 
-# What a true/false key accepts from the command line (OmegaConf's words); OmegaConf itself also reads any
-# integer as a bool, so `repl.neighbor_grad=5` would train with true.
-TRUTH_WORDS = frozenset({"true", "false", "yes", "no", "on", "off", "1", "0"})
-
-
 def schema_type(key: str) -> Any:
     """The declared type of the dotted `key` in TrainConfig; None where no schema declares it (e.g. a key only one
     dataset kind has)."""
@@ -176,12 +172,16 @@ def schema_type(key: str) -> Any:
 
 
 def check_boolean_overrides(overrides: Sequence[str]) -> None:
-    """ConfigError for the first command-line override that gives a true/false key a value other than a truth word."""
-    for override in overrides:
-        key, sep, value = override.lstrip("+~").partition("=")
-        key = key.strip()
-        if sep and schema_type(key) is bool and value.strip().lower() not in TRUTH_WORDS:
-            raise ConfigError(f"{key}={value.strip()}: {key} takes true or false")
+    """ConfigError for the first command-line override (parsed as Hydra parses it) that gives a true/false key an
+    integer other than 0 or 1: OmegaConf reads any integer as a bool, so `repl.neighbor_grad=5` would train with
+    true. The other values OmegaConf refuses itself, or reads as it documents (yes/no, on/off)."""
+    for override in OverridesParser.create().parse_overrides(list(overrides)):
+        if override.is_sweep_override() or override.is_delete():
+            continue
+        value = override.value()
+        if (isinstance(value, int) and not isinstance(value, bool) and value not in (0, 1)
+                and schema_type(override.key_or_group) is bool):
+            raise ConfigError(f"{override.key_or_group}={value}: {override.key_or_group} takes true or false")
 
 
 def check_known_keys(cfg: DictConfig, prefix: str = "") -> None:

@@ -34,10 +34,13 @@ def launcher() -> list[str]:
 def train(args: Sequence[str], run_dir: Path, nproc: Optional[int] = None, timeout: int = 600) -> subprocess.CompletedProcess:
     """`train.py args hydra.run.dir=run_dir` in `nproc` torchrun processes (None: one plain process)."""
     command = [*launcher(), "--standalone", f"--nproc_per_node={nproc}"] if nproc else [sys.executable]
-    for attempt in (1, 2):
-        done = subprocess.run([*command, str(ROOT / "train.py"), *args, f"hydra.run.dir={run_dir}"], cwd=ROOT,
+
+    def run() -> subprocess.CompletedProcess:
+        return subprocess.run([*command, str(ROOT / "train.py"), *args, f"hydra.run.dir={run_dir}"], cwd=ROOT,
                               env=env(), capture_output=True, text=True, timeout=timeout, check=False)
-        if done.returncode == 0 or not nproc or GLOO_ABORT not in done.stderr or attempt == 2:
-            return done
+
+    done = run()
+    if done.returncode != 0 and nproc and GLOO_ABORT in done.stderr:
         shutil.rmtree(run_dir, ignore_errors=True)  # start the retry afresh, not as a resume of the aborted run
-    raise AssertionError("unreachable")
+        done = run()
+    return done
