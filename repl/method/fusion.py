@@ -31,12 +31,13 @@ rounding of exactly collinear tensors (relative error ~1e-7) is far inside, real
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
 import torch
 from torch import nn
 
 from repl.families.contract import DEFAULT_LAYOUT, BlockInfo, TensorLayout
+from repl.method.blend import blend, blendable
 from repl.method.config import ReplConfig
 
 SLOTS = ("prev", "next")  # neighbour i-1 (coefficients `a`) and i+1 (coefficients `b`)
@@ -186,6 +187,7 @@ class Fusion(nn.Module):
         self.sources: Dict[str, Tuple[str, ...]] = {}  # synthesized name -> slots that provide it
         self._terms: Dict[str, Tuple[Tuple[int, str, str], ...]] = {}  # name -> (slot index, coefficient key, adapter key)
         self._paths: Dict[str, Tuple[Tuple[str, ...], str]] = {}  # name -> (submodule names, leaf), for `_source`
+        self._blended: Set[str] = set()  # names of two adapter-free terms with scalar coefficients: `blend` makes them
         self.elements = 0  # elements of the tensors one call synthesizes
         available = [dict(neighbour.named_parameters()) for neighbour in neighbours]
         layouts = layouts or {}
@@ -211,6 +213,8 @@ class Fusion(nn.Module):
                                                             cfg.adapt == "learned", target, layout)
                 terms.append((i, key, adapter))
             self._terms[name] = tuple(terms)
+            if len(terms) == 2 and not any(adapter for _, _, adapter in terms) and self.mode != "channel":
+                self._blended.add(name)
             self.elements += target.numel()
             *owner, leaf = name.split(".")
             self._paths[name] = (tuple(owner), leaf)
@@ -259,10 +263,19 @@ class Fusion(nn.Module):
         same bits, without a temporary and a copy), else computed and then copied (cast) into it.
         """
         coefficients = (self.a, self.b)
+        grad = torch.is_grad_enabled()
+        if grad and out is None and name in self._blended:
+            (i, key, _), (j, key2, _) = self._terms[name]
+            p, n = self._source(neighbours[i], name), self._source(neighbours[j], name)
+            if not self.neighbor_grad:
+                p, n = p.detach(), n.detach()
+            a, b = coefficients[i][key], coefficients[j][key2]
+            if blendable(p, a, n, b):  # one autograd node: coefficient gradients as dot products (repl/method/blend.py)
+                return blend(p, a, n, b)
         total = None
         for i, key, adapter in self._terms[name]:
             t = self._source(neighbours[i], name)
-            if not (self.neighbor_grad and torch.is_grad_enabled()):  # (under no_grad: so that a cut, a view, is
+            if not (self.neighbor_grad and grad):  # (under no_grad: so that a cut, a view, is
                 t = t.detach()  # not a grad-requiring view without grad_fn, which module hooks cannot handle)
             c = coefficients[i][key]
             if adapter:
@@ -271,7 +284,7 @@ class Fusion(nn.Module):
                 continue
             # a * P + b * N as one mul and one addcmul: one op and one temporary fewer per tensor than mul+mul+add
             if total is None:
-                in_place = out is not None and out.dtype == t.dtype == c.dtype and not torch.is_grad_enabled()
+                in_place = out is not None and out.dtype == t.dtype == c.dtype and not grad
                 total = torch.mul(t, c, out=out) if in_place else t * c
             else:
                 total = total.addcmul_(t, c) if total is out else torch.addcmul(total, t, c)
