@@ -4,10 +4,13 @@ The fusion's common case (docs/method.md, "Fusion"): both neighbours have the te
 each coefficient is a single number (`repl.fusion=scalar` or `tensor`). Written as `mul` and `addcmul`, autograd
 computes each coefficient's gradient as `(g * p).sum()`: a weight-sized product written to memory only to be
 summed to one number. This node computes it as `dot(g, p)` instead, which reads `g` and `p` once and writes
-nothing, and it leaves the neighbours' gradients (`a * g`, `b * g`) as they were. On a 1M-element weight the
-synthesis's forward and backward take ~0.66x the time of the `mul`/`addcmul` graph (one CPU thread); on a
-37k-element 3x3 conv weight ~0.95x. The difference only matters where the synthesized weights are large next to
-the batch (ViT-B or ResNet-50 at batch 2), where it is most of what the synthesis costs in backward.
+nothing, and it leaves the neighbours' gradients (`a * g`, `b * g`) as they were.
+
+A Python autograd node costs ~15 us more per call than the two built-in ones, so it pays only on large tensors
+(`pays`). Forward and backward of one synthesized tensor, against `mul`/`addcmul` (one CPU thread, interleaved):
+1.41x the time at 4k elements, 1.10x at 37k (a 64-channel 3x3 conv), 0.99x at 64k, 0.73x at 262k, 0.54x at 1M.
+With it, RepL's own cost at batch 2 of ViT-B `lite` (23.6M synthesized elements a step) fell from 1.066x to
+1.022x of its baked network; on the CIFAR ResNets (every tensor below 64k) it would have cost 1-2%.
 
 The forward runs the same kernels as the `mul`/`addcmul` it replaces (and as the no-grad rebuild in
 `Fusion.weight`), so the weights are the same bits; the coefficients' gradients are the same sums in another
@@ -41,6 +44,14 @@ class Blend(torch.autograd.Function):
                 torch.dot(flat, p.reshape(-1)) if need_a else None,
                 g * b if need_n else None,
                 torch.dot(flat, n.reshape(-1)) if need_b else None)
+
+
+MIN_ELEMENTS = 1 << 16  # `pays`: below this many elements the node's Python overhead outweighs what it saves
+
+
+def pays(elements: int) -> bool:
+    """Whether a synthesized tensor of `elements` elements is worth a `Blend` node (the module docstring)."""
+    return elements >= MIN_ELEMENTS
 
 
 def blendable(p: torch.Tensor, a: torch.Tensor, n: torch.Tensor, b: torch.Tensor) -> bool:

@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from repl.families.contract import DEFAULT_LAYOUT, BlockInfo, TensorLayout
-from repl.method.blend import blend, blendable
+from repl.method.blend import blend, blendable, pays
 from repl.method.config import ReplConfig
 
 SLOTS = ("prev", "next")  # neighbour i-1 (coefficients `a`) and i+1 (coefficients `b`)
@@ -187,7 +187,7 @@ class Fusion(nn.Module):
         self.sources: Dict[str, Tuple[str, ...]] = {}  # synthesized name -> slots that provide it
         self._terms: Dict[str, Tuple[Tuple[int, str, str], ...]] = {}  # name -> (slot index, coefficient key, adapter key)
         self._paths: Dict[str, Tuple[Tuple[str, ...], str]] = {}  # name -> (submodule names, leaf), for `_source`
-        self._blended: Set[str] = set()  # names of two adapter-free terms with scalar coefficients: `blend` makes them
+        self._blended: Set[str] = set()  # large tensors of two adapter-free terms with scalar coefficients: `blend` makes them
         self.elements = 0  # elements of the tensors one call synthesizes
         available = [dict(neighbour.named_parameters()) for neighbour in neighbours]
         layouts = layouts or {}
@@ -213,7 +213,8 @@ class Fusion(nn.Module):
                                                             cfg.adapt == "learned", target, layout)
                 terms.append((i, key, adapter))
             self._terms[name] = tuple(terms)
-            if len(terms) == 2 and not any(adapter for _, _, adapter in terms) and self.mode != "channel":
+            if (len(terms) == 2 and not any(adapter for _, _, adapter in terms) and self.mode != "channel"
+                    and pays(target.numel())):
                 self._blended.add(name)
             self.elements += target.numel()
             *owner, leaf = name.split(".")

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from repl.method.blend import blend, blendable
+from repl.method.blend import MIN_ELEMENTS, blend, blendable
 from repl.method.config import ReplConfig
 from repl.method.fusion import Fusion
 from tests.method.test_fusion import Layer
@@ -62,25 +62,28 @@ def synthesized_node(mode: str, prev: Layer, nxt: Layer, target: Layer, **cfg) -
     return fusion((prev, nxt))["conv1.weight"].grad_fn.name()
 
 
+WIDE = 96  # a 96-channel 3x3 conv weight: 82,944 elements, above MIN_ELEMENTS
+assert WIDE * WIDE * 9 >= MIN_ELEMENTS > 64 * 64 * 9
+
+
 @pytest.mark.parametrize("mode", ["scalar", "tensor"])
 def test_fusion_blends_two_same_shaped_neighbours_with_scalar_coefficients(mode):
     torch.manual_seed(0)
-    assert "Blend" in synthesized_node(mode, Layer(8, 8), Layer(8, 8), Layer(8, 8))
+    assert "Blend" in synthesized_node(mode, Layer(WIDE, WIDE), Layer(WIDE, WIDE), Layer(WIDE, WIDE))
 
 
-@pytest.mark.parametrize("mode,shapes", [("channel", (8, 8)), ("scalar", (4, 8))])
-def test_fusion_keeps_the_plain_graph_for_channel_coefficients_and_adapted_sources(mode, shapes):
+@pytest.mark.parametrize("mode,prev,width", [("channel", WIDE, WIDE), ("scalar", WIDE // 2, WIDE), ("scalar", 64, 64)])
+def test_fusion_keeps_the_plain_graph_for_channel_coefficients_adapted_sources_and_small_tensors(mode, prev, width):
     """A per-channel coefficient's gradient is a per-channel sum, and an adapted source is a gather: neither is a
-    dot product of two whole tensors."""
+    dot product of two whole tensors. A tensor below MIN_ELEMENTS (a 64-channel 3x3 conv) is cheaper plain."""
     torch.manual_seed(0)
-    prev = Layer(shapes[0], shapes[0])
-    assert "Blend" not in synthesized_node(mode, prev, Layer(8, 8), Layer(8, 8))
+    assert "Blend" not in synthesized_node(mode, Layer(prev, prev), Layer(width, width), Layer(width, width))
 
 
 def test_fusion_rebuild_into_storage_is_the_bits_of_the_blended_forward():
     """repl.recompute rebuilds a freed weight under no_grad with mul/addcmul_ into its storage: the same bits."""
     torch.manual_seed(0)
-    prev, nxt, target = Layer(8, 8), Layer(8, 8), Layer(8, 8)
+    prev, nxt, target = Layer(WIDE, WIDE), Layer(WIDE, WIDE), Layer(WIDE, WIDE)
     fusion = Fusion(dict(target.named_parameters()), (prev, nxt), ReplConfig(method="repl"))
     blended = fusion.weight((prev, nxt), "conv1.weight")
     into = torch.empty_like(blended)
