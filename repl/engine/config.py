@@ -72,9 +72,13 @@ class TrainerConfig:
             _check(not bad, f"trainer.strategy=fsdp does not support {setting} ({why}); use {instead} or trainer.strategy=ddp")
 
     def validate_with(self, task: str, per_batch_skips: Optional[str]) -> None:
-        """Keys whose validity depends on other groups: accumulation is exact for classification and lm losses,
-        and not when blocks are skipped per forward (the draw would be per micro-batch, not per batch).
+        """Keys whose validity depends on other groups: channels-last lays out image batches; accumulation is exact
+        for classification and lm losses, and not when blocks are skipped per forward (the draw would be per
+        micro-batch, not per batch).
         `per_batch_skips` names the setting that skips blocks (e.g. "repl.method=layerdrop"), None if none does."""
+        _check(not self.channels_last or task_spec(task).image_batches,
+               f"trainer.channels_last=true lays out batches of images ({' and '.join(tasks_where(image_batches=True))}), "
+               f"not task.name={task}'s; use trainer.channels_last=false")
         accumulating = tasks_where(accumulates=True)  # their batch loss splits exactly into micro-batches
         _check(self.accumulate == 1 or task_spec(task).accumulates,
                f"trainer.accumulate={self.accumulate} splits {' and '.join(accumulating)} batches only, "

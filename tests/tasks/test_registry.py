@@ -51,6 +51,15 @@ def test_accumulation_and_mixing_follow_the_record():
         TaskConfig(name="lm", mixup=0.8).validate()
 
 
+@pytest.mark.parametrize("task", ["lm", "detection", "segmentation"])
+def test_channels_last_is_refused_where_batches_are_not_image_tensors(task):
+    """Token ids (rank 2) and mm batches (dicts) have no NHWC layout: the trainer's conversion raised mid-run."""
+    with pytest.raises(ConfigError, match=f"trainer.channels_last=true lays out batches of images \\(classification\\), "
+                                          f"not task.name={task}'s; use trainer.channels_last=false"):
+        TrainerConfig(channels_last=True).validate_with(task, per_batch_skips=None)
+    TrainerConfig(channels_last=True).validate_with("classification", per_batch_skips=None)
+
+
 class _Constant(DataModule):
     """A DataModule of one constant batch, to show a new task's builder is reached through its record."""
 
