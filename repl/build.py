@@ -35,6 +35,7 @@ from repl.method.plan import Plan
 from repl.method.schedule import Phase, Schedule
 from repl.models import build_model
 from repl.tasks import build_task
+from repl.tasks.registry import check_precision
 
 Apply = Callable[[nn.Module, TrainConfig], Plan]  # puts a method on the model in place, returns its plan
 
@@ -95,6 +96,7 @@ def build_run(cfg: TrainConfig, run_dir: Path, dist: DistInfo, *, apply: Optiona
     building them from cfg (a benchmark replaying batches, a test's tiny network). record_environment:
     write env.json on rank 0 after the plan is validated, before any data is read (the run dir's owner asks).
     """
+    check_precision(cfg.task.name, cfg.trainer.precision, dist.device.type)
     if cfg.trainer.deterministic:
         torch.use_deterministic_algorithms(True)
     seed_everything(cfg.seed)

@@ -12,6 +12,7 @@ from repl.config import TrainConfig, as_dict, to_config
 from repl.engine import distributed, rundir
 from repl.engine.console import echo_error
 from repl.errors import ReplError
+from repl.tasks.registry import check_precision
 
 
 def train(cfg: TrainConfig, run_dir: Path) -> Dict[str, Any]:
@@ -19,6 +20,7 @@ def train(cfg: TrainConfig, run_dir: Path) -> Dict[str, Any]:
     run_dir = Path(run_dir)
     dist = distributed.setup(cfg.trainer.device)
     try:
+        check_precision(cfg.task.name, cfg.trainer.precision, dist.device.type)  # needs the device; before the run dir
         state = rundir.prepare(run_dir, cfg.trainer, dist.is_main, as_dict(cfg))  # before anything is built or read
         if state.completed:
             if dist.is_main:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING, Any, Callable, Dict, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple
 
 from repl.errors import ConfigError
 
@@ -52,6 +52,8 @@ class TaskSpec:
     outputs: Outputs  # the model's output size rule
     image_batches: bool  # batches are plain images: dataset.resize, per-image augmentation and mixing apply
     accumulates: bool  # the batch loss splits exactly into micro-batches (trainer.accumulate)
+    # "device:precision" pairs its models train in besides trainer.precision=32 (autocast); None: every pair
+    mixed_precision: Optional[Tuple[str, ...]] = None
 
     @property
     def takes_images(self) -> bool:
@@ -78,7 +80,10 @@ TASKS: Dict[str, TaskSpec] = {spec.name: spec for spec in (
              unit="samples", outputs=Outputs.CLASSES, image_batches=True, accumulates=True),
     TaskSpec("detection", DataKind.DETECTION, "repl.data.coco:build_detection_data",
              "repl.tasks.detection:DetectionTask", primary="box_mAP", higher_is_better=True, unit="samples",
-             outputs=Outputs.CLASSES, image_batches=False, accumulates=False),
+             outputs=Outputs.CLASSES, image_batches=False, accumulates=False,
+             # mmcv's NMS and RoIAlign have float32-only CPU kernels and no bfloat16 CUDA kernel; fp16 on CUDA is
+             # mmdet's own mixed precision
+             mixed_precision=("cuda:16",)),
     TaskSpec("segmentation", DataKind.SEGMENTATION, "repl.data.cityscapes:build_segmentation_data",
              "repl.tasks.segmentation:SegmentationTask", primary="pixel_acc", higher_is_better=True,
              unit="samples", outputs=Outputs.CLASSES, image_batches=False, accumulates=False),
@@ -101,6 +106,16 @@ def task_spec(name: str) -> TaskSpec:
     if name not in TASKS:
         raise ConfigError(f"task.name={name!r}: choose one of {', '.join(TASKS)}")
     return TASKS[name]
+
+
+def check_precision(name: str, precision: str, device: str) -> None:
+    """ConfigError unless task `name` trains in trainer.precision=`precision` on a `device` ("cpu", "cuda")."""
+    allowed = task_spec(name).mixed_precision
+    if precision == "32" or allowed is None or f"{device}:{precision}" in allowed:
+        return
+    others = ", ".join(f"{pair.split(':')[1]} on {pair.split(':')[0]}" for pair in allowed)
+    raise ConfigError(f"trainer.precision={precision} on {device}: task.name={name}'s ops have no kernel for it; "
+                      f"use trainer.precision=32{' (or ' + others + ')' if others else ''}")
 
 
 def tasks_where(**wanted: Any) -> Tuple[str, ...]:

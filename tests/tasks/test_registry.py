@@ -12,7 +12,7 @@ from repl.models import build_model
 from repl.models.config import ModelConfig
 from repl.tasks import build_task
 from repl.tasks import registry
-from repl.tasks.registry import TASKS, DataKind, Outputs, TaskSpec, task_spec, tasks_where
+from repl.tasks.registry import TASKS, DataKind, Outputs, TaskSpec, check_precision, task_spec, tasks_where
 
 CPU = torch.device("cpu")
 NEEDS_MM = {DataKind.DETECTION, DataKind.SEGMENTATION}
@@ -108,3 +108,18 @@ def test_a_token_model_is_the_same_built_from_named_inputs_or_the_older_image_na
     assert all(torch.equal(a, b) for a, b in zip(named.state_dict().values(), older.state_dict().values()))
     with pytest.raises(ConfigError, match="model.name=resnet20 reads images; the data gives token ids"):
         build_model(ModelConfig(name="resnet20"), vocab_size=40, seq_len=12)
+
+
+@pytest.mark.parametrize("task,precision,device,refused", [
+    ("detection", "bf16", "cpu", True), ("detection", "16", "cpu", True), ("detection", "bf16", "cuda", True),
+    ("detection", "16", "cuda", False), ("detection", "32", "cpu", False),
+    ("classification", "bf16", "cpu", False), ("segmentation", "bf16", "cpu", False), ("lm", "16", "cpu", False)])
+def test_mixed_precision_follows_the_record(task, precision, device, refused):
+    """mmcv's NMS and RoIAlign have float32-only CPU kernels and no bfloat16 CUDA kernel: a detector under such
+    autocast stopped at its first step with a traceback; it is refused before the run dir is touched."""
+    if not refused:
+        check_precision(task, precision, device)
+        return
+    with pytest.raises(ConfigError, match=f"trainer.precision={precision} on {device}: task.name=detection's ops have "
+                                          "no kernel for it; use trainer.precision=32 \\(or 16 on cuda\\)"):
+        check_precision(task, precision, device)
