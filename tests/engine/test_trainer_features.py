@@ -79,3 +79,11 @@ def test_compiled_training_has_the_eager_forward(tmp_path):
     assert compiled["status"] == "completed" and compiled["steps_done"] == 2
     # inductor fuses and reorders float ops: equal up to float rounding on the same initial weights
     assert first_loss(tmp_path / "compiled") == pytest.approx(first_loss(tmp_path / "eager"), rel=1e-5)
+
+
+def test_float16_on_a_cpu_is_warned_about_and_nothing_else_is():
+    """fp16 autocast on a CPU without float16 arithmetic is emulated (6x slower here, a segmentation step >15 min)."""
+    from repl.engine.trainer import precision_warning
+
+    assert "trainer.precision=16 on a CPU" in precision_warning("16", "cpu")
+    assert all(precision_warning(p, d) is None for p, d in [("16", "cuda"), ("bf16", "cpu"), ("32", "cpu")])
