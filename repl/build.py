@@ -96,7 +96,7 @@ def build_run(cfg: TrainConfig, run_dir: Path, dist: DistInfo, *, apply: Optiona
     building them from cfg (a benchmark replaying batches, a test's tiny network). record_environment:
     write env.json on rank 0 after the plan is validated, before any data is read (the run dir's owner asks).
     """
-    check_precision(cfg.task.name, cfg.trainer.precision, dist.device.type)
+    check_precision(cfg.task.name, cfg.trainer.precision, dist.device.type)  # (repl.run.train checks it earlier too)
     if cfg.trainer.deterministic:
         torch.use_deterministic_algorithms(True)
     seed_everything(cfg.seed)

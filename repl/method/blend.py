@@ -9,7 +9,7 @@ nothing, and it leaves the neighbours' gradients (`a * g`, `b * g`) as they were
 A Python autograd node costs ~15 us more per call than the two built-in ones, so it pays only on large tensors
 (`pays`). Forward and backward of one synthesized tensor, against `mul`/`addcmul` (one CPU thread, interleaved):
 1.41x the time at 4k elements, 1.10x at 37k (a 64-channel 3x3 conv), 0.99x at 64k, 0.73x at 262k, 0.54x at 1M.
-With it, RepL's own cost at batch 2 of ViT-B `lite` (23.6M synthesized elements a step) fell from 1.066x to
+With it, RepL's own cost at batch 2 of ViT-B `lite` (23.6M synthesized elements a step) fell from 1.063x to
 1.022x of its baked network; on the CIFAR ResNets (every tensor below 64k) it would have cost 1-2%.
 
 The forward runs the same kernels as the `mul`/`addcmul` it replaces (and as the no-grad rebuild in

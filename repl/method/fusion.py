@@ -187,7 +187,7 @@ class Fusion(nn.Module):
         self.sources: Dict[str, Tuple[str, ...]] = {}  # synthesized name -> slots that provide it
         self._terms: Dict[str, Tuple[Tuple[int, str, str], ...]] = {}  # name -> (slot index, coefficient key, adapter key)
         self._paths: Dict[str, Tuple[Tuple[str, ...], str]] = {}  # name -> (submodule names, leaf), for `_source`
-        self._blended: Set[str] = set()  # large tensors of two adapter-free terms with scalar coefficients: `blend` makes them
+        self._blended: Set[str] = set()  # large, two adapter-free terms, scalar coefficients: made by `blend`
         self.elements = 0  # elements of the tensors one call synthesizes
         available = [dict(neighbour.named_parameters()) for neighbour in neighbours]
         layouts = layouts or {}
