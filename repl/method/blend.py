@@ -10,7 +10,8 @@ A Python autograd node costs ~15 us more per call than the two built-in ones, so
 (`pays`). Forward and backward of one synthesized tensor, against `mul`/`addcmul` (one CPU thread, interleaved):
 1.41x the time at 4k elements, 1.10x at 37k (a 64-channel 3x3 conv), 0.99x at 64k, 0.73x at 262k, 0.54x at 1M.
 With it, RepL's own cost at batch 2 of ViT-B `lite` (23.6M synthesized elements a step) fell from 1.063x to
-1.022x of its baked network; on the CIFAR ResNets (every tensor below 64k) it would have cost 1-2%.
+1.022x of its baked network; on the CIFAR ResNets (every tensor below 64k) it cost ~2% (ResNet-32 1.042x -> 1.059x,
+ResNet-110 1.049x -> 1.074x of the baked networks; results/bench/cost_cpu_cifar_old.md, cost_cpu_cifar_blend.md).
 
 The forward runs the same kernels as the `mul`/`addcmul` it replaces (and as the no-grad rebuild in
 `Fusion.weight`), so the weights are the same bits; the coefficients' gradients are the same sums in another
