@@ -18,9 +18,12 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import os
 import statistics
+import subprocess
 import sys
+import tempfile
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -125,7 +128,11 @@ METHOD = (
     "of the gap that is RepL's own cost; the baked row's gap is how the smaller network runs on this hardware. "
     "On CPU, glibc's malloc is set to keep freed memory (benchmarks.common.steady_allocator; --glibc-malloc "
     "leaves it as it is): by default it unmaps every large block on free, and each step page-faults its whole "
-    "working set again, a cost in proportion to activation memory that the CUDA caching allocator never pays."
+    "working set again, a cost in proportion to activation memory that the CUDA caching allocator never pays. "
+    "With --processes N the whole measurement runs in N fresh processes, one after another: a row's time ratio, "
+    "gap and 'vs baked' are then the median of the processes' medians, min-max over those medians (a process's "
+    "memory layout moves its ratios together, by up to ~10% on CPU, which more rounds in one process do not average "
+    "out); counts, memory and FLOPs are the same in every process and taken from the first."
 )
 
 
@@ -267,6 +274,45 @@ def measure_model(spec: ModelSpec, args: argparse.Namespace, device: torch.devic
             "aa_time_ratios": control}
 
 
+def merge_processes(runs: Sequence[List[Dict[str, Any]]]) -> List[Dict[str, Any]]:
+    """One list of model results from the same measurement run in several processes (--processes): per row, the
+    time ratio and 'vs baked' become the spread of the processes' medians (each process's own in "processes"), the
+    gap follows from the median; everything else (counts, memory, FLOPs: deterministic) is the first process's."""
+    merged = copy.deepcopy(runs[0])
+    for m, model in enumerate(merged):
+        for c, row in enumerate(model["configs"]):
+            copies = [run[m]["configs"][c] for run in runs]
+            if any(other["label"] != row["label"] for other in copies):
+                raise RuntimeError(f"processes measured different configurations of {model['model']}")
+            row["time"] = {"step_s": statistics.median(r["time"]["step_s"] for r in copies),
+                           "rounds_s": [t for r in copies for t in r["time"]["rounds_s"]],
+                           "ratio": spread([r["time"]["ratio"]["median"] for r in copies]),
+                           "processes": [r["time"]["ratio"] for r in copies]}
+            row["ratios"]["time"] = row["time"]["ratio"]["median"]
+            row["gap"] = row["ratios"]["time"] / row["ratios"]["flops"]
+            if row["vs_baked"] is not None:
+                row["vs_baked"] = {**spread([r["vs_baked"]["median"] for r in copies]),
+                                   "processes": [r["vs_baked"] for r in copies]}
+        model["aa_time_ratios"] = [r for run in runs for r in run[m]["aa_time_ratios"]]
+    return merged
+
+
+def run_processes(argv: Sequence[str], processes: int) -> List[List[Dict[str, Any]]]:
+    """Run this benchmark's measurement with `argv` in `processes` fresh Python processes, one after another (so
+    that they never share the CPU), and return each one's model results."""
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="repl-cost-") as tmp:
+        for i in range(processes):
+            path = Path(tmp) / f"process{i}.json"
+            print(f"cost.py: process {i + 1} of {processes}", file=sys.stderr, flush=True)
+            done = subprocess.run([sys.executable, str(Path(__file__).resolve()), *argv, "--processes", "1",
+                                   "--models-json", str(path)], check=False)
+            if done.returncode != 0:
+                raise SystemExit(f"cost.py: measurement process {i + 1} of {processes} failed (exit {done.returncode})")
+            runs.append(json.loads(path.read_text()))
+    return runs
+
+
 def aa_values(model: Dict[str, Any]) -> str:
     """'0.909, 0.910': a model's A/A time ratios (its `full` baked control rows, with --baked), '' without any."""
     return ", ".join(f"{r:.3f}" for r in model.get("aa_time_ratios") or [])
@@ -275,6 +321,14 @@ def aa_values(model: Dict[str, Any]) -> str:
 def aa_note(model: Dict[str, Any]) -> str:
     """'; A/A 0.909, 0.910' beside a model's missed goal, '' without A/A rows."""
     return f"; A/A {aa_values(model)}" if aa_values(model) else ""
+
+
+def processes_phrase(processes: int) -> str:
+    """', in each of 4 processes (...)' for a multi-process run's table header, '' for one process."""
+    if processes <= 1:
+        return ""
+    return (f", in each of {processes} processes (time ratio, gap, vs baked: median of the processes' medians, "
+            "min-max over them)")
 
 
 def _cell(value: str, ratio: Optional[float]) -> str:
@@ -292,7 +346,8 @@ def markdown(result: Dict[str, Any]) -> str:
         f"Precision {st['precision']}, {'torch.compile, ' if st['compile'] else ''}"
         f"{'channels-last (NHWC) images and weights, ' if st.get('channels_last') else ''}"
         f"{'malloc keeping freed memory, ' if st.get('steady_malloc') else ''}{st['rounds']} interleaved rounds "
-        f"x {st['steps']} steps after {st['warmup']} warm-up steps. Each cell: absolute (ratio to BP). "
+        f"x {st['steps']} steps after {st['warmup']} warm-up steps"
+        f"{processes_phrase(st.get('processes', 1))}. Each cell: absolute (ratio to BP). "
         "MiB = 2^20 bytes. gap = time ratio / FLOP ratio.",
         "",
     ]
@@ -393,6 +448,11 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps per configuration first (default 1)")
     parser.add_argument("--precision", default="32", choices=["32", "bf16"], help="autocast dtype (default 32)")
     parser.add_argument("--compile", action="store_true", help="time torch.compile'd models (probes run eager)")
+    parser.add_argument("--processes", type=int, default=1,
+                        help="run the whole measurement in this many fresh processes, one after another, and report "
+                             "the median of their medians (default 1; per-process memory layout moves CPU ratios by "
+                             "up to ~10%%, which more rounds do not average out)")
+    parser.add_argument("--models-json", type=Path, default=None, help=argparse.SUPPRESS)  # --processes' children
     add_run_options(parser, "cost")
     args = parser.parse_args(argv)
     args.models = model_names(parser, args.models)
@@ -402,7 +462,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
         parser.error("--surrogates takes lite and/or full")
     for key in ("batch", "size"):
         setattr(args, key, per_model(parser, key, getattr(args, key)))
-    for key in ("rounds", "steps"):
+    for key in ("rounds", "steps", "processes"):
         if getattr(args, key) < 1:
             parser.error(f"--{key} must be at least 1")
     return args
@@ -415,12 +475,19 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     set_threads(args.threads, device)
     args.steady_malloc = args.steady_malloc and device.type == "cpu" and steady_allocator()
     load_before = list(os.getloadavg())
-    models = [measure_model(replace(SPECS[m], size=args.size.get(m, SPECS[m].size)), args, device)
-              for m in args.models]
+    argv = list(argv) if argv is not None else sys.argv[1:]
+    if args.processes > 1:
+        models = merge_processes(run_processes(argv, args.processes))
+    else:
+        models = [measure_model(replace(SPECS[m], size=args.size.get(m, SPECS[m].size)), args, device)
+                  for m in args.models]
+    if args.models_json:  # a child of --processes: its parent writes the results
+        args.models_json.write_text(json.dumps(models))
+        return {"models": models}
     settings = {k: getattr(args, k) for k in ("models", "ratios", "surrogates", "recompute", "baked", "batch", "size", "rounds", "steps",
-                                                "warmup", "precision", "compile", "channels_last", "steady_malloc")}
-    result = header(device, {**settings, "device": str(device),
-                             "argv": list(argv) if argv is not None else sys.argv[1:]}, load_before)
+                                                "warmup", "precision", "compile", "channels_last", "steady_malloc",
+                                                "processes")}
+    result = header(device, {**settings, "device": str(device), "argv": argv}, load_before)
     notes = list(args.note)
     if device.type == "cpu":
         notes.append("CPU run: CUDA allocator peaks are n/a; the train-state estimate is the device-independent memory")

@@ -127,3 +127,45 @@ def test_channels_last_runs_the_same_computation_in_nhwc(tmp_path, monkeypatch):
     for a, b in zip(nchw["models"][0]["configs"], nhwc["models"][0]["configs"]):
         assert a["flops"] == b["flops"] and a["params"] == b["params"]
     assert "channels-last (NHWC)" in (tmp_path / "cost_cpu_nhwc.md").read_text()
+
+
+def _row(label, ratio, vs_baked=None, flops=0.5):
+    return {"label": label, "time": {"step_s": ratio, "rounds_s": [ratio], "ratio": {"median": ratio}},
+            "ratios": {"flops": flops, "time": ratio}, "gap": ratio / flops,
+            "vs_baked": None if vs_baked is None else {"median": vs_baked}}
+
+
+def test_merged_processes_report_the_median_of_their_medians():
+    """--processes: a row's time ratio is the median over processes of each one's median ratio, its range the
+    processes' min-max, the gap follows from it; 'vs baked' and the A/A ratios likewise combine every process."""
+    from benchmarks.cost import merge_processes
+
+    runs = [[{"model": "m", "aa_time_ratios": [aa], "configs": [_row("bp", 1.0), _row("lite", t, vs)]}]
+            for t, vs, aa in ((0.80, 1.02, 0.99), (0.90, 1.06, 1.01), (0.84, 1.04, 1.00))]
+    model, = merge_processes(runs)
+    bp, lite = model["configs"]
+    assert lite["time"]["ratio"]["median"] == lite["ratios"]["time"] == 0.84
+    assert (lite["time"]["ratio"]["min"], lite["time"]["ratio"]["max"]) == (0.80, 0.90)
+    assert lite["gap"] == pytest.approx(0.84 / 0.5) and bp["gap"] == pytest.approx(1.0 / 0.5)
+    assert lite["vs_baked"]["median"] == 1.04 and len(lite["vs_baked"]["processes"]) == 3
+    assert lite["time"]["rounds_s"] == [0.80, 0.90, 0.84] and model["aa_time_ratios"] == [0.99, 1.01, 1.00]
+    assert runs[0][0]["configs"][1]["time"]["ratio"]["median"] == 0.80  # the inputs are left as they were
+    with pytest.raises(RuntimeError, match="different configurations"):
+        merge_processes([runs[0], [{"model": "m", "aa_time_ratios": [], "configs": [_row("bp", 1.0), _row("full", 1.0)]}]])
+
+
+def test_processes_run_the_measurement_in_fresh_processes(tmp_path):
+    """--processes 2: two child processes measure the same configurations (the same FLOPs and memory as one
+    process), and the written result says how it was combined."""
+    import benchmarks.cost as cost
+
+    argv = ["--models", "lm", "--batch", "lm=2", "--size", "lm=16", "--ratios", "max", "--surrogates", "lite", *TINY,
+            "--out-dir", str(tmp_path)]
+    one = cost.main(argv)
+    two = cost.main([*argv, "--processes", "2", "--tag", "two"])
+    assert two["settings"]["processes"] == 2
+    for a, b in zip(one["models"][0]["configs"], two["models"][0]["configs"]):
+        assert a["label"] == b["label"] and a["flops"] == b["flops"] and a["memory"] == b["memory"]
+        assert len(b["time"]["processes"]) == 2 and len(b["time"]["rounds_s"]) == 2
+    assert "in each of 2 processes" in (tmp_path / "cost_cpu_two.md").read_text()
+    assert json.loads((tmp_path / "cost_cpu_two.json").read_text())["models"] == two["models"]
