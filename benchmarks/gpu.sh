@@ -9,7 +9,8 @@
 # kernels as uneven per FLOP as the CPU's, and what do RepL's small synthesis ops cost as kernel launches).
 # Results: results/bench/cost_<gpu>_cuda.{md,json}, cost_<gpu>_bf16_cuda.{md,json} and op_time_<gpu>_cuda.{md,json}
 # (the file names and their headers name the GPU). About 5 minutes on one H100-class GPU; the steps are capped
-# so the whole run stays under 8.
+# so the whole run stays under 8. It checks first that the packages it needs import, and a failed step does not
+# stop the ones after it: all run, then the script exits 1 naming the failed steps.
 #
 #   benchmarks/gpu.sh                  # on a machine with CUDA
 #   benchmarks/gpu.sh --dry            # anywhere, on the CPU: the same steps at toy sizes, the CUDA-only tests
@@ -35,6 +36,19 @@ done
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 start=$SECONDS
 step() { echo "== [$((SECONDS - start)) s] $*"; }
+failed=()  # steps that failed: the run goes on to the next one (a GPU's time is scarce), and exits 1 at the end
+
+# Before any GPU time is spent: the benchmarks need torch, timm and the project importable; the tests' DDP check
+# also trains through train.py (hydra-core, omegaconf).
+missing=$("$PYTHON" - <<'PY'
+import importlib.util
+print(" ".join(m for m in ("torch", "timm", "hydra", "omegaconf", "pytest") if importlib.util.find_spec(m) is None))
+PY
+)
+if [[ -n "$missing" ]]; then
+  echo "benchmarks/gpu.sh: $PYTHON cannot import: $missing; install the project with its tests' extras (pip install -e '.[test]'), or set PYTHON=" >&2
+  exit 2
+fi
 
 if [[ $DRY == 1 ]]; then
   export REPL_DRY_GPU=1  # tests/conftest.py: run the cuda-marked tests on the CPU, skipping the CUDA-only checks
@@ -64,19 +78,23 @@ fi
 mkdir -p "$OUT"
 
 step "cuda-marked tests (tests/cuda)"
-timeout "$TEST_LIMIT" "$PYTHON" -m pytest tests/cuda -m cuda -q -p no:xdist -p no:cacheprovider
+timeout "$TEST_LIMIT" "$PYTHON" -m pytest tests/cuda -m cuda -q -p no:xdist -p no:cacheprovider || failed+=("tests (exit $?)")
 
 step "cost benchmark, fp32"
 timeout "$BENCH_LIMIT" "$PYTHON" benchmarks/cost.py "${DEVICE[@]}" "${COST[@]}" --recompute --baked --out-dir "$OUT" \
-  --tag "$([[ $DRY == 1 ]] && echo dry || echo cuda)"
+  --tag "$([[ $DRY == 1 ]] && echo dry || echo cuda)" || failed+=("cost fp32 (exit $?)")
 
 step "cost benchmark, bf16 autocast"
 [[ $DRY == 1 ]] && COST+=(--models lm)  # the last --models wins: the dry mode's bf16 pass on the LM only
 timeout "$BENCH_LIMIT" "$PYTHON" benchmarks/cost.py "${DEVICE[@]}" "${COST[@]}" --recompute --precision bf16 \
-  --out-dir "$OUT" --tag "$([[ $DRY == 1 ]] && echo bf16_dry || echo bf16_cuda)"
+  --out-dir "$OUT" --tag "$([[ $DRY == 1 ]] && echo bf16_dry || echo bf16_cuda)" || failed+=("cost bf16 (exit $?)")
 
 step "time and FLOPs per kind of op, fp32"
 timeout "$OPS_LIMIT" "$PYTHON" benchmarks/op_time.py "${DEVICE[@]}" "${OPS[@]}" --kept --out-dir "$OUT" \
-  --tag "$([[ $DRY == 1 ]] && echo dry || echo cuda)"
+  --tag "$([[ $DRY == 1 ]] && echo dry || echo cuda)" || failed+=("op_time (exit $?)")
 step "done: results in $OUT"
-ls "$OUT"/cost_* "$OUT"/op_time_*
+ls "$OUT"/cost_* "$OUT"/op_time_* 2>/dev/null || true
+if [[ ${#failed[@]} -gt 0 ]]; then
+  echo "benchmarks/gpu.sh: failed: ${failed[*]} (exit 124: the step ran past its time limit)" >&2
+  exit 1
+fi

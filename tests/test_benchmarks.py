@@ -46,12 +46,12 @@ def test_trainer_overhead_refuses_settings_the_bare_loop_lacks(tmp_path):
         load("trainer_overhead").main([*TINY, "repl=none", "trainer.grad_clip=1.0", "--out-dir", str(tmp_path)])
 
 
-def _gpu_script(*args: str, tmp_path: Path):
+def _gpu_script(*args: str, tmp_path: Path, python: str = ""):
     import os
     import subprocess
     import sys
 
-    env = {**os.environ, "PYTHON": sys.executable, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHON": python or sys.executable, "OMP_NUM_THREADS": "1"}
     env.pop("REPL_DRY_GPU", None)
     return subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu.sh"), *args], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=300, check=False)
@@ -71,6 +71,39 @@ def test_gpu_script_runs_end_to_end_in_dry_mode(tmp_path):
         assert default["memory"]["activations"] < kept["memory"]["activations"]
     ops = json.loads((tmp_path / "op_time_cpu_dry.json").read_text())  # the per-op split, with the rebuild's own row
     assert [c["label"] for c in ops["models"][0]["configs"]] == ["bp", "lite", "lite kept", "lite rebuilt", "lite baked"]
+
+
+def _python_shim(tmp_path: Path, body: str) -> str:
+    """A PYTHON for gpu.sh: this interpreter, behind a bash script that first runs `body` (it sees "$@")."""
+    import sys
+
+    shim = tmp_path / "python"
+    shim.write_text(f'#!/usr/bin/env bash\n{body}\nexec "{sys.executable}" "$@"\n')
+    shim.chmod(0o755)
+    return str(shim)
+
+
+def test_gpu_script_goes_on_after_a_failed_step_and_fails_at_the_end(tmp_path):
+    """A failed step (here the tests, as a missing package or a CUDA error would fail them) costs that step only:
+    the benchmarks still run and write their results (a GPU's time is scarce), and the script exits 1 naming it."""
+    python = _python_shim(tmp_path, '[[ "$1 $2" == "-m pytest" ]] && exit 3')
+    done = _gpu_script("--dry", "--out-dir", str(tmp_path / "out"), tmp_path=tmp_path, python=python)
+    assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]
+    assert done.stderr.strip().splitlines()[-1].startswith("benchmarks/gpu.sh: failed: tests (exit 3)")
+    assert {p.name for p in (tmp_path / "out").iterdir()} >= {"cost_cpu_dry.json", "cost_cpu_bf16_dry.json",
+                                                              "op_time_cpu_dry.json"}
+
+
+def test_gpu_script_names_missing_packages_before_any_step(tmp_path):
+    """Without hydra-core (train.py, which the DDP test runs) it stops before the first step, in one line."""
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text("import sys\nsys.modules['hydra'] = None  # not installed\n")
+    python = _python_shim(tmp_path, f'export PYTHONPATH="{tmp_path / "site"}:$PYTHONPATH"')
+    done = _gpu_script("--dry", tmp_path=tmp_path, python=python)
+    assert done.returncode == 2 and "==" not in done.stdout
+    assert done.stderr.strip().splitlines() == [
+        f"benchmarks/gpu.sh: {python} cannot import: hydra; install the project with its tests' extras "
+        "(pip install -e '.[test]'), or set PYTHON="]
 
 
 def test_gpu_script_refuses_an_unknown_argument_in_one_line(tmp_path):
