@@ -59,7 +59,7 @@ def test_blendable_needs_same_shapes_scalar_coefficients_and_one_dtype():
 
 def synthesized_node(mode: str, prev: Layer, nxt: Layer, target: Layer, **cfg) -> str:
     fusion = Fusion(dict(target.named_parameters()), (prev, nxt), ReplConfig(method="repl", fusion=mode, **cfg))
-    return fusion((prev, nxt))["conv1.weight"].grad_fn.name()
+    return type(fusion((prev, nxt))["conv1.weight"].grad_fn).__name__  # (node.name() raises for a custom Function on torch 2.11)
 
 
 WIDE = 96  # a 96-channel 3x3 conv weight: 82,944 elements, above MIN_ELEMENTS
@@ -89,4 +89,4 @@ def test_fusion_rebuild_into_storage_is_the_bits_of_the_blended_forward():
     into = torch.empty_like(blended)
     with torch.no_grad():
         fusion.weight((prev, nxt), "conv1.weight", out=into)
-    assert "Blend" in blended.grad_fn.name() and torch.equal(into, blended.detach())
+    assert "Blend" in type(blended.grad_fn).__name__ and torch.equal(into, blended.detach())
