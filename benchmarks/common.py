@@ -119,6 +119,12 @@ def provenance(result: Dict[str, Any]) -> str:
     )
 
 
+def closing_lines(result: Dict[str, Any], what: str) -> List[str]:
+    """A result table's last lines: its notes, if any, then where the JSON (`what` it holds) is."""
+    notes = ["Notes:", *(f"- {note}" for note in result["notes"]), ""] if result["notes"] else []
+    return [*notes, f"{what}: `{result['json_name']}`.", ""]
+
+
 def write_result(out_dir: Path, name: str, result: Dict[str, Any], markdown: str) -> None:
     """`<name>.json` (everything) and `<name>.md` (the tables) in out_dir; the tables are printed too."""
     out_dir.mkdir(parents=True, exist_ok=True)  # each file whole or not at all: an interrupted run leaves the old one

@@ -34,7 +34,8 @@ from torch.profiler import profile
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a clone without `pip install -e .`
 
-from benchmarks.common import header, provenance, round_order, set_threads, slug, steady_allocator, write_result  # noqa: E402
+from benchmarks.common import (closing_lines, header, provenance, round_order, set_threads, slug,  # noqa: E402
+                               steady_allocator, write_result)
 from benchmarks.cost import SPECS, model_names  # noqa: E402
 
 PATHS = {"slow_conv2d": "thnn", "thnn_conv": "thnn", "mkldnn_convolution": "onednn"}  # profiler event -> path
@@ -135,9 +136,7 @@ def markdown(result: Dict[str, Any]) -> str:
     worst = max(conv["max_rel_diff"] for conv in result["convolutions"])
     lines += ["", f"Both paths compute the same convolution: largest output difference {worst:.1e} of the output's "
               "largest magnitude (float32 sums in another order).", ""]
-    if result["notes"]:
-        lines += ["Notes:", *(f"- {note}" for note in result["notes"]), ""]
-    lines += [f"Every convolution shape with its path and times: `{result['json_name']}`.", ""]
+    lines += closing_lines(result, "Every convolution shape with its path and times")
     return "\n".join(lines)
 
 

@@ -36,8 +36,9 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a clone without `pip install -e .`
 
-from benchmarks.common import (cuda_allocated, header, interleave, mib, other_recompute_settings, provenance, resolve_device,
-                               set_threads, slug, spread, steady_allocator, step_peak, write_result)  # noqa: E402
+from benchmarks.common import (closing_lines, cuda_allocated, header, interleave, mib,  # noqa: E402
+                               other_recompute_settings, provenance, resolve_device, set_threads, slug, spread,
+                               steady_allocator, step_peak, write_result)
 from repl import ReplConfig, apply_replacement  # noqa: E402
 from repl.engine import measure  # noqa: E402
 from repl.families import discover_blocks  # noqa: E402
@@ -384,9 +385,7 @@ def markdown(result: Dict[str, Any]) -> str:
         verdict = "met on every row" if result["goal_met"] else "not met on " + "; ".join(result["goal_missed"])
         lines += [f"Goal: `lite` gap (time ratio / FLOP ratio) at most {result['goal_gap']}: {verdict}.", ""]
     lines += ["Method: " + result["method"], ""]
-    if result["notes"]:
-        lines += ["Notes:", *(f"- {note}" for note in result["notes"]), ""]
-    lines += [f"Full settings, per-round times and memory breakdowns: `{result['json_name']}`.", ""]
+    lines += closing_lines(result, "Full settings, per-round times and memory breakdowns")
     return "\n".join(lines)
 
 

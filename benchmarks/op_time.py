@@ -34,8 +34,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a clone without `pip install -e .`
 
-from benchmarks.common import (header, interleave, other_recompute_settings, provenance, resolve_device, round_order, set_threads,
-                               slug, steady_allocator, write_result)  # noqa: E402
+from benchmarks.common import (closing_lines, header, interleave, other_recompute_settings, provenance,  # noqa: E402
+                               resolve_device, round_order, set_threads, slug, steady_allocator, write_result)
 from benchmarks.cost import BAKED, SPECS, ModelSpec, add_run_options, loss_of, model_names, per_model  # noqa: E402
 from repl import ReplConfig, apply_replacement  # noqa: E402
 from repl.engine import measure  # noqa: E402
@@ -203,9 +203,7 @@ def markdown(result: Dict[str, Any]) -> str:
         flop_ratio = ", ".join(f"{c['label']} {_ratio(totals[c['label']][1], totals['bp'][1])}" for c in repl)
         time_ratio = ", ".join(f"{c['label']} {_ratio(totals[c['label']][0], totals['bp'][0])}" for c in repl)
         lines += [f"FLOP ratio to BP: {flop_ratio}. Op-time ratio to BP: {time_ratio}.", ""]
-    if result["notes"]:
-        lines += ["Notes:", *(f"- {note}" for note in result["notes"]), ""]
-    lines += [f"Every op kind, with call counts: `{result['json_name']}`.", ""]
+    lines += closing_lines(result, "Every op kind, with call counts")
     return "\n".join(lines)
 
 
