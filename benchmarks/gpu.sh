@@ -46,7 +46,7 @@ print(" ".join(m for m in ("torch", "timm", "hydra", "omegaconf", "pytest") if i
 PY
 )
 if [[ -n "$missing" ]]; then
-  echo "benchmarks/gpu.sh: $PYTHON cannot import: $missing; install the project with its tests' extras (pip install -e '.[test]'), or set PYTHON=" >&2
+  echo "benchmarks/gpu.sh: $PYTHON cannot import: $missing; install the project with its tests' extras (pip install -e '.[test]'), or point PYTHON at an interpreter that has them" >&2
   exit 2
 fi
 
@@ -95,6 +95,6 @@ timeout "$OPS_LIMIT" "$PYTHON" benchmarks/op_time.py "${DEVICE[@]}" "${OPS[@]}" 
 step "done: results in $OUT"
 ls "$OUT"/cost_* "$OUT"/op_time_* 2>/dev/null || true
 if [[ ${#failed[@]} -gt 0 ]]; then
-  echo "benchmarks/gpu.sh: failed: ${failed[*]} (exit 124: the step ran past its time limit)" >&2
+  echo "benchmarks/gpu.sh: failed: ${failed[*]} (an exit of 124 is a step past its time limit)" >&2
   exit 1
 fi

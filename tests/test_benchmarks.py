@@ -103,7 +103,7 @@ def test_gpu_script_names_missing_packages_before_any_step(tmp_path):
     assert done.returncode == 2 and "==" not in done.stdout
     assert done.stderr.strip().splitlines() == [
         f"benchmarks/gpu.sh: {python} cannot import: hydra; install the project with its tests' extras "
-        "(pip install -e '.[test]'), or set PYTHON="]
+        "(pip install -e '.[test]'), or point PYTHON at an interpreter that has them"]
 
 
 def test_gpu_script_refuses_an_unknown_argument_in_one_line(tmp_path):
