@@ -5,12 +5,14 @@ and compares configurations as ratios measured interleaved in one process.
 """
 from __future__ import annotations
 
+import argparse
 import ctypes
 import json
 import os
 import platform
 import re
 import statistics
+import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -117,6 +119,19 @@ def provenance(result: Dict[str, Any]) -> str:
         f"git {sw['git_sha'][:10]}{' (dirty)' if sw['git_dirty'] else ''}. Load average (1/5/15 min) before / after: "
         f"{' '.join(f'{x:.2f}' for x in result['load_before'])} / {' '.join(f'{x:.2f}' for x in result['load_after'])}."
     )
+
+
+def output_dir(value: str) -> Path:
+    """The argparse type of every benchmark's --out-dir: the directory, made if missing and proven writable before
+    any measuring, so that a run never measures for minutes and then fails to save (else one line, naming it)."""
+    path = Path(value)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-check-"):
+            pass
+    except OSError as err:
+        raise argparse.ArgumentTypeError(f"cannot write to {value}: {err.strerror or err}") from None
+    return path
 
 
 def closing_lines(result: Dict[str, Any], what: str) -> List[str]:

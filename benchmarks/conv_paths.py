@@ -34,9 +34,9 @@ from torch.profiler import profile
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a clone without `pip install -e .`
 
-from benchmarks.common import (closing_lines, header, provenance, round_order, set_threads, slug,  # noqa: E402
+from benchmarks.common import (closing_lines, header, output_dir, provenance, round_order, set_threads, slug,  # noqa: E402
                                steady_allocator, write_result)
-from benchmarks.cost import SPECS, model_names  # noqa: E402
+from benchmarks.cost import SPECS  # noqa: E402
 
 PATHS = {"slow_conv2d": "thnn", "thnn_conv": "thnn", "mkldnn_convolution": "onednn"}  # profiler event -> path
 # (in_channels, out_channels, kernel, stride, padding, dilation, groups, input H, input W)
@@ -147,13 +147,13 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--batch", type=int, default=None, help="batch size (default: cost.py's CPU batch for the model)")
     parser.add_argument("--rounds", type=int, default=15, help="timed calls per convolution and path (default 15)")
     parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (default 1, as cost.py on CPU)")
-    parser.add_argument("--out-dir", type=Path, default=ROOT / "results" / "bench", help="default results/bench")
+    parser.add_argument("--out-dir", type=output_dir, default=str(ROOT / "results" / "bench"), help="default results/bench")
     parser.add_argument("--tag", default="", help="suffix of the result files: conv_paths_cpu_<tag>.json / .md")
     parser.add_argument("--note", action="append", default=[], help="a line for the results' notes (repeatable)")
     args = parser.parse_args(argv)
-    model_names(parser, args.model)
-    if SPECS[args.model].tokens:
-        parser.error(f"--model: {args.model} reads tokens and has no convolutions; choose from {', '.join(images)}")
+    if args.model not in images:
+        why = "reads tokens and has no convolutions" if args.model in SPECS else "is not a model cost.py knows"
+        parser.error(f"--model: {args.model} {why}; choose from {', '.join(images)}")
     for key in ("batch", "rounds", "threads"):
         value = getattr(args, key)
         if value is not None and value < 1:

@@ -37,8 +37,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a clone without `pip install -e .`
 
 from benchmarks.common import (closing_lines, cuda_allocated, header, interleave, mib,  # noqa: E402
-                               other_recompute_settings, provenance, resolve_device, set_threads, slug, spread,
-                               steady_allocator, step_peak, write_result)
+                               other_recompute_settings, output_dir, provenance, resolve_device, set_threads,
+                               slug, spread, steady_allocator, step_peak, write_result)
 from repl import ReplConfig, apply_replacement  # noqa: E402
 from repl.engine import measure  # noqa: E402
 from repl.families import discover_blocks  # noqa: E402
@@ -402,7 +402,7 @@ def add_run_options(parser: argparse.ArgumentParser, benchmark: str) -> None:
     parser.add_argument("--channels-last", action="store_true",
                         help="image models in channels-last (NHWC) memory format, model and batch, as "
                              "trainer.channels_last=true trains them")
-    parser.add_argument("--out-dir", type=Path, default=ROOT / "results" / "bench", help="default results/bench")
+    parser.add_argument("--out-dir", type=output_dir, default=str(ROOT / "results" / "bench"), help="default results/bench")
     parser.add_argument("--tag", default="", help=f"suffix of the result files: {benchmark}_<device>_<tag>.json / .md")
     parser.add_argument("--note", action="append", default=[], help="a line for the results' notes (repeatable)")
 

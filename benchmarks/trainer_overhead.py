@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import copy
 import itertools
-import json
 import os
 import statistics
 import sys
@@ -31,7 +30,7 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a clone without `pip install -e .`
 
-from benchmarks.common import hardware, slug, spread, timed, usable_cores  # noqa: E402
+from benchmarks.common import hardware, output_dir, slug, spread, timed, usable_cores, write_result  # noqa: E402
 from repl.build import build_run  # noqa: E402
 from repl.config import TrainConfig, compose, to_config  # noqa: E402
 from repl.data import build_data  # noqa: E402
@@ -201,7 +200,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps of each loop first (default 2)")
     parser.add_argument("--batches", type=int, default=8, help="distinct pre-materialised batches cycled (default 8)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
-    parser.add_argument("--out-dir", type=Path, default=ROOT / "results" / "bench",
+    parser.add_argument("--out-dir", type=output_dir, default=str(ROOT / "results" / "bench"),
                         help="where trainer_overhead_<device>.json and .md go (default results/bench)")
     parser.add_argument("--note", action="append", default=[], help="a line added to the results' notes (repeatable)")
     args = parser.parse_intermixed_args(argv)
@@ -247,10 +246,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         "json_name": f"{name}.json",
         "configs": configs,
     }
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    (args.out_dir / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
-    (args.out_dir / f"{name}.md").write_text(markdown(result))
-    print(markdown(result))
+    write_result(args.out_dir, name, result, markdown(result))
     return result
 
 

@@ -1,6 +1,7 @@
 """Benchmarks run end to end at tiny sizes and write complete results (times are never asserted)."""
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import json
 from pathlib import Path
@@ -110,3 +111,20 @@ def test_gpu_script_refuses_an_unknown_argument_in_one_line(tmp_path):
     done = _gpu_script("--fast", tmp_path=tmp_path)
     assert done.returncode == 2 and done.stderr.strip().splitlines() == [
         "benchmarks/gpu.sh: unknown argument '--fast'; accepted: --dry, --out-dir DIR"]
+
+
+SCRIPTS = ["cost", "op_time", "conv_paths", "trainer_overhead", "studies.bn_statistics", "studies.checkpointing",
+           "studies.inference", "studies.quantize", "studies.stochastic_depth", "studies.transfer"]
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_an_unwritable_out_dir_stops_every_script_before_it_measures(name, tmp_path, capsys):
+    """Every script's --out-dir is made and proven writable while the arguments are read (benchmarks.common.
+    output_dir), so a run never measures for minutes and then fails to save: one line, exit 2 (argparse's)."""
+    target = tmp_path / "a-file" / "results"  # below a file: no one, root included, can make it
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(SystemExit) as stop:
+        importlib.import_module(f"benchmarks.{name}").main(["--out-dir", str(target)])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(
+        f"error: argument --out-dir: cannot write to {target}: Not a directory")

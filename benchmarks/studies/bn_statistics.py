@@ -35,7 +35,7 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import header, provenance, set_threads, write_result  # noqa: E402
+from benchmarks.common import header, output_dir, provenance, set_threads, write_result  # noqa: E402
 from benchmarks.studies.harness import train_run  # noqa: E402
 from repl.build import Apply, configured_method  # noqa: E402
 from repl.config import TrainConfig  # noqa: E402
@@ -70,7 +70,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--surrogate-momentum", type=float, default=0.5,
                         help="BatchNorm momentum inside surrogates for the extra RepL runs; 0 = no extra runs")
     parser.add_argument("--threads", type=int, default=None, help="default 1 (see cost.py), 0 = torch's choice")
-    parser.add_argument("--out-dir", type=Path, default=ROOT / "results" / "studies")
+    parser.add_argument("--out-dir", type=output_dir, default=str(ROOT / "results" / "studies"))
     return parser.parse_intermixed_args(argv)
 
 

@@ -27,8 +27,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import (cuda_allocated, header, interleave, mib, provenance, resolve_device, set_threads, slug, step_peak,
-                               write_result)  # noqa: E402
+from benchmarks.common import (cuda_allocated, header, interleave, mib, output_dir, provenance, resolve_device,  # noqa: E402
+                               set_threads, slug, step_peak, write_result)
 from benchmarks.cost import SPECS, loss_of, make_optimizer  # noqa: E402
 from repl import ReplConfig, apply_replacement  # noqa: E402
 from repl.engine import measure  # noqa: E402
@@ -47,7 +47,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=None, help="default 1 on CPU (see cost.py), 0 = torch's choice")
-    parser.add_argument("--out-dir", type=Path, default=ROOT / "results" / "studies")
+    parser.add_argument("--out-dir", type=output_dir, default=str(ROOT / "results" / "studies"))
     return parser.parse_args(argv)
 
 

@@ -24,7 +24,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import header, interleave, provenance, resolve_device, set_threads, slug, write_result  # noqa: E402
+from benchmarks.common import (header, interleave, output_dir, provenance, resolve_device, set_threads, slug,  # noqa: E402
+                               write_result)
 from benchmarks.cost import SPECS  # noqa: E402
 from repl import ReplConfig, apply_replacement, bake  # noqa: E402
 from repl.engine import measure  # noqa: E402
@@ -44,7 +45,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=None, help="default 1 on CPU (see cost.py), 0 = torch's choice")
-    parser.add_argument("--out-dir", type=Path, default=ROOT / "results" / "studies")
+    parser.add_argument("--out-dir", type=output_dir, default=str(ROOT / "results" / "studies"))
     args = parser.parse_args(argv)
     args.models = [m for m in args.models.split(",") if m]
     if set(args.models) - set(SPECS):

@@ -35,7 +35,7 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import header, interleave, provenance, set_threads, write_result  # noqa: E402
+from benchmarks.common import header, interleave, output_dir, provenance, set_threads, write_result  # noqa: E402
 from benchmarks.studies.harness import train_run  # noqa: E402
 from repl import bake  # noqa: E402
 
@@ -88,7 +88,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=5, help="forwards per round per model and batch size")
     parser.add_argument("--threads", type=int, default=None, help="default 1 (see cost.py), 0 = torch's choice")
-    parser.add_argument("--out-dir", type=Path, default=ROOT / "results" / "studies")
+    parser.add_argument("--out-dir", type=output_dir, default=str(ROOT / "results" / "studies"))
     return parser.parse_intermixed_args(argv)
 
 

@@ -25,7 +25,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import provenance, set_threads  # noqa: E402
+from benchmarks.common import output_dir, provenance, set_threads  # noqa: E402
 from benchmarks.studies.harness import SEQUENTIAL_TIMES, default_apply, report_runs, train_run  # noqa: E402
 from repl.method.registry import Selection, get_method  # noqa: E402
 
@@ -45,7 +45,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                                      epilog=f"Positional: Hydra overrides of every run, after {' '.join(DEFAULTS)}")
     parser.add_argument("overrides", nargs="*")
     parser.add_argument("--threads", type=int, default=None, help="default 1 (see cost.py), 0 = torch's choice")
-    parser.add_argument("--out-dir", type=Path, default=ROOT / "results" / "studies")
+    parser.add_argument("--out-dir", type=output_dir, default=str(ROOT / "results" / "studies"))
     return parser.parse_intermixed_args(argv)
 
 

@@ -26,7 +26,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import provenance, set_threads  # noqa: E402
+from benchmarks.common import output_dir, provenance, set_threads  # noqa: E402
 from benchmarks.studies.harness import SEQUENTIAL_TIMES, report_runs, train_run  # noqa: E402
 
 DEFAULTS = ["trainer.device=cpu", "model=resnet32", "trainer.epochs=2", "trainer.progress=false"]
@@ -44,7 +44,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--source-seed", type=int, default=1, help="seed of the pretraining task (default 1)")
     parser.add_argument("--pretrain-epochs", type=int, default=4)
     parser.add_argument("--threads", type=int, default=None, help="default 1 (see cost.py), 0 = torch's choice")
-    parser.add_argument("--out-dir", type=Path, default=ROOT / "results" / "studies")
+    parser.add_argument("--out-dir", type=output_dir, default=str(ROOT / "results" / "studies"))
     return parser.parse_intermixed_args(argv)
 
 
