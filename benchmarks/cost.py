@@ -169,18 +169,32 @@ def make_optimizer(name: str, model: nn.Module) -> torch.optim.Optimizer:
     return torch.optim.SGD(params, lr=0.01, momentum=0.9, weight_decay=5e-4)
 
 
-def ratio_points(spec_blocks: int, ratios: Sequence[str]) -> List[Tuple[float, str]]:
-    """(ratio, label) per requested ratio ("max" = the model's largest), duplicates by block count merged."""
-    largest = max_replaceable(spec_blocks) / spec_blocks
+def ratio_points(spec_blocks: int, ratios: Sequence[str]) -> Tuple[List[Tuple[float, str]], List[str]]:
+    """(ratio, label) per requested ratio ("max" = the model's largest), duplicates by block count merged; and why
+    each ratio this model cannot take was left out (it rounds to no block, or asks for more than the model allows:
+    a suite of models of different depths shares one --ratios)."""
+    allowed = max_replaceable(spec_blocks)
     out: Dict[int, Tuple[float, str]] = {}
+    skipped = []
     for r in ratios:
-        value = largest if r == "max" else float(r)
+        value = allowed / spec_blocks if r == "max" else float(r)
         k = replace_count(value, spec_blocks)
-        if k == 0 or k > max_replaceable(spec_blocks):
-            continue  # rounds to nothing, or more than the model allows
+        if k == 0 or k > allowed:
+            skipped.append(f"ratio {r} left out: it asks for {k} of {spec_blocks} blocks, and the model takes 1 to {allowed}")
+            continue
         name = f"max ({value:.3f})" if r == "max" else f"{value:g}"
         out[k] = (value, f"{out[k][1]} = {name}" if k in out else name)
-    return [out[k] for k in sorted(out)]
+    return [out[k] for k in sorted(out)], skipped
+
+
+def ratio_value(parser: argparse.ArgumentParser, value: str) -> str:
+    """One --ratios entry, checked: 'max' or a number in (0, 1) (a parser error, one line, otherwise)."""
+    try:
+        if value == "max" or 0 < float(value) < 1:
+            return value
+    except ValueError:
+        pass
+    parser.error(f"--ratios: {value!r} is not 'max' or a number between 0 and 1")
 
 
 def measure_model(spec: ModelSpec, args: argparse.Namespace, device: torch.device) -> Dict[str, Any]:
@@ -204,7 +218,10 @@ def measure_model(spec: ModelSpec, args: argparse.Namespace, device: torch.devic
     # same architecture and FLOPs as the RepL row without the synthesis, which separates RepL's own cost from
     # what the smaller network runs at on this hardware.
     variants: List[Tuple[str, float, Optional[str], Optional[Union[bool, str]], bool]] = [("bp", 0.0, None, None, False)]
-    for ratio, label in ratio_points(num_blocks, args.ratios):
+    points, skipped = ratio_points(num_blocks, args.ratios)
+    for note in skipped:
+        print(f"cost.py: {spec.key}: {note}", file=sys.stderr)
+    for ratio, label in points:
         for surrogate in args.surrogates:
             variants.append((f"{surrogate} r={label}", ratio, surrogate, default, False))
             if args.recompute:  # the other settings of repl.recompute, interleaved with the default
@@ -272,7 +289,7 @@ def measure_model(spec: ModelSpec, args: argparse.Namespace, device: torch.devic
     control = [row["ratios"]["time"] for row in rows if row["baked"] and row["surrogate"] == "full"]
     return {"model": spec.key, "spec": asdict(replace(spec, batch={**spec.batch})), "batch_size": batch_size,
             "num_blocks": num_blocks, "max_ratio": max_replaceable(num_blocks) / num_blocks, "configs": rows,
-            "aa_time_ratios": control}
+            "aa_time_ratios": control, "skipped_ratios": skipped}
 
 
 def merge_processes(runs: Sequence[List[Dict[str, Any]]]) -> List[Dict[str, Any]]:
@@ -382,7 +399,8 @@ def markdown(result: Dict[str, Any]) -> str:
                          f"({aa_values(m)}) is this model's measurement error in this run.")
         lines.append("")
     if "goal_gap" in result:
-        verdict = "met on every row" if result["goal_met"] else "not met on " + "; ".join(result["goal_missed"])
+        verdict = ("not judged: no `lite` row with the defaults was measured" if not result.get("goal_rows", 1)
+                   else "met on every row" if result["goal_met"] else "not met on " + "; ".join(result["goal_missed"]))
         lines += [f"Goal: `lite` gap (time ratio / FLOP ratio) at most {result['goal_gap']}: {verdict}.", ""]
     lines += ["Method: " + result["method"], ""]
     lines += closing_lines(result, "Full settings, per-round times and memory breakdowns")
@@ -455,7 +473,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     add_run_options(parser, "cost")
     args = parser.parse_args(argv)
     args.models = model_names(parser, args.models)
-    args.ratios = [r for r in args.ratios.split(",") if r]
+    args.ratios = [ratio_value(parser, r) for r in args.ratios.split(",") if r]
     args.surrogates = [s for s in args.surrogates.split(",") if s]
     if set(args.surrogates) - {"lite", "full"}:
         parser.error("--surrogates takes lite and/or full")
@@ -493,13 +511,14 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     if load_before[0] > 0.5 * result["hardware"]["cpu_cores_usable"]:
         notes.append(f"1-min load {load_before[0]:.2f} at the start: the machine was shared, absolute times are "
                      "noisy; the per-round ratios (interleaved) are the robust numbers")
-    over = [f"{m['model']} {c['label']} ({c['gap']:.3f}{aa_note(m)})" for m in models for c in m["configs"]
-            if c["surrogate"] == "lite" and not c["baked"] and c["recompute"] == ReplConfig().recompute
-            and c["gap"] > GOAL_GAP]  # the defaults' rows
+    notes += [f"{m['model']}: {note}" for m in models for note in m.get("skipped_ratios", [])]
+    judged = [(m, c) for m in models for c in m["configs"]  # the defaults' `lite` rows
+              if c["surrogate"] == "lite" and not c["baked"] and c["recompute"] == ReplConfig().recompute]
+    over = [f"{m['model']} {c['label']} ({c['gap']:.3f}{aa_note(m)})" for m, c in judged if c["gap"] > GOAL_GAP]
     name = f"cost_{slug(result['hardware']['device'])}" + (f"_{slug(args.tag)}" if args.tag else "")
     result.update({
         "benchmark": "cost", "method": METHOD, "notes": notes, "json_name": f"{name}.json",
-        "goal_gap": GOAL_GAP, "goal_met": not over, "goal_missed": over,
+        "goal_gap": GOAL_GAP, "goal_met": bool(judged) and not over, "goal_missed": over, "goal_rows": len(judged),
         "models": models,
     })
     text = markdown(result)

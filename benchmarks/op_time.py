@@ -38,6 +38,8 @@ from benchmarks.common import (closing_lines, header, interleave, other_recomput
                                resolve_device, round_order, set_threads, slug, steady_allocator, write_result)
 from benchmarks.cost import BAKED, SPECS, ModelSpec, add_run_options, loss_of, model_names, per_model  # noqa: E402
 from repl import ReplConfig, apply_replacement  # noqa: E402
+from repl.errors import ConfigError  # noqa: E402
+from repl.method.apply import plan_replacement  # noqa: E402
 from repl.engine import measure  # noqa: E402
 from repl.engine.measure.flops import flop_counter  # noqa: E402
 from repl.families import discover_blocks  # noqa: E402
@@ -121,6 +123,22 @@ def summarize(counted: OpTimer, per_round: List[Dict[str, float]], walls: List[f
             "flops": {k: counted.flops.get(k, 0) for k in kinds}, "calls": {k: counted.calls.get(k, 0) for k in kinds}}
 
 
+def resolved_ratio(args: argparse.Namespace, num_blocks: int) -> float:
+    """--ratio as a number: 'max' is the model's largest."""
+    return max_replaceable(num_blocks) / num_blocks if args.ratio == "max" else float(args.ratio)
+
+
+def check_ratio(spec: ModelSpec, args: argparse.Namespace) -> None:
+    """SystemExit with repl's one-line reason when the model cannot take --ratio (plan_replacement's own check)."""
+    torch.manual_seed(0)
+    model = spec.build()
+    ratio = resolved_ratio(args, len(discover_blocks(model)))
+    try:
+        plan_replacement(model, ReplConfig(ratio=ratio, surrogate=args.surrogate))
+    except ConfigError as err:
+        raise SystemExit(f"op_time.py: error: --ratio for {spec.key}: {err}") from None
+
+
 def measure_model(spec: ModelSpec, args: argparse.Namespace, device: torch.device) -> Dict[str, Any]:
     """BP, RepL (with the other repl.recompute settings, and its baked twin) of one model: per op kind, seconds and FLOPs of a forward + backward."""
     batch_size = args.batch.get(spec.key, spec.batch["cuda" if device.type == "cuda" else "cpu"])
@@ -130,7 +148,7 @@ def measure_model(spec: ModelSpec, args: argparse.Namespace, device: torch.devic
     torch.manual_seed(0)
     template = spec.build()
     num_blocks = len(discover_blocks(template))
-    ratio = max_replaceable(num_blocks) / num_blocks if args.ratio == "max" else float(args.ratio)
+    ratio = resolved_ratio(args, num_blocks)
     default = ReplConfig().recompute
     # (label, RepL applied: its repl.recompute, or None for BP; surrogates baked)
     configs: List[Tuple[str, Optional[Union[bool, str]], bool]] = [("bp", None, False), (args.surrogate, default, False)]
@@ -242,6 +260,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     set_threads(args.threads, device)
     steady = args.steady_malloc and device.type == "cpu" and steady_allocator()
     load_before = list(os.getloadavg())
+    for m in args.models:  # a ratio a model cannot take stops here, before anything is measured, in one line
+        check_ratio(SPECS[m], args)
     models = [measure_model(SPECS[m], args, device) for m in args.models]
     settings = {**{k: getattr(args, k) for k in ("models", "ratio", "surrogate", "kept", "baked", "batch", "steps",
                                                 "channels_last")},

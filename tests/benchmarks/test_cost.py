@@ -169,3 +169,29 @@ def test_processes_run_the_measurement_in_fresh_processes(tmp_path):
         assert len(b["time"]["processes"]) == 2 and len(b["time"]["rounds_s"]) == 2
     assert "in each of 2 processes" in (tmp_path / "cost_cpu_two.md").read_text()
     assert json.loads((tmp_path / "cost_cpu_two.json").read_text())["models"] == two["models"]
+
+
+def test_a_ratio_a_model_cannot_take_is_left_out_with_a_note_and_the_goal_is_not_judged(tmp_path, capsys):
+    """One --ratios serves models of different depths, so a ratio too large for one model is left out of its rows,
+    said in the notes and on stderr; with no `lite` row left the goal is 'not judged', never 'met'."""
+    import benchmarks.cost as cost
+
+    res = cost.main(["--models", "lm", "--batch", "lm=2", "--size", "lm=16", "--ratios", "0.9", "--surrogates", "lite",
+                     *TINY, "--out-dir", str(tmp_path)])
+    assert [c["label"] for c in res["models"][0]["configs"]] == ["bp"]
+    note = "lm: ratio 0.9 left out: it asks for 5 of 6 blocks, and the model takes 1 to 2"
+    assert note in res["notes"] and note in capsys.readouterr().err
+    assert res["goal_met"] is False and res["goal_rows"] == 0
+    assert "not judged: no `lite` row with the defaults was measured" in (tmp_path / "cost_cpu.md").read_text()
+
+
+@pytest.mark.parametrize("ratios", ["foo", "-1", "1", "0.25,nan"])
+def test_a_ratio_that_is_not_max_or_a_fraction_is_refused_in_one_line(ratios, tmp_path, capsys):
+    import benchmarks.cost as cost
+
+    with pytest.raises(SystemExit) as stop:
+        cost.main(["--models", "lm", "--ratios", ratios, "--out-dir", str(tmp_path)])
+    assert stop.value.code == 2
+    bad = ratios.split(",")[-1]
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(  # (argparse names the program from argv[0])
+        f"error: --ratios: {bad!r} is not 'max' or a number between 0 and 1")

@@ -99,3 +99,15 @@ def test_channels_last_times_the_same_ops_in_nhwc(script, tmp_path):
         assert {k: n for k, n in a["flops"].items() if n} == {k: n for k, n in b["flops"].items() if n}
         assert a["flops"]["conv 3x3"] > 0
     assert "channels-last (NHWC)" in (tmp_path / "op_time_cpu_nhwc.md").read_text()
+
+
+def test_a_ratio_the_model_cannot_take_stops_before_anything_is_measured(tmp_path):
+    """--ratio too large for the model: repl's own one-line reason, and no result file."""
+    import benchmarks.op_time as op_time
+
+    with pytest.raises(SystemExit) as stop:
+        op_time.main(["--models", "resnet32", "--batch", "resnet32=2", "--steps", "1", "--ratio", "0.9",
+                      "--device", "cpu", "--out-dir", str(tmp_path)])
+    assert str(stop.value) == ("op_time.py: error: --ratio for resnet32: repl.ratio=0.9 asks for 14 of 15 blocks; "
+                               "this cifar_resnet model allows at most 7 (repl.ratio <= 0.466)")
+    assert not list(tmp_path.iterdir())
