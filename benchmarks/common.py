@@ -12,16 +12,18 @@ import os
 import platform
 import re
 import statistics
+import sys
 import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Tuple, Union
+from typing import Any, Callable, Dict, List, Sequence, Tuple, Union
 
 import torch
 
 from repl.engine import measure
 from repl.engine.checkpoint import atomic_write_text
+from repl.errors import ReplError
 from repl.method.config import ReplConfig
 from repl.method.recompute import AUTO
 
@@ -119,6 +121,57 @@ def provenance(result: Dict[str, Any]) -> str:
         f"git {sw['git_sha'][:10]}{' (dirty)' if sw['git_dirty'] else ''}. Load average (1/5/15 min) before / after: "
         f"{' '.join(f'{x:.2f}' for x in result['load_before'])} / {' '.join(f'{x:.2f}' for x in result['load_after'])}."
     )
+
+
+def script_main(main: Callable[[], Any]) -> None:
+    """A benchmark's command-line entry: a user's mistake (a ReplError: a bad override, a model or ratio the method
+    cannot take) ends in one `<script>: error: ...` line with exit status 2, as argparse's own errors and train.py do."""
+    try:
+        main()
+    except ReplError as err:
+        print(f"{Path(sys.argv[0]).name}: error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+def train_config(overrides: Sequence[str]) -> Any:
+    """The TrainConfig of configs/train.yaml composed with `overrides` and validated, as train.py makes it; Hydra's
+    errors (an unknown option or key, a value of the wrong type) become its one-line ConfigError too."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from repl.config import check_boolean_overrides, compose, to_config
+    from repl.hydra_errors import composition_error
+
+    try:
+        check_boolean_overrides(list(overrides))
+        return to_config(compose(list(overrides)))
+    except (HydraException, OmegaConfBaseException) as err:
+        error = composition_error(err)
+        if error is None:
+            raise
+        raise error from None
+
+
+def at_least(low: int) -> Callable[[str], int]:
+    """An argparse type: an integer >= `low` (else one line naming what is accepted)."""
+    def parse(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            number = low - 1
+        if number < low:
+            raise argparse.ArgumentTypeError(f"{value!r} is not an integer >= {low}")
+        return number
+
+    return parse
+
+
+def int_list(value: str) -> List[int]:
+    """An argparse type: comma-separated integers (seeds, counts)."""
+    try:
+        return [int(item) for item in value.split(",") if item.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not comma-separated integers") from None
 
 
 def output_dir(value: str) -> Path:

@@ -34,8 +34,8 @@ from torch.profiler import profile
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a clone without `pip install -e .`
 
-from benchmarks.common import (closing_lines, header, output_dir, provenance, round_order, set_threads, slug,  # noqa: E402
-                               steady_allocator, write_result)
+from benchmarks.common import (at_least, closing_lines, header, output_dir, provenance, round_order,  # noqa: E402
+                               script_main, set_threads, slug, steady_allocator, write_result)
 from benchmarks.cost import SPECS  # noqa: E402
 
 PATHS = {"slow_conv2d": "thnn", "thnn_conv": "thnn", "mkldnn_convolution": "onednn"}  # profiler event -> path
@@ -146,7 +146,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--model", default="resnet50", help=f"one of {', '.join(images)} (default resnet50)")
     parser.add_argument("--batch", type=int, default=None, help="batch size (default: cost.py's CPU batch for the model)")
     parser.add_argument("--rounds", type=int, default=15, help="timed calls per convolution and path (default 15)")
-    parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (default 1, as cost.py on CPU)")
+    parser.add_argument("--threads", type=at_least(1), default=1, help="torch.set_num_threads (default 1, as cost.py on CPU)")
     parser.add_argument("--out-dir", type=output_dir, default=str(ROOT / "results" / "bench"), help="default results/bench")
     parser.add_argument("--tag", default="", help="suffix of the result files: conv_paths_cpu_<tag>.json / .md")
     parser.add_argument("--note", action="append", default=[], help="a line for the results' notes (repeatable)")
@@ -188,4 +188,4 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    script_main(main)

@@ -36,9 +36,9 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a clone without `pip install -e .`
 
-from benchmarks.common import (closing_lines, cuda_allocated, header, interleave, mib,  # noqa: E402
-                               other_recompute_settings, output_dir, provenance, resolve_device, set_threads,
-                               slug, spread, steady_allocator, step_peak, write_result)
+from benchmarks.common import (at_least, closing_lines, cuda_allocated, header, interleave, mib,  # noqa: E402
+                               other_recompute_settings, output_dir, provenance, resolve_device, script_main,
+                               set_threads, slug, spread, steady_allocator, step_peak, write_result)
 from repl import ReplConfig, apply_replacement  # noqa: E402
 from repl.engine import measure  # noqa: E402
 from repl.families import discover_blocks  # noqa: E402
@@ -411,7 +411,7 @@ def add_run_options(parser: argparse.ArgumentParser, benchmark: str) -> None:
     """The options this benchmark shares with op_time.py: --device, --threads, --glibc-malloc, --channels-last,
     --out-dir, --tag, --note."""
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
-    parser.add_argument("--threads", type=int, default=None,
+    parser.add_argument("--threads", type=at_least(0), default=None,
                         help="torch.set_num_threads; default 1 on CPU (a shared machine's spare cores make OpenMP "
                              "threads spin and times swing tenfold), torch's choice on CUDA; 0 = torch's choice")
     parser.add_argument("--glibc-malloc", dest="steady_malloc", action="store_false",
@@ -527,4 +527,4 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    script_main(main)

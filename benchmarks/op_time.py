@@ -35,7 +35,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a clone without `pip install -e .`
 
 from benchmarks.common import (closing_lines, header, interleave, other_recompute_settings, provenance,  # noqa: E402
-                               resolve_device, round_order, set_threads, slug, steady_allocator, write_result)
+                               resolve_device, round_order, script_main, set_threads, slug, steady_allocator,
+                               write_result)
 from benchmarks.cost import BAKED, SPECS, ModelSpec, add_run_options, loss_of, model_names, per_model  # noqa: E402
 from repl import ReplConfig, apply_replacement  # noqa: E402
 from repl.errors import ConfigError  # noqa: E402
@@ -129,14 +130,14 @@ def resolved_ratio(args: argparse.Namespace, num_blocks: int) -> float:
 
 
 def check_ratio(spec: ModelSpec, args: argparse.Namespace) -> None:
-    """SystemExit with repl's one-line reason when the model cannot take --ratio (plan_replacement's own check)."""
+    """ConfigError with repl's one-line reason when the model cannot take --ratio (plan_replacement's own check)."""
     torch.manual_seed(0)
     model = spec.build()
     ratio = resolved_ratio(args, len(discover_blocks(model)))
     try:
         plan_replacement(model, ReplConfig(ratio=ratio, surrogate=args.surrogate))
     except ConfigError as err:
-        raise SystemExit(f"op_time.py: error: --ratio for {spec.key}: {err}") from None
+        raise ConfigError(f"--ratio for {spec.key}: {err}") from None
 
 
 def measure_model(spec: ModelSpec, args: argparse.Namespace, device: torch.device) -> Dict[str, Any]:
@@ -275,4 +276,4 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    script_main(main)

@@ -30,9 +30,10 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a clone without `pip install -e .`
 
-from benchmarks.common import hardware, output_dir, slug, spread, timed, usable_cores, write_result  # noqa: E402
+from benchmarks.common import (at_least, hardware, output_dir, script_main, slug, spread, timed, train_config,  # noqa: E402
+                               usable_cores, write_result)
 from repl.build import build_run  # noqa: E402
-from repl.config import TrainConfig, compose, to_config  # noqa: E402
+from repl.config import TrainConfig  # noqa: E402
 from repl.data import build_data  # noqa: E402
 from repl.engine import distributed, measure  # noqa: E402
 from repl.engine.config import TrainerConfig  # noqa: E402
@@ -112,7 +113,7 @@ def check_comparable(tcfg: TrainerConfig) -> None:
 def measure_config(overrides: List[str], args: argparse.Namespace, run_dir: Path) -> Dict[str, Any]:
     """Build one config with repl.build.build_run (as train.py does, the data replayed from memory), then time
     trainer and bare loop in interleaved rounds."""
-    cfg = to_config(compose(overrides))
+    cfg = train_config(overrides)
     check_comparable(cfg.trainer)
     dist = distributed.setup(cfg.trainer.device)
     data_cfg = cfg.dataset
@@ -199,7 +200,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=4, help="steps of each loop per round (default 4)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps of each loop first (default 2)")
     parser.add_argument("--batches", type=int, default=8, help="distinct pre-materialised batches cycled (default 8)")
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    parser.add_argument("--threads", type=at_least(1), default=None, help="torch.set_num_threads (default: torch's choice)")
     parser.add_argument("--out-dir", type=output_dir, default=str(ROOT / "results" / "bench"),
                         help="where trainer_overhead_<device>.json and .md go (default results/bench)")
     parser.add_argument("--note", action="append", default=[], help="a line added to the results' notes (repeatable)")
@@ -251,4 +252,4 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    script_main(main)

@@ -56,6 +56,12 @@ def as_config_error(err: BaseException, task_code: CodeType) -> Optional[ConfigE
     """The one-line ConfigError for an error Hydra raised before the task ran; None for the task's own."""
     if _raised_in(err, task_code):
         return None
+    return composition_error(err)
+
+
+def composition_error(err: BaseException) -> Optional[ConfigError]:
+    """The one-line ConfigError for an error of composing a config (an unparsable override, an unknown group option
+    or key, a value of the wrong type, an unwritable run dir); None for any other error."""
     if isinstance(err, OverrideParseException):
         return ConfigError(f"cannot parse the override {err.override!r}: {_first_line(err)}")
     if isinstance(err, MissingConfigException):

@@ -128,3 +128,24 @@ def test_an_unwritable_out_dir_stops_every_script_before_it_measures(name, tmp_p
     assert stop.value.code == 2
     assert capsys.readouterr().err.strip().splitlines()[-1].endswith(
         f"error: argument --out-dir: cannot write to {target}: Not a directory")
+
+
+@pytest.mark.parametrize("script,args,line", [
+    ("trainer_overhead.py", ["model=nope"], "trainer_overhead.py: error: model=nope is not an option of model; choose"),
+    ("studies/transfer.py", ["repl.ratio=abc"], "transfer.py: error: repl.ratio: Value 'abc' of type 'str' could not"),
+    ("op_time.py", ["--models", "resnet32", "--ratio", "0.9"], "op_time.py: error: --ratio for resnet32: repl.ratio=0.9"),
+    ("studies/bn_statistics.py", ["--seeds", "0,x"], "bn_statistics.py: error: argument --seeds: '0,x' is not comma-sep"),
+    ("studies/checkpointing.py", ["--steps", "0"], "checkpointing.py: error: argument --steps: '0' is not an integer >= 1"),
+    ("studies/inference.py", ["--batch", "vit_b"], "inference.py: error: --batch takes MODEL=INT (INT >= 1) with MODEL"),
+])
+def test_a_scripts_bad_input_is_one_error_line_with_no_traceback(script, args, line, tmp_path):
+    """From the command line (benchmarks.common.script_main, argparse types): a bad override, value or ratio ends
+    the script with exit status 2 and one `<script>: error:` line, before anything is measured or written."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args, "--out-dir", str(tmp_path / "out")],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert done.stderr.strip().splitlines()[-1].startswith(line)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())  # nothing written

@@ -35,7 +35,8 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import header, output_dir, provenance, set_threads, write_result  # noqa: E402
+from benchmarks.common import (at_least, header, int_list, output_dir, provenance, script_main, set_threads,  # noqa: E402
+                               write_result)
 from benchmarks.studies.harness import train_run  # noqa: E402
 from repl.build import Apply, configured_method  # noqa: E402
 from repl.config import TrainConfig  # noqa: E402
@@ -64,12 +65,12 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="BatchNorm statistics: batch vs running vs recalibrated, per row and seed.",
                                      epilog=f"Positional: Hydra overrides of every run, after {' '.join(DEFAULTS)}")
     parser.add_argument("overrides", nargs="*")
-    parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
-    parser.add_argument("--recalibrate", default="5,20,50", help="comma-separated N: recalibration batches")
+    parser.add_argument("--seeds", type=int_list, default="0,1,2", help="comma-separated seeds")
+    parser.add_argument("--recalibrate", type=int_list, default="5,20,50", help="comma-separated N: recalibration batches")
     parser.add_argument("--max-ratio", type=float, default=0.44, help="the model's largest repl.ratio (resnet20: 4/9)")
     parser.add_argument("--surrogate-momentum", type=float, default=0.5,
                         help="BatchNorm momentum inside surrogates for the extra RepL runs; 0 = no extra runs")
-    parser.add_argument("--threads", type=int, default=None, help="default 1 (see cost.py), 0 = torch's choice")
+    parser.add_argument("--threads", type=at_least(0), default=None, help="default 1 (see cost.py), 0 = torch's choice")
     parser.add_argument("--out-dir", type=output_dir, default=str(ROOT / "results" / "studies"))
     return parser.parse_intermixed_args(argv)
 
@@ -161,8 +162,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     args = parse_args(argv)
     set_threads(args.threads, torch.device("cpu"))
     load_before = list(os.getloadavg())
-    seeds = [int(s) for s in args.seeds.split(",")]
-    steps = [int(n) for n in args.recalibrate.split(",")]
+    seeds, steps = args.seeds, args.recalibrate
     base = [*DEFAULTS, *args.overrides]
     table: Dict[str, Any] = {}
     first: Dict[str, Any] = {}
@@ -192,4 +192,4 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    script_main(main)

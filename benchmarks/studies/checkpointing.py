@@ -27,8 +27,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import (cuda_allocated, header, interleave, mib, output_dir, provenance, resolve_device,  # noqa: E402
-                               set_threads, slug, step_peak, write_result)
+from benchmarks.common import (at_least, cuda_allocated, header, interleave, mib, output_dir, provenance,  # noqa: E402
+                               resolve_device, script_main, set_threads, slug, step_peak, write_result)
 from benchmarks.cost import SPECS, loss_of, make_optimizer  # noqa: E402
 from repl import ReplConfig, apply_replacement  # noqa: E402
 from repl.engine import measure  # noqa: E402
@@ -42,11 +42,11 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--model", default="resnet32", choices=sorted(SPECS))
     parser.add_argument("--ratio", default="max", help="RepL ratio, or 'max' (default)")
     parser.add_argument("--surrogate", default="lite", choices=["lite", "full"])
-    parser.add_argument("--batch", type=int, default=None, help="default: the cost benchmark's batch for the device")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--batch", type=at_least(1), default=None, help="default: the cost benchmark's batch for the device")
+    parser.add_argument("--rounds", type=at_least(1), default=3)
+    parser.add_argument("--steps", type=at_least(1), default=2)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--threads", type=int, default=None, help="default 1 on CPU (see cost.py), 0 = torch's choice")
+    parser.add_argument("--threads", type=at_least(0), default=None, help="default 1 on CPU (see cost.py), 0 = torch's choice")
     parser.add_argument("--out-dir", type=output_dir, default=str(ROOT / "results" / "studies"))
     return parser.parse_args(argv)
 
@@ -129,4 +129,4 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    script_main(main)

@@ -15,10 +15,9 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import torch
 from torch import nn
 
-from benchmarks.common import header, write_result
+from benchmarks.common import header, train_config, write_result
 
 from repl.build import Apply, build_run, configured_method
-from repl.config import compose, to_config
 from repl.engine import distributed
 
 default_apply = configured_method  # what a normal run does: the configured method (`repl.*`)
@@ -26,7 +25,7 @@ default_apply = configured_method  # what a normal run does: the configured meth
 
 def train_run(overrides: List[str], run_dir: Path, apply: Optional[Apply] = None) -> Tuple[Dict[str, Any], nn.Module, Any, Any]:
     """Train one config in-process; returns (summary, model, data module, task). CPU-safe, single process."""
-    cfg = to_config(compose(overrides))
+    cfg = train_config(overrides)
     dist = distributed.setup(cfg.trainer.device)
     try:
         run = build_run(cfg, Path(run_dir), dist, apply=apply)

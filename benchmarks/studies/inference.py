@@ -24,9 +24,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import (header, interleave, output_dir, provenance, resolve_device, set_threads, slug,  # noqa: E402
-                               write_result)
-from benchmarks.cost import SPECS  # noqa: E402
+from benchmarks.common import (at_least, header, interleave, output_dir, provenance, resolve_device,  # noqa: E402
+                               script_main, set_threads, slug, write_result)
+from benchmarks.cost import SPECS, per_model  # noqa: E402
 from repl import ReplConfig, apply_replacement, bake  # noqa: E402
 from repl.engine import measure  # noqa: E402
 from repl.families import discover_blocks  # noqa: E402
@@ -41,16 +41,16 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--ratio", default="max", help="RepL ratio, or 'max' (default)")
     parser.add_argument("--surrogate", default="lite", choices=["lite", "full"])
     parser.add_argument("--batch", action="append", default=[], metavar="MODEL=B", help="default: cost.py's batch")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--rounds", type=at_least(1), default=3)
+    parser.add_argument("--steps", type=at_least(1), default=3)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--threads", type=int, default=None, help="default 1 on CPU (see cost.py), 0 = torch's choice")
+    parser.add_argument("--threads", type=at_least(0), default=None, help="default 1 on CPU (see cost.py), 0 = torch's choice")
     parser.add_argument("--out-dir", type=output_dir, default=str(ROOT / "results" / "studies"))
     args = parser.parse_args(argv)
     args.models = [m for m in args.models.split(",") if m]
     if set(args.models) - set(SPECS):
         parser.error(f"--models: choose from {', '.join(SPECS)}")
-    args.batch = {m: int(b) for m, b in (item.split("=", 1) for item in args.batch)}
+    args.batch = per_model(parser, "batch", args.batch)
     return args
 
 
@@ -115,4 +115,4 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    script_main(main)

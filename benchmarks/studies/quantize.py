@@ -35,7 +35,8 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import header, interleave, output_dir, provenance, set_threads, write_result  # noqa: E402
+from benchmarks.common import (at_least, header, interleave, output_dir, provenance, script_main, set_threads,  # noqa: E402
+                               write_result)
 from benchmarks.studies.harness import train_run  # noqa: E402
 from repl import bake  # noqa: E402
 
@@ -84,10 +85,10 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="INT8 PTQ of a baked RepL model: accuracy, size, latency.",
                                      epilog=f"Positional: Hydra overrides after the defaults {' '.join(DEFAULTS)}")
     parser.add_argument("overrides", nargs="*")
-    parser.add_argument("--calib", type=int, default=8, help="calibration batches (static PTQ)")
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--steps", type=int, default=5, help="forwards per round per model and batch size")
-    parser.add_argument("--threads", type=int, default=None, help="default 1 (see cost.py), 0 = torch's choice")
+    parser.add_argument("--calib", type=at_least(1), default=8, help="calibration batches (static PTQ)")
+    parser.add_argument("--rounds", type=at_least(1), default=5)
+    parser.add_argument("--steps", type=at_least(1), default=5, help="forwards per round per model and batch size")
+    parser.add_argument("--threads", type=at_least(0), default=None, help="default 1 (see cost.py), 0 = torch's choice")
     parser.add_argument("--out-dir", type=output_dir, default=str(ROOT / "results" / "studies"))
     return parser.parse_intermixed_args(argv)
 
@@ -146,4 +147,4 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    script_main(main)

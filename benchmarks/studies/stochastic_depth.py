@@ -25,7 +25,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import output_dir, provenance, set_threads  # noqa: E402
+from benchmarks.common import at_least, output_dir, provenance, script_main, set_threads  # noqa: E402
 from benchmarks.studies.harness import SEQUENTIAL_TIMES, default_apply, report_runs, train_run  # noqa: E402
 from repl.method.registry import Selection, get_method  # noqa: E402
 
@@ -44,7 +44,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="RepL x stochastic depth: four short training runs.",
                                      epilog=f"Positional: Hydra overrides of every run, after {' '.join(DEFAULTS)}")
     parser.add_argument("overrides", nargs="*")
-    parser.add_argument("--threads", type=int, default=None, help="default 1 (see cost.py), 0 = torch's choice")
+    parser.add_argument("--threads", type=at_least(0), default=None, help="default 1 (see cost.py), 0 = torch's choice")
     parser.add_argument("--out-dir", type=output_dir, default=str(ROOT / "results" / "studies"))
     return parser.parse_intermixed_args(argv)
 
@@ -80,4 +80,4 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     return report_runs("stochastic_depth", runs, {"overrides": base}, load_before, args.out_dir, markdown)
 
 if __name__ == "__main__":
-    main()
+    script_main(main)

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from repl.engine.measure.flops import train_flops
+from repl.errors import ConfigError
 
 
 @pytest.fixture(scope="module")
@@ -105,9 +106,9 @@ def test_a_ratio_the_model_cannot_take_stops_before_anything_is_measured(tmp_pat
     """--ratio too large for the model: repl's own one-line reason, and no result file."""
     import benchmarks.op_time as op_time
 
-    with pytest.raises(SystemExit) as stop:
+    with pytest.raises(ConfigError) as stop:
         op_time.main(["--models", "resnet32", "--batch", "resnet32=2", "--steps", "1", "--ratio", "0.9",
                       "--device", "cpu", "--out-dir", str(tmp_path)])
-    assert str(stop.value) == ("op_time.py: error: --ratio for resnet32: repl.ratio=0.9 asks for 14 of 15 blocks; "
+    assert str(stop.value) == ("--ratio for resnet32: repl.ratio=0.9 asks for 14 of 15 blocks; "
                                "this cifar_resnet model allows at most 7 (repl.ratio <= 0.466)")
     assert not list(tmp_path.iterdir())
