@@ -144,8 +144,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="CPU convolution kernels of a model: torch's choice against oneDNN.")
     images = [name for name, spec in SPECS.items() if not spec.tokens]
     parser.add_argument("--model", default="resnet50", help=f"one of {', '.join(images)} (default resnet50)")
-    parser.add_argument("--batch", type=int, default=None, help="batch size (default: cost.py's CPU batch for the model)")
-    parser.add_argument("--rounds", type=int, default=15, help="timed calls per convolution and path (default 15)")
+    parser.add_argument("--batch", type=at_least(1), default=None, help="batch size (default: cost.py's CPU batch for the model)")
+    parser.add_argument("--rounds", type=at_least(1), default=15, help="timed calls per convolution and path (default 15)")
     parser.add_argument("--threads", type=at_least(1), default=1, help="torch.set_num_threads (default 1, as cost.py on CPU)")
     parser.add_argument("--out-dir", type=output_dir, default=str(ROOT / "results" / "bench"), help="default results/bench")
     parser.add_argument("--tag", default="", help="suffix of the result files: conv_paths_cpu_<tag>.json / .md")
@@ -154,10 +154,6 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     if args.model not in images:
         why = "reads tokens and has no convolutions" if args.model in SPECS else "is not a model cost.py knows"
         parser.error(f"--model: {args.model} {why}; choose from {', '.join(images)}")
-    for key in ("batch", "rounds", "threads"):
-        value = getattr(args, key)
-        if value is not None and value < 1:
-            parser.error(f"--{key} must be at least 1")
     if not torch.backends.mkldnn.is_available():
         parser.error("this torch build has no oneDNN (torch.backends.mkldnn.is_available() is False)")
     return args

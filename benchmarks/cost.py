@@ -460,12 +460,12 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                              "time over it, per round: RepL's own cost, apart from how the smaller network runs")
     parser.add_argument("--batch", action="append", default=[], metavar="MODEL=B", help="batch size for a model")
     parser.add_argument("--size", action="append", default=[], metavar="MODEL=S", help="image side / sequence length")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds (default 3)")
-    parser.add_argument("--steps", type=int, default=2, help="timed steps per configuration per round (default 2)")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed steps per configuration first (default 1)")
+    parser.add_argument("--rounds", type=at_least(1), default=3, help="interleaved timing rounds (default 3)")
+    parser.add_argument("--steps", type=at_least(1), default=2, help="timed steps per configuration per round (default 2)")
+    parser.add_argument("--warmup", type=at_least(0), default=1, help="untimed steps per configuration first (default 1)")
     parser.add_argument("--precision", default="32", choices=["32", "bf16"], help="autocast dtype (default 32)")
     parser.add_argument("--compile", action="store_true", help="time torch.compile'd models (probes run eager)")
-    parser.add_argument("--processes", type=int, default=1,
+    parser.add_argument("--processes", type=at_least(1), default=1,
                         help="run the whole measurement in this many fresh processes, one after another, and report "
                              "the median of their medians (default 1; per-process memory layout moves CPU ratios by "
                              "up to ~10%%, which more rounds do not average out)")
@@ -479,9 +479,6 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
         parser.error("--surrogates takes lite and/or full")
     for key in ("batch", "size"):
         setattr(args, key, per_model(parser, key, getattr(args, key)))
-    for key in ("rounds", "steps", "processes"):
-        if getattr(args, key) < 1:
-            parser.error(f"--{key} must be at least 1")
     return args
 
 

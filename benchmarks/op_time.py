@@ -34,9 +34,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a clone without `pip install -e .`
 
-from benchmarks.common import (closing_lines, header, interleave, other_recompute_settings, provenance,  # noqa: E402
-                               resolve_device, round_order, script_main, set_threads, slug, steady_allocator,
-                               write_result)
+from benchmarks.common import (at_least, closing_lines, header, interleave, other_recompute_settings,  # noqa: E402
+                               provenance, resolve_device, round_order, script_main, set_threads, slug,
+                               steady_allocator, write_result)
 from benchmarks.cost import BAKED, SPECS, ModelSpec, add_run_options, loss_of, model_names, per_model  # noqa: E402
 from repl import ReplConfig, apply_replacement  # noqa: E402
 from repl.errors import ConfigError  # noqa: E402
@@ -238,7 +238,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--no-baked", dest="baked", action="store_false",
                         help="leave out the baked twin (RepL's network with its surrogates materialized)")
     parser.add_argument("--batch", action="append", default=[], metavar="MODEL=B", help="batch size for a model")
-    parser.add_argument("--steps", type=int, default=3, help="instrumented (and uninstrumented) steps (default 3)")
+    parser.add_argument("--steps", type=at_least(1), default=3, help="instrumented (and uninstrumented) steps (default 3)")
     add_run_options(parser, "op_time")
     args = parser.parse_args(argv)
     args.models = model_names(parser, args.models)
@@ -249,8 +249,6 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
         except ValueError:
             parser.error(f"--ratio: {args.ratio!r} is not 'max' or a number between 0 and 1")
     args.batch = per_model(parser, "batch", args.batch)
-    if args.steps < 1:
-        parser.error("--steps must be at least 1")
     return args
 
 

@@ -196,18 +196,15 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                "repl= override both repl=none and repl=repl are measured.",
     )
     parser.add_argument("overrides", nargs="*", help="Hydra overrides passed to repl.config.compose")
-    parser.add_argument("--rounds", type=int, default=12, help="interleaved rounds; the order alternates (default 12)")
-    parser.add_argument("--steps", type=int, default=4, help="steps of each loop per round (default 4)")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed steps of each loop first (default 2)")
-    parser.add_argument("--batches", type=int, default=8, help="distinct pre-materialised batches cycled (default 8)")
+    parser.add_argument("--rounds", type=at_least(1), default=12, help="interleaved rounds; the order alternates (default 12)")
+    parser.add_argument("--steps", type=at_least(1), default=4, help="steps of each loop per round (default 4)")
+    parser.add_argument("--warmup", type=at_least(1), default=2, help="untimed steps of each loop first (default 2)")
+    parser.add_argument("--batches", type=at_least(1), default=8, help="distinct pre-materialised batches cycled (default 8)")
     parser.add_argument("--threads", type=at_least(1), default=None, help="torch.set_num_threads (default: torch's choice)")
     parser.add_argument("--out-dir", type=output_dir, default=str(ROOT / "results" / "bench"),
                         help="where trainer_overhead_<device>.json and .md go (default results/bench)")
     parser.add_argument("--note", action="append", default=[], help="a line added to the results' notes (repeatable)")
     args = parser.parse_intermixed_args(argv)
-    for key in ("rounds", "steps", "warmup", "batches"):
-        if getattr(args, key) < 1:
-            parser.error(f"--{key} must be at least 1")
     return args
 
 
