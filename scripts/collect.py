@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from repl.engine.checkpoint import atomic_write_text
 
 DEFAULT_DIRS = ("outputs", "multirun")
 DEFAULT_OUT = Path("results/runs.csv")
@@ -165,13 +168,15 @@ def collect(dirs: list[Path]) -> list[dict[str, Any]]:
 
 
 def write_csv(rows: list[dict[str, Any]], out: Path) -> None:
-    """Write the rows with the fixed columns first, then every metric column seen."""
+    """Write the rows with the fixed columns first, then every metric column seen; atomically, so that an
+    interrupted write leaves the previous CSV whole."""
     metrics = sorted({k for row in rows for k in row if k.startswith(METRIC_PREFIX)})
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=COLUMNS + metrics)
+    writer.writeheader()
+    writer.writerows(rows)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS + metrics)
-        writer.writeheader()
-        writer.writerows(rows)
+    atomic_write_text(out, text.getvalue())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -188,7 +193,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: no such directory: {', '.join(missing) or ' / '.join(DEFAULT_DIRS)}", file=sys.stderr)
         return 2
     rows = collect(dirs)
-    write_csv(rows, args.out)
+    try:
+        write_csv(rows, args.out)
+    except OSError as err:
+        print(f"error: cannot write {args.out}: {err.strerror or err}", file=sys.stderr)
+        return 2
     for row in rows:
         if row.get("problem") or row["status"] != "completed":
             print(f"  {row['status']}: {row['path']}  {row.get('problem') or row.get('error') or ''}".rstrip(),

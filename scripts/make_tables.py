@@ -18,12 +18,17 @@ import sys
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable
+
+from repl.engine.checkpoint import atomic_write_text
 
 DEFAULT_RUNS = Path("results/runs.csv")
 DEFAULT_PAPER = Path("results/paper.csv")
 PAPER_METHOD = "repl"  # the method results/paper.csv reports, unless a row has a `method` column
 DEFAULT_OUT = Path("results/tables")
 GROUP_KEYS = ("experiment", "dataset", "model", "method", "ratio", "surrogate", "fusion", "epochs", "max_steps")
+RUNS_COLUMNS = ("status", "git_sha", *GROUP_KEYS)  # what a runs CSV needs here (collect.py writes them all)
+PAPER_COLUMNS = ("table", "row", "experiment", "metric", "value")
 OTHER = "other"
 
 
@@ -57,12 +62,17 @@ def number(text: str | None) -> float | None:
         return None
 
 
-def read_csv(path: Path) -> list[dict[str, str]]:
-    """Rows of a CSV file as dicts; one clear line and exit 2 if it is missing."""
+def read_csv(path: Path, needed: Iterable[str]) -> list[dict[str, str]]:
+    """Rows of a CSV file as dicts; one clear line and exit if it is missing or its header lacks a `needed` column."""
     if not path.is_file():
         sys.exit(f"error: {path} not found (runs: python scripts/collect.py; paper: results/paper.csv)")
     with path.open(newline="") as f:
-        return list(csv.DictReader(f))
+        reader = csv.DictReader(f)
+        lacking = sorted(set(needed) - set(reader.fieldnames or ()))
+        if lacking:
+            sys.exit(f"error: {path} lacks columns {', '.join(lacking)} (runs: python scripts/collect.py writes "
+                     "them; paper: results/paper.csv)")
+        return list(reader)
 
 
 def group_runs(runs: list[dict[str, str]]) -> list[Group]:
@@ -188,14 +198,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--paper", type=Path, default=DEFAULT_PAPER)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
-    paper, runs = read_csv(args.paper), read_csv(args.runs)
-    needed = {"table", "row", "experiment", "metric", "value"}
-    if paper and not needed <= paper[0].keys():
-        sys.exit(f"error: {args.paper} lacks columns {', '.join(sorted(needed - paper[0].keys()))}")
-    args.out.mkdir(parents=True, exist_ok=True)
-    for name, rows in sorted(table_rows(paper, runs).items()):
-        for suffix, render in ((".md", markdown), (".tex", latex)):
-            (args.out / f"{name}{suffix}").write_text(render(name, rows))
+    paper, runs = read_csv(args.paper, PAPER_COLUMNS), read_csv(args.runs, RUNS_COLUMNS)
+    tables = sorted(table_rows(paper, runs).items())
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+        for name, rows in tables:
+            for suffix, render in ((".md", markdown), (".tex", latex)):
+                atomic_write_text(args.out / f"{name}{suffix}", render(name, rows))
+    except OSError as err:
+        sys.exit(f"error: cannot write the tables into {args.out}: {err.strerror or err}")
+    for name, rows in tables:
         measured = sum(r["measured"] not in ("no runs", "—") for r in rows)
         print(f"{args.out / name}.md/.tex: {len(rows)} rows, {measured} measured")
     return 0

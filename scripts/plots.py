@@ -21,7 +21,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_tables import DEFAULT_RUNS, group_runs, mean_std, number, read_csv
+from make_tables import DEFAULT_RUNS, RUNS_COLUMNS, group_runs, mean_std, number, read_csv
 
 DEFAULT_OUT = Path("results/figures")
 COST = (("params_trainable", "trainable parameters", 1.0), ("memory_peak_bytes", "peak memory (MiB)", 2.0**-20))
@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
     by_experiment = defaultdict(list)
-    for group in group_runs(read_csv(args.runs)):
+    for group in group_runs(read_csv(args.runs, RUNS_COLUMNS)):
         by_experiment[group.key["experiment"]].append(group)
     args.out.mkdir(parents=True, exist_ok=True)
     for experiment, groups in sorted(by_experiment.items()):

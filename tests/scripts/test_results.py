@@ -182,3 +182,39 @@ def test_collect_refuses_a_directory_as_out_in_one_line(fixture_runs, tmp_path, 
     assert collect.main([str(fixture_runs), "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and str(tmp_path) in err[0] and "directory" in err[0]
+
+
+def test_tables_refuse_a_runs_csv_without_collects_columns_in_one_line(tmp_path):
+    """A CSV that is not collect.py's (a wrong file passed as --runs) is named with the columns it lacks, before
+    anything is written; a header-only file lacking them too (it would otherwise read as zero runs)."""
+    paper = Path(__file__).resolve().parents[2] / "results" / "paper.csv"
+    for text in ("a,b\n1,2\n", "garbage\n"):
+        (tmp_path / "runs.csv").write_text(text)
+        with pytest.raises(SystemExit) as stop:
+            make_tables.main(["--runs", str(tmp_path / "runs.csv"), "--paper", str(paper), "--out", str(tmp_path / "t")])
+        assert str(stop.value).startswith(f"error: {tmp_path / 'runs.csv'} lacks columns dataset, epochs, experiment")
+        assert not (tmp_path / "t").exists()
+
+
+def test_tables_and_collect_name_an_unwritable_output_in_one_line(fixture_runs, tmp_path, capsys):
+    """Below a file nothing can be made, root included: one line each, and what was there before is left whole."""
+    (tmp_path / "a-file").write_text("")
+    assert collect.main([str(fixture_runs), "--out", str(tmp_path / "a-file" / "runs.csv")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: cannot write {tmp_path / 'a-file' / 'runs.csv'}: ")
+    assert collect.main([str(fixture_runs), "--out", str(tmp_path / "runs.csv")]) == 0
+    paper = Path(__file__).resolve().parents[2] / "results" / "paper.csv"
+    with pytest.raises(SystemExit) as stop:
+        make_tables.main(["--runs", str(tmp_path / "runs.csv"), "--paper", str(paper), "--out", str(tmp_path / "a-file" / "t")])
+    assert str(stop.value).startswith(f"error: cannot write the tables into {tmp_path / 'a-file' / 't'}: ")
+
+
+def test_collect_writes_the_csv_whole_or_not_at_all(fixture_runs, tmp_path, monkeypatch):
+    """An interrupted write (here: the rows cannot be turned into text) leaves the previous runs.csv as it was."""
+    out = tmp_path / "runs.csv"
+    assert collect.main([str(fixture_runs), "--out", str(out)]) == 0
+    before = out.read_bytes()
+    monkeypatch.setattr(collect.csv, "DictWriter", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):
+        collect.main([str(fixture_runs), "--out", str(out)])
+    assert out.read_bytes() == before
