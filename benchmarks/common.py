@@ -13,7 +13,6 @@ import platform
 import re
 import statistics
 import sys
-import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,7 +21,7 @@ from typing import Any, Callable, Dict, List, Sequence, Tuple, Union
 import torch
 
 from repl.engine import measure
-from repl.engine.checkpoint import atomic_write_text
+from repl.engine.checkpoint import atomic_write_text, writable_dir
 from repl.errors import ReplError
 from repl.method.config import ReplConfig
 from repl.method.recompute import AUTO
@@ -177,14 +176,10 @@ def int_list(value: str) -> List[int]:
 def output_dir(value: str) -> Path:
     """The argparse type of every benchmark's --out-dir: the directory, made if missing and proven writable before
     any measuring, so that a run never measures for minutes and then fails to save (else one line, naming it)."""
-    path = Path(value)
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-check-"):
-            pass
+        return writable_dir(Path(value))
     except OSError as err:
         raise argparse.ArgumentTypeError(f"cannot write to {value}: {err.strerror or err}") from None
-    return path
 
 
 def closing_lines(result: Dict[str, Any], what: str) -> List[str]:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import statistics
 import sys
 import time
@@ -35,6 +34,7 @@ sys.path.insert(0, str(ROOT))  # run from a clone without `pip install -e .`
 from omegaconf import OmegaConf  # noqa: E402
 
 from repl.config import as_dict, compose, to_config  # noqa: E402
+from repl.engine.checkpoint import atomic_write_text, writable_dir  # noqa: E402
 from repl.errors import ReplError  # noqa: E402
 
 BASELINE = "bp"  # the variant every ratio is taken against
@@ -113,11 +113,18 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                         help="an extra override for every run (repeatable), e.g. --set trainer.max_steps=20")
     parser.add_argument("--runs-dir", default="outputs/ablation", help="where the runs live (default outputs/ablation)")
     parser.add_argument("--out-dir", default="results/ablation", help="where the tables go (default results/ablation)")
-    parser.add_argument("--threads", type=int, default=1,
+    parser.add_argument("--threads", type=_threads, default=1,
                         help="torch threads (default 1: on a shared machine spare cores make OpenMP threads spin and "
                              "runs slow down tenfold; 0 = torch's choice)")
     parser.add_argument("--list", action="store_true", help="print the variants and their overrides; run nothing")
     return parser.parse_args(argv)
+
+
+def _threads(value: str) -> int:
+    """--threads: an integer >= 0 (0: torch's choice)."""
+    if not value.isdigit():
+        raise argparse.ArgumentTypeError(f"{value!r} is not an integer >= 0")
+    return int(value)
 
 
 def _parse_list(text: str, what: str, allowed: Optional[Sequence[str]] = None) -> List[str]:
@@ -184,8 +191,8 @@ def record_config(run: Dict[str, Any]) -> None:
     hydra_dir = run["run_dir"] / ".hydra"
     if (hydra_dir / "config.yaml").exists():
         return
-    write_atomic(hydra_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(as_dict(run["config"]))))
-    write_atomic(hydra_dir / "overrides.yaml", OmegaConf.to_yaml(OmegaConf.create(list(run["overrides"]))))
+    atomic_write_text(hydra_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(as_dict(run["config"]))))
+    atomic_write_text(hydra_dir / "overrides.yaml", OmegaConf.to_yaml(OmegaConf.create(list(run["overrides"]))))
 
 
 def _mean_std(values: List[float]) -> Dict[str, float]:
@@ -276,14 +283,6 @@ def markdown(result: Dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write via a temporary file and rename, so an interrupted write never leaves half a table."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     runs = planned_runs(args)
@@ -292,6 +291,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(f"{run['suite']}/{run['variant']} seed {run['seed']}: {' '.join(run['overrides'])}")
         return 0
     validate(runs)
+    for flag, where in (("--runs-dir", args.runs_dir), ("--out-dir", args.out_dir)):  # before anything trains
+        try:
+            writable_dir(Path(where))
+        except OSError as err:
+            raise SystemExit(f"error: {flag}: cannot write to {where}: {err.strerror or err}") from None
     if args.threads:
         import torch
 
@@ -302,9 +306,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         execute(suite_runs)
         result = summarise(SUITES[name], suite_runs)
         out = Path(args.out_dir)
-        write_atomic(out / f"{name}.json", json.dumps(result, indent=2) + "\n")
+        atomic_write_text(out / f"{name}.json", json.dumps(result, indent=2) + "\n")
         table = markdown(result)
-        write_atomic(out / f"{name}.md", table)
+        atomic_write_text(out / f"{name}.md", table)
         print(table)
     return 0
 

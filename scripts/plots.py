@@ -23,6 +23,8 @@ import matplotlib.pyplot as plt
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from make_tables import DEFAULT_RUNS, RUNS_COLUMNS, group_runs, mean_std, number, read_csv
 
+from repl.engine.checkpoint import writable_dir
+
 DEFAULT_OUT = Path("results/figures")
 COST = (("params_trainable", "trainable parameters", 1.0), ("memory_peak_bytes", "peak memory (MiB)", 2.0**-20))
 
@@ -124,10 +126,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=Path, default=DEFAULT_RUNS)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
+    try:
+        writable_dir(args.out)
+    except OSError as err:
+        sys.exit(f"error: cannot write the figures into {args.out}: {err.strerror or err}")
     by_experiment = defaultdict(list)
     for group in group_runs(read_csv(args.runs, RUNS_COLUMNS)):
         by_experiment[group.key["experiment"]].append(group)
-    args.out.mkdir(parents=True, exist_ok=True)
     for experiment, groups in sorted(by_experiment.items()):
         written = plot_experiment(experiment or "unnamed", groups, args.out)
         print(f"{experiment}: {len(written)} files" if written else f"{experiment}: no completed runs, no figure")

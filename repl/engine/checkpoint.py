@@ -38,6 +38,17 @@ def _umask() -> int:
     return mask
 
 
+def writable_dir(path: Path) -> Path:
+    """`path` as a directory this process can write in: made if missing, then proven by making (and removing) a
+    file there; OSError otherwise. For the checks that must run before any compute, so that nothing is measured
+    or trained only to be lost for want of a place to save it."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path, prefix=".write-check-"):
+        pass
+    return path
+
+
 def atomic_write_json(path: Path, data: Any) -> None:
     """Write JSON atomically (summary.json, run metadata)."""
     _atomic_write(Path(path), lambda h: h.write(json.dumps(data, indent=2, sort_keys=False) + "\n"), "w")

@@ -68,3 +68,21 @@ def test_the_table_is_computed_from_the_runs_and_a_rerun_trains_nothing(tmp_path
     stamp = (runs / "repl" / "seed0" / "summary.json").stat().st_mtime_ns
     assert ablate.main(argv) == 0  # completed runs are read back, not trained again
     assert (runs / "repl" / "seed0" / "summary.json").stat().st_mtime_ns == stamp
+
+
+@pytest.mark.parametrize("flag", ["--runs-dir", "--out-dir"])
+def test_an_unwritable_directory_stops_before_any_run(flag, tmp_path):
+    """Both directories are made and proven writable once the variants validate, before anything trains: a suite's
+    table that could not be written would otherwise be found out only after its runs."""
+    (tmp_path / "a-file").write_text("")
+    dirs = {"--runs-dir": str(tmp_path / "runs"), "--out-dir": str(tmp_path / "out"), flag: str(tmp_path / "a-file" / "d")}
+    with pytest.raises(SystemExit) as info:
+        ablate.main(["--suite", "classification", "--seeds", "0", *TINY, *(x for kv in dirs.items() for x in kv)])
+    assert str(info.value).startswith(f"error: {flag}: cannot write to {tmp_path / 'a-file' / 'd'}: ")
+    assert not list((tmp_path / "runs").glob("**/summary.json"))
+
+
+def test_a_negative_thread_count_is_refused_in_one_line(capsys):
+    with pytest.raises(SystemExit):
+        ablate.main(["--threads", "-1", "--list"])
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith("argument --threads: '-1' is not an integer >= 0")

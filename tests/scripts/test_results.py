@@ -218,3 +218,11 @@ def test_collect_writes_the_csv_whole_or_not_at_all(fixture_runs, tmp_path, monk
     with pytest.raises(KeyboardInterrupt):
         collect.main([str(fixture_runs), "--out", str(out)])
     assert out.read_bytes() == before
+
+
+def test_plots_name_an_unwritable_output_in_one_line(fixture_runs, tmp_path):
+    assert collect.main([str(fixture_runs), "--out", str(tmp_path / "runs.csv")]) == 0
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(SystemExit) as stop:
+        plots.main(["--runs", str(tmp_path / "runs.csv"), "--out", str(tmp_path / "a-file" / "figures")])
+    assert str(stop.value).startswith(f"error: cannot write the figures into {tmp_path / 'a-file' / 'figures'}: ")
