@@ -154,7 +154,10 @@ def unknown_key_error(key: str) -> ConfigError:
         return ConfigError(f"{key} is a key of {kind[0]} data (task={'|'.join(kind[1])}), not of the chosen dataset; "
                            f"unset it, or choose a dataset of {kind[0]} data and task={'|'.join(kind[1])}")
     known = list(schema_keys())
-    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    leaf = key.rpartition(".")[2]
+    moved = [k for k in known if "." in key and k.rpartition(".")[2] == leaf]  # the key under another group
+    close = (sorted(moved, key=lambda k: k.count("."))[:1] if moved  # the shallowest: `seed` before `repl.seed`
+             else difflib.get_close_matches(key, known, n=1, cutoff=0.6))
     hint = f"; did you mean {close[0]}?" if close else "; README.md lists every key"
     return ConfigError(f"{key} is not a config key{hint}")
 
