@@ -155,7 +155,7 @@ def unknown_key_error(key: str) -> ConfigError:
                            f"unset it, or choose a dataset of {kind[0]} data and task={'|'.join(kind[1])}")
     known = list(schema_keys())
     leaf = key.rpartition(".")[2]
-    moved = [k for k in known if "." in key and k.rpartition(".")[2] == leaf]  # the key under another group
+    moved = [k for k in known if k.rpartition(".")[2] == leaf]  # the key under another group
     close = (sorted(moved, key=lambda k: k.count("."))[:1] if moved  # the shallowest: `seed` before `repl.seed`
              else difflib.get_close_matches(key, known, n=1, cutoff=0.6))
     hint = f"; did you mean {close[0]}?" if close else "; README.md lists every key"

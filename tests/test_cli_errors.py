@@ -28,6 +28,7 @@ BAD = [  # (command-line arguments, what the one line must contain)
     (["repl.ratioo=0.4"], "did you mean repl.ratio?"),
     (["trainer.lr=0.1"], "trainer.lr is not a config key; did you mean optim.lr?"),  # a key under another group
     (["trainer.seed=1"], "trainer.seed is not a config key; did you mean seed?"),
+    (["epochs=3"], "epochs is not a config key; did you mean trainer.epochs?"),
     (["dataset=nope"], "dataset=nope is not an option of dataset; choose one of"),
     (["optim=lamb"], "optim=lamb is not an option of optim"),
     (["repl.ratio=["], "repl.ratio=["),
