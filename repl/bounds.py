@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields, is_dataclass
-from typing import Any, Dict, Iterator, Optional, Tuple
+from typing import Any, Dict, Iterator, Optional, Tuple, get_args, get_type_hints
 
 from repl.errors import ConfigError
 
@@ -66,6 +66,7 @@ SEED = bounds(ge=0, le=2**32 - 1)  # every seed: numpy's generator accepts no ot
 
 def check_numbers(config: Any, prefix: str = "") -> None:
     """ConfigError naming the first number of `config` (a dataclass, walked recursively) outside its range."""
+    hints = get_type_hints(type(config))
     for f in fields(config):
         value = getattr(config, f.name)
         key = f"{prefix}{f.name}"
@@ -76,7 +77,15 @@ def check_numbers(config: Any, prefix: str = "") -> None:
         for item_key, number in _numbers(key, value):
             rule = declared or FINITE
             if (declared is not None or isinstance(number, float)) and not rule.contains(number):
-                raise ConfigError(f"{item_key}={number} must be {rule.describe(integer=isinstance(number, int))}")
+                integer = isinstance(number, int) and _integral(hints.get(f.name))  # (ratio=2 is still a float key)
+                raise ConfigError(f"{item_key}={number} must be {rule.describe(integer=integer)}")
+
+
+def _integral(hint: Any) -> bool:
+    """Whether a field's declared type holds integers: int, or int inside Optional/List/Tuple (not float)."""
+    if hint is int:
+        return True
+    return any(_integral(arg) for arg in get_args(hint) if arg is not type(None)) and float not in get_args(hint)
 
 
 def _numbers(key: str, value: Any) -> Iterator[Tuple[str, float]]:

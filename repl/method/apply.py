@@ -52,6 +52,9 @@ def plan_replacement(model: nn.Module, cfg: ReplConfig, *, inputs: Optional[Inpu
     """The plan `apply_replacement` would carry out on `model`, checked as it would be, with no surgery
     (repl.start: the Trainer replaces the planned blocks later, `apply_plan`, on their trained weights).
     `inputs` as for apply_replacement."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"apply_replacement takes the torch.nn.Module to change in place, not a {type(model).__name__}; "
+                        "build the model first (repl.models.build_model, timm.create_model, ...)")
     cfg.validate()
     scoring = cfg.select == "similarity" and not cfg.is_plain_backprop and cfg.record.selection is Selection.CHOSEN
     if scoring and cfg.similarity == "cka" and inputs is None:
