@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check
 ARGS   ?=
 
-.PHONY: train test test-fast install openmmlab clean
+.PHONY: train test test-fast install openmmlab gpu-wheels clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,11 @@ test: $(VENV)/.installed-test $(VENV)/.installed-openmmlab
 ## The suite without the end-to-end runs marked slow.
 test-fast: $(VENV)/.installed-test $(VENV)/.installed-openmmlab
 	$(PY) -m pytest -n 2 --dist loadfile -m "not slow" $(ARGS)
+
+## The pure-Python packages benchmarks/gpu.sh needs beyond torch and timm, as wheels in .whl/, for a GPU machine
+## without a package index: carry .whl/ there and run `benchmarks/gpu.sh --wheels .whl`.
+gpu-wheels: $(PY)
+	$(PIP) wheel -q --no-deps -c constraints.txt -w .whl hydra-core omegaconf antlr4-python3-runtime
 
 clean:
 	rm -rf $(VENV) outputs multirun .pytest_cache

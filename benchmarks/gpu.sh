@@ -16,6 +16,9 @@
 #   benchmarks/gpu.sh --dry            # anywhere, on the CPU: the same steps at toy sizes, the CUDA-only tests
 #                                      # skipped, results in a temporary directory (CI runs this: tests/benchmarks)
 #   benchmarks/gpu.sh --out-dir DIR    # results elsewhere
+#   benchmarks/gpu.sh --wheels DIR     # first unpack DIR/*.whl (pure-Python wheels: hydra-core, omegaconf, antlr4,
+#                                      # made where pip works by `make gpu-wheels`) onto the PYTHONPATH: for a
+#                                      # GPU machine without a package index, or without pip
 # PYTHON=... picks the interpreter (default: .venv/bin/python, else python3).
 set -euo pipefail
 
@@ -26,14 +29,39 @@ if [[ -z "${PYTHON:-}" ]]; then
 fi
 DRY=0
 OUT=""
+WHEELS=""
+ACCEPTED="accepted: --dry, --out-dir DIR, --wheels DIR"
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --dry) DRY=1; shift ;;
-    --out-dir) OUT="$2"; shift 2 ;;
-    *) echo "benchmarks/gpu.sh: unknown argument '$1'; accepted: --dry, --out-dir DIR" >&2; exit 2 ;;
+    --out-dir|--wheels)
+      if [[ $# -lt 2 ]]; then echo "benchmarks/gpu.sh: $1 needs a directory; $ACCEPTED" >&2; exit 2; fi
+      if [[ $1 == --out-dir ]]; then OUT="$2"; else WHEELS="$2"; fi
+      shift 2 ;;
+    *) echo "benchmarks/gpu.sh: unknown argument '$1'; $ACCEPTED" >&2; exit 2 ;;
   esac
 done
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+
+# --wheels: pure-Python wheels are zip archives laid out as site-packages, so unpacking them is installing them
+# (no pip, no index); they go first on the path, for this run only.
+if [[ -n "$WHEELS" ]]; then
+  shopt -s nullglob
+  wheels=("$WHEELS"/*.whl)
+  shopt -u nullglob
+  if [[ ${#wheels[@]} -eq 0 ]]; then
+    echo "benchmarks/gpu.sh: --wheels $WHEELS holds no .whl file; make them where pip works with 'make gpu-wheels'" >&2
+    exit 2
+  fi
+  site="$(mktemp -d)"
+  for wheel in "${wheels[@]}"; do
+    if ! "$PYTHON" -m zipfile -e "$wheel" "$site" 2>/dev/null; then
+      echo "benchmarks/gpu.sh: --wheels: $wheel is not a readable wheel (a zip archive)" >&2
+      exit 2
+    fi
+  done
+  export PYTHONPATH="$site:$PYTHONPATH"
+fi
 start=$SECONDS
 step() { echo "== [$((SECONDS - start)) s] $*"; }
 failed=()  # steps that failed: the run goes on to the next one (a GPU's time is scarce), and exits 1 at the end

@@ -112,7 +112,53 @@ def test_gpu_script_names_missing_packages_before_any_step(tmp_path):
 def test_gpu_script_refuses_an_unknown_argument_in_one_line(tmp_path):
     done = _gpu_script("--fast", tmp_path=tmp_path)
     assert done.returncode == 2 and done.stderr.strip().splitlines() == [
-        "benchmarks/gpu.sh: unknown argument '--fast'; accepted: --dry, --out-dir DIR"]
+        "benchmarks/gpu.sh: unknown argument '--fast'; accepted: --dry, --out-dir DIR, --wheels DIR"]
+    done = _gpu_script("--dry", "--wheels", tmp_path=tmp_path)
+    assert done.returncode == 2 and done.stderr.strip().splitlines() == [
+        "benchmarks/gpu.sh: --wheels needs a directory; accepted: --dry, --out-dir DIR, --wheels DIR"]
+
+
+def _wheel(directory: Path, name: str, module: str) -> Path:
+    """A minimal pure-Python wheel of one module `name` (what `pip wheel` makes of such a project)."""
+    import zipfile
+
+    path = directory / f"{name}-0.1-py3-none-any.whl"
+    info = f"{name}-0.1.dist-info"
+    with zipfile.ZipFile(path, "w") as wheel:
+        wheel.writestr(f"{name}/__init__.py", module)
+        wheel.writestr(f"{info}/METADATA", f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n")
+        wheel.writestr(f"{info}/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        wheel.writestr(f"{info}/RECORD", f"{name}/__init__.py,,\n{info}/METADATA,,\n{info}/WHEEL,,\n{info}/RECORD,,\n")
+    return path
+
+
+def test_gpu_script_unpacks_wheels_onto_the_path_of_every_step(tmp_path):
+    """--wheels DIR (a GPU machine without an index or pip): every step imports what DIR's wheels hold. The shim
+    interpreter lets the package check and the unpacking through, and makes every step exit 3 when the wheel's
+    module imports (4 when it does not), so the test stays quick."""
+    (tmp_path / "wheels").mkdir()
+    _wheel(tmp_path / "wheels", "replprobe", "ANSWER = 42\n")
+    check = f'"{__import__("sys").executable}" -c "import replprobe; assert replprobe.ANSWER == 42" && exit 3 || exit 4'
+    python = _python_shim(tmp_path, f'[[ "$1" == "-" || "$1 $2" == "-m zipfile" ]] || {{ {check}; }}')
+    done = _gpu_script("--dry", "--wheels", str(tmp_path / "wheels"), "--out-dir", str(tmp_path / "out"),
+                       tmp_path=tmp_path, python=python)
+    assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]
+    assert done.stderr.strip().splitlines()[-1].startswith(
+        "benchmarks/gpu.sh: failed: tests (exit 3) cost fp32 (exit 3) cost bf16 (exit 3) op_time (exit 3)")
+
+
+def test_gpu_script_refuses_wheels_it_cannot_use_in_one_line(tmp_path):
+    (tmp_path / "empty").mkdir()
+    done = _gpu_script("--dry", "--wheels", str(tmp_path / "empty"), tmp_path=tmp_path)
+    assert done.returncode == 2 and "==" not in done.stdout and done.stderr.strip().splitlines() == [
+        f"benchmarks/gpu.sh: --wheels {tmp_path / 'empty'} holds no .whl file; make them where pip works with "
+        "'make gpu-wheels'"]
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "torn-0.1-py3-none-any.whl").write_bytes(b"not a zip")
+    done = _gpu_script("--dry", "--wheels", str(tmp_path / "bad"), tmp_path=tmp_path)
+    assert done.returncode == 2 and "==" not in done.stdout and done.stderr.strip().splitlines() == [
+        f"benchmarks/gpu.sh: --wheels: {tmp_path / 'bad' / 'torn-0.1-py3-none-any.whl'} is not a readable wheel "
+        "(a zip archive)"]
 
 
 SCRIPTS = ["cost", "op_time", "conv_paths", "trainer_overhead", "studies.bn_statistics", "studies.checkpointing",
