@@ -23,6 +23,7 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+CALLER="$PWD"  # relative --out-dir / --wheels paths are the caller's, read before the script moves to the root
 cd "$ROOT"
 if [[ -z "${PYTHON:-}" ]]; then
   if [[ -x .venv/bin/python ]]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
@@ -36,7 +37,8 @@ while [[ $# -gt 0 ]]; do
     --dry) DRY=1; shift ;;
     --out-dir|--wheels)
       if [[ $# -lt 2 ]]; then echo "benchmarks/gpu.sh: $1 needs a directory; $ACCEPTED" >&2; exit 2; fi
-      if [[ $1 == --out-dir ]]; then OUT="$2"; else WHEELS="$2"; fi
+      dir="$2"; [[ $dir == /* ]] || dir="$CALLER/$dir"
+      if [[ $1 == --out-dir ]]; then OUT="$dir"; else WHEELS="$dir"; fi
       shift 2 ;;
     *) echo "benchmarks/gpu.sh: unknown argument '$1'; $ACCEPTED" >&2; exit 2 ;;
   esac

@@ -47,14 +47,14 @@ def test_trainer_overhead_refuses_settings_the_bare_loop_lacks(tmp_path):
         load("trainer_overhead").main([*TINY, "repl=none", "trainer.grad_clip=1.0", "--out-dir", str(tmp_path)])
 
 
-def _gpu_script(*args: str, tmp_path: Path, python: str = ""):
+def _gpu_script(*args: str, tmp_path: Path, python: str = "", cwd: Path = ROOT):
     import os
     import subprocess
     import sys
 
     env = {**os.environ, "PYTHON": python or sys.executable, "OMP_NUM_THREADS": "1"}
     env.pop("REPL_DRY_GPU", None)
-    return subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu.sh"), *args], cwd=ROOT, env=env, capture_output=True,
+    return subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu.sh"), *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=300, check=False)
 
 
@@ -149,7 +149,7 @@ def test_gpu_script_unpacks_wheels_onto_the_path_of_every_step(tmp_path):
 
 def test_gpu_script_refuses_wheels_it_cannot_use_in_one_line(tmp_path):
     (tmp_path / "empty").mkdir()
-    done = _gpu_script("--dry", "--wheels", str(tmp_path / "empty"), tmp_path=tmp_path)
+    done = _gpu_script("--dry", "--wheels", "empty", tmp_path=tmp_path, cwd=tmp_path)  # relative: to the caller
     assert done.returncode == 2 and "==" not in done.stdout and done.stderr.strip().splitlines() == [
         f"benchmarks/gpu.sh: --wheels {tmp_path / 'empty'} holds no .whl file; make them where pip works with "
         "'make gpu-wheels'"]
