@@ -136,9 +136,11 @@ def test_gpu_script_unpacks_wheels_onto_the_path_of_every_step(tmp_path):
     """--wheels DIR (a GPU machine without an index or pip): every step imports what DIR's wheels hold. The shim
     interpreter lets the package check and the unpacking through, and makes every step exit 3 when the wheel's
     module imports (4 when it does not), so the test stays quick."""
+    import sys
+
     (tmp_path / "wheels").mkdir()
     _wheel(tmp_path / "wheels", "replprobe", "ANSWER = 42\n")
-    check = f'"{__import__("sys").executable}" -c "import replprobe; assert replprobe.ANSWER == 42" && exit 3 || exit 4'
+    check = f'"{sys.executable}" -c "import replprobe; assert replprobe.ANSWER == 42" && exit 3 || exit 4'
     python = _python_shim(tmp_path, f'[[ "$1" == "-" || "$1 $2" == "-m zipfile" ]] || {{ {check}; }}')
     done = _gpu_script("--dry", "--wheels", str(tmp_path / "wheels"), "--out-dir", str(tmp_path / "out"),
                        tmp_path=tmp_path, python=python)
