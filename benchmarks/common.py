@@ -188,12 +188,33 @@ def closing_lines(result: Dict[str, Any], what: str) -> List[str]:
     return [*notes, f"{what}: `{result['json_name']}`.", ""]
 
 
+PARTIAL = ".partial"  # suffix of the files a benchmark writes while it runs (write_partial)
+
+
 def write_result(out_dir: Path, name: str, result: Dict[str, Any], markdown: str) -> None:
-    """`<name>.json` (everything) and `<name>.md` (the tables) in out_dir; the tables are printed too."""
+    """`<name>.json` (everything) and `<name>.md` (the tables) in out_dir; the tables are printed too. The run's
+    partial files (`write_partial`), if any, are removed: these hold everything they held."""
     out_dir.mkdir(parents=True, exist_ok=True)  # each file whole or not at all: an interrupted run leaves the old one
     atomic_write_text(out_dir / f"{name}.json", json.dumps(result, indent=2) + "\n")
     atomic_write_text(out_dir / f"{name}.md", markdown)
+    for suffix in (".json", ".md"):
+        (out_dir / f"{name}{PARTIAL}{suffix}").unlink(missing_ok=True)
     print(markdown)
+
+
+def partial_note(pending: Sequence[str]) -> str:
+    """The note a partial result carries: which of its models are not in it yet."""
+    return (f"partial: {', '.join(pending)} not measured yet (the run stopped, or is still running); the complete "
+            f"result is written without '{PARTIAL}' and removes these files")
+
+
+def write_partial(out_dir: Path, name: str, result: Dict[str, Any], markdown: str) -> None:
+    """What a long run has measured so far, as `<name>.partial.json` and `.md` beside where its result will go:
+    a run stopped part-way (a time limit, a lost machine) keeps what it measured, and a finished result of an
+    earlier run under `<name>` is never replaced by less. `write_result` removes them when the run completes."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out_dir / f"{name}{PARTIAL}.json", json.dumps(result, indent=2) + "\n")
+    atomic_write_text(out_dir / f"{name}{PARTIAL}.md", markdown)
 
 
 def mib(n: float) -> str:

@@ -37,8 +37,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a clone without `pip install -e .`
 
 from benchmarks.common import (at_least, closing_lines, cuda_allocated, header, interleave, mib,  # noqa: E402
-                               other_recompute_settings, output_dir, provenance, resolve_device, script_main,
-                               set_threads, slug, spread, steady_allocator, step_peak, write_result)
+                               other_recompute_settings, output_dir, partial_note, provenance, resolve_device,
+                               script_main, set_threads, slug, spread, steady_allocator, step_peak, write_partial,
+                               write_result)
 from repl import ReplConfig, apply_replacement  # noqa: E402
 from repl.engine import measure  # noqa: E402
 from repl.families import discover_blocks  # noqa: E402
@@ -482,27 +483,17 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     return args
 
 
-def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
-    """Measure every model, write results/bench/cost_<device>.json and .md, return the result dict."""
-    args = parse_args(argv)
-    device = resolve_device(args.device)
-    set_threads(args.threads, device)
-    args.steady_malloc = args.steady_malloc and device.type == "cpu" and steady_allocator()
-    load_before = list(os.getloadavg())
-    argv = list(argv) if argv is not None else sys.argv[1:]
-    if args.processes > 1:
-        models = merge_processes(run_processes(argv, args.processes))
-    else:
-        models = [measure_model(replace(SPECS[m], size=args.size.get(m, SPECS[m].size)), args, device)
-                  for m in args.models]
-    if args.models_json:  # a child of --processes: its parent writes the results
-        args.models_json.write_text(json.dumps(models))
-        return {"models": models}
+def report(args: argparse.Namespace, device: torch.device, models: List[Dict[str, Any]], load_before: List[float],
+           argv: List[str], pending: Sequence[str] = ()) -> Tuple[str, Dict[str, Any], str]:
+    """(file name, result dict, markdown) of the measured `models`; `pending`: the models still to measure (a
+    partial result, noted as such)."""
     settings = {k: getattr(args, k) for k in ("models", "ratios", "surrogates", "recompute", "baked", "batch", "size", "rounds", "steps",
                                                 "warmup", "precision", "compile", "channels_last", "steady_malloc",
                                                 "processes")}
     result = header(device, {**settings, "device": str(device), "argv": argv}, load_before)
     notes = list(args.note)
+    if pending:
+        notes.append(partial_note(pending))
     if device.type == "cpu":
         notes.append("CPU run: CUDA allocator peaks are n/a; the train-state estimate is the device-independent memory")
     if load_before[0] > 0.5 * result["hardware"]["cpu_cores_usable"]:
@@ -518,10 +509,33 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         "goal_gap": GOAL_GAP, "goal_met": bool(judged) and not over, "goal_missed": over, "goal_rows": len(judged),
         "models": models,
     })
-    text = markdown(result)
+    return name, result, markdown(result)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+    """Measure every model, write results/bench/cost_<device>.json and .md, return the result dict. In one process,
+    what is measured so far is written after each model but the last as cost_<device>.partial.* (common.write_partial)."""
+    args = parse_args(argv)
+    device = resolve_device(args.device)
+    set_threads(args.threads, device)
+    args.steady_malloc = args.steady_malloc and device.type == "cpu" and steady_allocator()
+    load_before = list(os.getloadavg())
+    argv = list(argv) if argv is not None else sys.argv[1:]
+    if args.processes > 1:
+        models = merge_processes(run_processes(argv, args.processes))
+    else:
+        models = []
+        for i, m in enumerate(args.models):
+            models.append(measure_model(replace(SPECS[m], size=args.size.get(m, SPECS[m].size)), args, device))
+            pending = args.models[i + 1:]
+            if pending and not args.models_json:
+                write_partial(args.out_dir, *report(args, device, models, load_before, argv, pending))
+    if args.models_json:  # a child of --processes: its parent writes the results
+        args.models_json.write_text(json.dumps(models))
+        return {"models": models}
+    name, result, text = report(args, device, models, load_before, argv)
     write_result(args.out_dir, name, result, text)
     return result
-
 
 if __name__ == "__main__":
     script_main(main)

@@ -10,7 +10,8 @@
 # Results: results/bench/cost_<gpu>_cuda.{md,json}, cost_<gpu>_bf16_cuda.{md,json} and op_time_<gpu>_cuda.{md,json}
 # (the file names and their headers name the GPU). About 5 minutes on one H100-class GPU; the steps are capped
 # so the whole run stays under 8. It checks first that the packages it needs import, and a failed step does not
-# stop the ones after it: all run, then the script exits 1 naming the failed steps.
+# stop the ones after it: all run, then the script exits 1 naming the failed steps (a benchmark stopped by its
+# limit keeps the models it finished in cost_*.partial.* / op_time_*.partial.*).
 #
 #   benchmarks/gpu.sh                  # on a machine with CUDA
 #   benchmarks/gpu.sh --dry            # anywhere, on the CPU: the same steps at toy sizes, the CUDA-only tests

@@ -35,8 +35,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a clone without `pip install -e .`
 
 from benchmarks.common import (at_least, closing_lines, header, interleave, other_recompute_settings,  # noqa: E402
-                               provenance, resolve_device, round_order, script_main, set_threads, slug,
-                               steady_allocator, write_result)
+                               partial_note, provenance, resolve_device, round_order, script_main, set_threads, slug,
+                               steady_allocator, write_partial, write_result)
 from benchmarks.cost import BAKED, SPECS, ModelSpec, add_run_options, loss_of, model_names, per_model  # noqa: E402
 from repl import ReplConfig, apply_replacement  # noqa: E402
 from repl.errors import ConfigError  # noqa: E402
@@ -253,7 +253,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
-    """Profile every model, write results/bench/op_time_<device>.json and .md, return the result dict."""
+    """Profile every model, write results/bench/op_time_<device>.json and .md, return the result dict; what is
+    measured so far is written after each model but the last as op_time_<device>.partial.* (common.write_partial)."""
     args = parse_args(argv)
     device = resolve_device(args.device)
     set_threads(args.threads, device)
@@ -261,14 +262,25 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     load_before = list(os.getloadavg())
     for m in args.models:  # a ratio a model cannot take stops here, before anything is measured, in one line
         check_ratio(SPECS[m], args)
-    models = [measure_model(SPECS[m], args, device) for m in args.models]
     settings = {**{k: getattr(args, k) for k in ("models", "ratio", "surrogate", "kept", "baked", "batch", "steps",
                                                 "channels_last")},
                 "steady_malloc": steady}
-    result = header(device, {**settings, "device": str(device),
-                             "argv": list(argv) if argv is not None else sys.argv[1:]}, load_before)
-    name = f"op_time_{slug(result['hardware']['device'])}" + (f"_{slug(args.tag)}" if args.tag else "")
-    result.update({"benchmark": "op_time", "notes": list(args.note), "json_name": f"{name}.json", "models": models})
+
+    def report(models: List[Dict[str, Any]], pending: Sequence[str] = ()) -> Tuple[str, Dict[str, Any]]:
+        result = header(device, {**settings, "device": str(device),
+                                 "argv": list(argv) if argv is not None else sys.argv[1:]}, load_before)
+        name = f"op_time_{slug(result['hardware']['device'])}" + (f"_{slug(args.tag)}" if args.tag else "")
+        notes = list(args.note) + ([partial_note(pending)] if pending else [])
+        result.update({"benchmark": "op_time", "notes": notes, "json_name": f"{name}.json", "models": models})
+        return name, result
+
+    models: List[Dict[str, Any]] = []
+    for i, m in enumerate(args.models):
+        models.append(measure_model(SPECS[m], args, device))
+        if args.models[i + 1:]:
+            name, result = report(models, args.models[i + 1:])
+            write_partial(args.out_dir, name, result, markdown(result))
+    name, result = report(models)
     write_result(args.out_dir, name, result, markdown(result))
     return result
 

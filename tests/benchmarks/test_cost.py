@@ -27,6 +27,26 @@ def test_files_name_hardware_versions_settings_and_load(result):
     assert on_disk["settings"]["steady_malloc"] is (platform.libc_ver()[0] == "glibc")  # CPU: freed memory kept
     table = (out / "cost_cpu.md").read_text()
     assert "## resnet32" in table and "## lm" in table and "n/a (CPU)" in table
+    assert not list(out.glob("*.partial.*"))  # written after resnet32, removed by the complete result
+
+
+def test_a_run_stopped_part_way_keeps_what_it_measured_beside_the_last_complete_result(tmp_path, stop_at):
+    """After each model but the last, cost.py writes what it has as cost_<device>.partial.*: a run stopped by a
+    time limit (benchmarks/gpu.sh) keeps its finished models, and an earlier complete result is left as it was."""
+    import benchmarks.cost as cost
+
+    earlier = {"benchmark": "cost", "models": ["an earlier complete run"]}
+    (tmp_path / "cost_cpu.json").write_text(json.dumps(earlier))
+    stop_at(cost, "resnet32")
+    with pytest.raises(KeyboardInterrupt):
+        cost.main(["--models", "lm,resnet32", "--batch", "lm=2", "--batch", "resnet32=2", "--size", "lm=16",
+                   "--ratios", "max", "--surrogates", "lite", *TINY, "--out-dir", str(tmp_path)])
+    partial = json.loads((tmp_path / "cost_cpu.partial.json").read_text())
+    assert [m["model"] for m in partial["models"]] == ["lm"]
+    assert any(note.startswith("partial: resnet32 not measured yet") for note in partial["notes"])
+    assert "## lm" in (tmp_path / "cost_cpu.partial.md").read_text()
+    assert json.loads((tmp_path / "cost_cpu.json").read_text()) == earlier
+    assert not (tmp_path / "cost_cpu.md").exists()
 
 
 def test_bp_then_both_surrogates_at_quarter_and_largest_ratio(result):

@@ -112,3 +112,23 @@ def test_a_ratio_the_model_cannot_take_stops_before_anything_is_measured(tmp_pat
     assert str(stop.value) == ("--ratio for resnet32: repl.ratio=0.9 asks for 14 of 15 blocks; "
                                "this cifar_resnet model allows at most 7 (repl.ratio <= 0.466)")
     assert not list(tmp_path.iterdir())
+
+
+def test_a_run_stopped_part_way_keeps_the_models_it_profiled(tmp_path, monkeypatch, stop_at):
+    """As cost.py: after each model but the last, op_time_<device>.partial.* holds what is profiled so far."""
+    import benchmarks.op_time as op_time
+
+    profile = op_time.measure_model
+    stop_at(op_time, "lm")
+    with pytest.raises(KeyboardInterrupt):
+        op_time.main(["--models", "resnet32,lm", "--batch", "resnet32=2", "--batch", "lm=2", "--steps", "1",
+                      "--device", "cpu", "--out-dir", str(tmp_path)])
+    partial = json.loads((tmp_path / "op_time_cpu.partial.json").read_text())
+    assert [m["model"] for m in partial["models"]] == ["resnet32"]
+    assert partial["notes"][0].startswith("partial: lm not measured yet")
+    assert "partial: lm" in (tmp_path / "op_time_cpu.partial.md").read_text()
+    assert not (tmp_path / "op_time_cpu.json").exists()
+    monkeypatch.setattr(op_time, "measure_model", profile)
+    op_time.main(["--models", "resnet32", "--batch", "resnet32=2", "--steps", "1", "--device", "cpu",
+                  "--out-dir", str(tmp_path)])
+    assert (tmp_path / "op_time_cpu.json").exists() and not list(tmp_path.glob("*.partial.*"))
