@@ -42,7 +42,7 @@ def test_a_run_stopped_part_way_keeps_what_it_measured_beside_the_last_complete_
         cost.main(["--models", "lm,resnet32", "--batch", "lm=2", "--batch", "resnet32=2", "--size", "lm=16",
                    "--ratios", "max", "--surrogates", "lite", *TINY, "--out-dir", str(tmp_path)])
     partial = json.loads((tmp_path / "cost_cpu.partial.json").read_text())
-    assert [m["model"] for m in partial["models"]] == ["lm"]
+    assert [m["model"] for m in partial["models"]] == ["lm"] and partial["json_name"] == "cost_cpu.partial.json"
     assert any(note.startswith("partial: resnet32 not measured yet") for note in partial["notes"])
     assert "## lm" in (tmp_path / "cost_cpu.partial.md").read_text()
     assert json.loads((tmp_path / "cost_cpu.json").read_text()) == earlier

@@ -124,7 +124,7 @@ def test_a_run_stopped_part_way_keeps_the_models_it_profiled(tmp_path, monkeypat
         op_time.main(["--models", "resnet32,lm", "--batch", "resnet32=2", "--batch", "lm=2", "--steps", "1",
                       "--device", "cpu", "--out-dir", str(tmp_path)])
     partial = json.loads((tmp_path / "op_time_cpu.partial.json").read_text())
-    assert [m["model"] for m in partial["models"]] == ["resnet32"]
+    assert [m["model"] for m in partial["models"]] == ["resnet32"] and partial["json_name"] == "op_time_cpu.partial.json"
     assert partial["notes"][0].startswith("partial: lm not measured yet")
     assert "partial: lm" in (tmp_path / "op_time_cpu.partial.md").read_text()
     assert not (tmp_path / "op_time_cpu.json").exists()
