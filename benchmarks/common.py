@@ -191,15 +191,25 @@ def closing_lines(result: Dict[str, Any], what: str) -> List[str]:
 PARTIAL = ".partial"  # suffix of the files a benchmark writes while it runs (write_partial)
 
 
+def _write_files(out_dir: Path, stem: str, result: Dict[str, Any], markdown: str) -> None:
+    """`<stem>.json` and `<stem>.md` in out_dir, each whole or not at all (an interrupted write leaves the old one)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out_dir / f"{stem}.json", json.dumps(result, indent=2) + "\n")
+    atomic_write_text(out_dir / f"{stem}.md", markdown)
+
+
 def write_result(out_dir: Path, name: str, result: Dict[str, Any], markdown: str) -> None:
     """`<name>.json` (everything) and `<name>.md` (the tables) in out_dir; the tables are printed too. The run's
     partial files (`write_partial`), if any, are removed: these hold everything they held."""
-    out_dir.mkdir(parents=True, exist_ok=True)  # each file whole or not at all: an interrupted run leaves the old one
-    atomic_write_text(out_dir / f"{name}.json", json.dumps(result, indent=2) + "\n")
-    atomic_write_text(out_dir / f"{name}.md", markdown)
+    _write_files(out_dir, name, result, markdown)
     for suffix in (".json", ".md"):
         (out_dir / f"{name}{PARTIAL}{suffix}").unlink(missing_ok=True)
     print(markdown)
+
+
+def json_name(name: str, pending: Sequence[str] = ()) -> str:
+    """The JSON file a result of `name` is written to: `<name>.partial.json` while models are `pending`."""
+    return f"{name}{PARTIAL if pending else ''}.json"
 
 
 def partial_note(pending: Sequence[str]) -> str:
@@ -212,9 +222,7 @@ def write_partial(out_dir: Path, name: str, result: Dict[str, Any], markdown: st
     """What a long run has measured so far, as `<name>.partial.json` and `.md` beside where its result will go:
     a run stopped part-way (a time limit, a lost machine) keeps what it measured, and a finished result of an
     earlier run under `<name>` is never replaced by less. `write_result` removes them when the run completes."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out_dir / f"{name}{PARTIAL}.json", json.dumps(result, indent=2) + "\n")
-    atomic_write_text(out_dir / f"{name}{PARTIAL}.md", markdown)
+    _write_files(out_dir, f"{name}{PARTIAL}", result, markdown)
 
 
 def mib(n: float) -> str:

@@ -36,10 +36,10 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a clone without `pip install -e .`
 
-from benchmarks.common import (PARTIAL, at_least, closing_lines, cuda_allocated, header,  # noqa: E402
-                               interleave, mib, other_recompute_settings, output_dir, partial_note, provenance,
-                               resolve_device, script_main, set_threads, slug, spread, steady_allocator, step_peak,
-                               write_partial, write_result)
+from benchmarks.common import (at_least, closing_lines, cuda_allocated, header,  # noqa: E402
+                               interleave, json_name, mib, other_recompute_settings, output_dir, partial_note,
+                               provenance, resolve_device, script_main, set_threads, slug, spread, steady_allocator,
+                               step_peak, write_partial, write_result)
 from repl import ReplConfig, apply_replacement  # noqa: E402
 from repl.engine import measure  # noqa: E402
 from repl.families import discover_blocks  # noqa: E402
@@ -505,7 +505,7 @@ def report(args: argparse.Namespace, device: torch.device, models: List[Dict[str
     over = [f"{m['model']} {c['label']} ({c['gap']:.3f}{aa_note(m)})" for m, c in judged if c["gap"] > GOAL_GAP]
     name = f"cost_{slug(result['hardware']['device'])}" + (f"_{slug(args.tag)}" if args.tag else "")
     result.update({
-        "benchmark": "cost", "method": METHOD, "notes": notes, "json_name": f"{name}{PARTIAL if pending else ''}.json",
+        "benchmark": "cost", "method": METHOD, "notes": notes, "json_name": json_name(name, pending),
         "goal_gap": GOAL_GAP, "goal_met": bool(judged) and not over, "goal_missed": over, "goal_rows": len(judged),
         "models": models,
     })

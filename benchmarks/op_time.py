@@ -34,7 +34,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a clone without `pip install -e .`
 
-from benchmarks.common import (PARTIAL, at_least, closing_lines, header, interleave,  # noqa: E402
+from benchmarks.common import (at_least, closing_lines, header, interleave, json_name,  # noqa: E402
                                other_recompute_settings, partial_note, provenance, resolve_device, round_order,
                                script_main, set_threads, slug, steady_allocator, write_partial, write_result)
 from benchmarks.cost import BAKED, SPECS, ModelSpec, add_run_options, loss_of, model_names, per_model  # noqa: E402
@@ -271,8 +271,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
                                  "argv": list(argv) if argv is not None else sys.argv[1:]}, load_before)
         name = f"op_time_{slug(result['hardware']['device'])}" + (f"_{slug(args.tag)}" if args.tag else "")
         notes = list(args.note) + ([partial_note(pending)] if pending else [])
-        result.update({"benchmark": "op_time", "notes": notes, "json_name": f"{name}{PARTIAL if pending else ''}.json",
-                       "models": models})
+        result.update({"benchmark": "op_time", "notes": notes, "json_name": json_name(name, pending), "models": models})
         return name, result
 
     models: List[Dict[str, Any]] = []
