@@ -156,6 +156,16 @@ def param_shapes(block: nn.Module) -> ParamShapes:
     return tuple(sorted((n, tuple(p.shape)) for n, p in block.named_parameters()))
 
 
+def is_instance_of_model(model: nn.Module, classes: Callable[[], Tuple[Any, ...]]) -> bool:
+    """Whether `model` is an instance of the model class `classes()` returns first; False when its package
+    (timm, transformers) is not installed, so detection never fails for a family the user does not use."""
+    try:
+        model_class = classes()[0]
+    except ImportError:
+        return False
+    return isinstance(model, model_class)
+
+
 @dataclass(frozen=True)
 class FamilyAdapter:
     """How to recognise a model family and list its blocks."""

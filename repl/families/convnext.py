@@ -13,7 +13,9 @@ from typing import List, Tuple
 from torch import nn
 
 from repl.errors import UnsupportedModelError
-from repl.families.contract import BlockInfo, FamilyAdapter, LiteOperator, Residual, param_shapes
+from repl.families.contract import (
+    BlockInfo, FamilyAdapter, LiteOperator, Residual, is_instance_of_model, param_shapes,
+)
 from repl.models.lite import LiteConvNeXtBlock
 
 NAME = "timm_convnext"
@@ -37,11 +39,7 @@ def _classes() -> Tuple[type, type]:
 
 def detect(model: nn.Module) -> bool:
     """Whether `model` is a timm ConvNeXt."""
-    try:
-        model_class, _ = _classes()
-    except ImportError:
-        return False
-    return isinstance(model, model_class)
+    return is_instance_of_model(model, _classes)
 
 
 def block_info(index: int, path: str, block: nn.Module) -> BlockInfo:

@@ -15,7 +15,7 @@ from typing import List, Tuple
 from torch import nn
 
 from repl.errors import UnsupportedModelError
-from repl.families.contract import BlockInfo, FamilyAdapter, Residual, param_shapes
+from repl.families.contract import BlockInfo, FamilyAdapter, Residual, is_instance_of_model, param_shapes
 from repl.families.transformer import LITE_TRANSFORMER
 
 NAME = "timm_swin"
@@ -31,11 +31,7 @@ def _classes() -> Tuple[type, type]:
 
 def detect(model: nn.Module) -> bool:
     """Whether `model` is a timm Swin Transformer (v1)."""
-    try:
-        model_class, _ = _classes()
-    except ImportError:
-        return False
-    return isinstance(model, model_class)
+    return is_instance_of_model(model, _classes)
 
 
 def block_info(index: int, path: str, block: nn.Module) -> BlockInfo:

@@ -14,7 +14,7 @@ from typing import Callable, List, Tuple
 from torch import nn
 
 from repl.errors import UnsupportedModelError
-from repl.families.contract import BlockInfo, FamilyAdapter, LiteOperator, Residual, param_shapes
+from repl.families.contract import BlockInfo, FamilyAdapter, LiteOperator, Residual, is_instance_of_model, param_shapes
 from repl.models.lite import LiteTransformerBlock
 
 KIND = "transformer"
@@ -49,11 +49,7 @@ def transformer_adapter(name: str, description: str,
     """A family whose blocks are the children of `model.blocks`, in order."""
 
     def detect(model: nn.Module) -> bool:
-        try:
-            model_class, _ = classes()
-        except ImportError:
-            return False
-        return isinstance(model, model_class)
+        return is_instance_of_model(model, classes)
 
     def enumerate_blocks(model: nn.Module) -> List[BlockInfo]:
         _, block_classes = classes()
