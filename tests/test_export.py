@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -110,6 +111,15 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
     blocker = tmp_path / "a_file"
     blocker.write_text("")
     assert "cannot write" in _one_line_exit_2(capsys, str(run_dir), "--out", str(blocker / "export"))
+    broken = tmp_path / "broken"
+    shutil.copytree(run_dir, broken)
+    state = torch.load(broken / "checkpoints" / "last.pt", weights_only=True)
+    state["progress"]["phase"] = "warmup"  # what export reads to rebuild the model: checked when it is loaded
+    torch.save(state, broken / "checkpoints" / "last.pt")
+    err = _one_line_exit_2(capsys, str(broken))
+    assert err.startswith(f"error: checkpoint {broken / 'checkpoints' / 'last.pt'} has progress.phase='warmup' where "
+                          "one of backprop, method, restored is expected") and "overwrite" not in err
+    assert not (broken / "export").exists()
     assert main([str(run_dir)]) == 0
     assert "exported" in capsys.readouterr().out
 

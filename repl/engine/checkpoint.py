@@ -7,7 +7,7 @@ import random
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator
+from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
 import numpy as np
 import torch
@@ -100,7 +100,8 @@ def _gib(n: int) -> str:
 
 
 def load_checkpoint(path: Path, mmap: bool = False) -> Dict[str, Any]:
-    """Load a checkpoint on the CPU (tensors only, no pickled code); CheckpointError if unreadable.
+    """Load a training checkpoint on the CPU (tensors only, no pickled code); CheckpointError if it is unreadable
+    or lacks, or mistypes, any key a resume reads (TRAINING_STATE), so that nothing is built on a broken one.
 
     `mmap=True` maps the tensors instead of reading them: cheap when only the config or progress is needed.
     """
@@ -112,7 +113,99 @@ def load_checkpoint(path: Path, mmap: bool = False) -> Dict[str, Any]:
         ) from None
     if not isinstance(state, dict) or "model" not in state or "progress" not in state:
         raise CheckpointError(f"checkpoint {path} is not a RepL training checkpoint; delete it or set trainer.overwrite=true")
+    problem = _structure_problem(state)
+    if problem is not None:
+        raise CheckpointError(f"checkpoint {path} {problem}; delete it or set trainer.overwrite=true")
     return state
+
+
+_NUMBER = (int, float)
+_NONE = type(None)
+# What Trainer.state_dict writes and Trainer.resume / set_rng_state read: (dotted key, accepted types, required).
+# A parent comes before its children; the children of an absent optional key are not checked.
+TRAINING_STATE: Tuple[Tuple[str, Tuple[type, ...], bool], ...] = (
+    ("model", (dict,), True),
+    ("optimizer", (dict,), True),
+    ("schedule", (dict,), True),
+    ("plan", (dict,), True),
+    ("config", (dict,), False),  # older checkpoints have none (then the config is not compared)
+    ("scaler", (dict,), False),
+    ("ema", (dict,), False),
+    ("progress", (dict,), True),
+    ("progress.epoch", (int,), True),
+    ("progress.step_in_epoch", (int,), True),
+    ("progress.step", (int,), True),
+    ("progress.train_s", _NUMBER, True),
+    ("progress.best", _NUMBER + (_NONE,), True),
+    ("progress.eval_metrics", (dict,), True),
+    ("progress.eval_step", (int, _NONE), True),
+    ("progress.phase", (str,), False),  # older checkpoints: the method's phase
+    ("progress.phases_entered", (list,), False),
+    ("rng", (dict,), True),
+    ("rng.python", (dict,), True),
+    ("rng.python.version", (int,), True),
+    ("rng.python.internal", (list, tuple), True),
+    ("rng.python.gauss", (float, _NONE), True),
+    ("rng.numpy", (dict,), True),
+    ("rng.numpy.keys", (torch.Tensor,), True),
+    ("rng.numpy.pos", (int,), True),
+    ("rng.numpy.has_gauss", (int,), True),
+    ("rng.numpy.gauss", _NUMBER, True),
+    ("rng.torch", (torch.Tensor,), True),
+    ("rng.cuda", (list, tuple), False),
+)
+
+
+def _structure_problem(state: Dict[str, Any]) -> Optional[str]:
+    """What is wrong with a loaded checkpoint's structure (TRAINING_STATE, then its phases), or None."""
+    absent = set()
+    for key, types, required in TRAINING_STATE:
+        parent, _, leaf = key.rpartition(".")
+        if parent in absent:
+            absent.add(key)
+            continue
+        holder = _lookup(state, parent) if parent else state
+        if leaf not in holder:
+            if required:
+                return f"lacks '{key}'"
+            absent.add(key)
+            continue
+        value = holder[leaf]
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            return f"has {key}={_short(value)} ({type(value).__name__}) where {_names(types)} is expected"
+    return _phases_problem(state["progress"])
+
+
+def _phases_problem(progress: Dict[str, Any]) -> Optional[str]:
+    """progress.phase and each of progress.phases_entered: a phase the trainer knows, entered at an epoch and step."""
+    from repl.method.schedule import Phase  # lazily: the method package is heavy for the scripts using this module
+
+    known = [phase.value for phase in Phase]
+    if progress.get("phase", Phase.METHOD.value) not in known:
+        return f"has progress.phase={_short(progress['phase'])} where one of {', '.join(known)} is expected"
+    for i, entry in enumerate(progress.get("phases_entered", [])):
+        if not (isinstance(entry, dict) and entry.get("phase") in known and isinstance(entry.get("params"), dict)
+                and all(isinstance(entry.get(k), int) and not isinstance(entry.get(k), bool) for k in ("epoch", "step"))):
+            return (f"has progress.phases_entered[{i}]={_short(entry)} where a dict of phase (one of {', '.join(known)}), "
+                    "epoch, step and params is expected")
+    return None
+
+
+def _lookup(state: Dict[str, Any], dotted: str) -> Dict[str, Any]:
+    for part in dotted.split("."):
+        state = state[part]
+    return state
+
+
+def _short(value: Any) -> str:
+    text = repr(value) if not isinstance(value, torch.Tensor) else f"tensor{tuple(value.shape)}"
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _names(types: Tuple[type, ...]) -> str:
+    names = {int: "an int", float: "a float", str: "a string", dict: "a dict", list: "a list", tuple: "a tuple",
+             _NONE: "None", torch.Tensor: "a tensor"}
+    return " or ".join(names.get(t, t.__name__) for t in types)
 
 
 def rng_state() -> Dict[str, Any]:
