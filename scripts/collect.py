@@ -6,6 +6,7 @@ the run's .hydra/config.yaml), what it measured and where it ran. A file that ca
 parsed, a summary that lacks fields or has one of the wrong type (its cell is left empty), or an
 unreadable or oddly shaped .hydra/config.yaml, still gives a row whose `problem` says so, and is listed
 on stderr; it never stops the collection. A run that replaced nothing (repl.ratio=0) is method `bp`.
+Finding no run at all writes nothing (an earlier CSV stays) and exits 2, as any user error does.
 """
 from __future__ import annotations
 
@@ -193,6 +194,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: no such directory: {', '.join(missing) or ' / '.join(DEFAULT_DIRS)}", file=sys.stderr)
         return 2
     rows = collect(dirs)
+    if not rows:  # nothing to write: an existing CSV is not replaced by a header alone
+        print(f"error: no runs (summary.json) under {', '.join(str(d) for d in dirs)}; {args.out} is left as it was",
+              file=sys.stderr)
+        return 2
     try:
         write_csv(rows, args.out)
     except OSError as err:

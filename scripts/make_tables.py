@@ -18,7 +18,7 @@ import sys
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, NoReturn
 
 from repl.engine.checkpoint import atomic_write_text
 
@@ -29,6 +29,7 @@ DEFAULT_OUT = Path("results/tables")
 GROUP_KEYS = ("experiment", "dataset", "model", "method", "ratio", "surrogate", "fusion", "epochs", "max_steps")
 RUNS_COLUMNS = ("status", "git_sha", *GROUP_KEYS)  # what a runs CSV needs here (collect.py writes them all)
 PAPER_COLUMNS = ("table", "row", "experiment", "metric", "value")
+ACCEPTED = {"--runs": "the CSV that scripts/collect.py writes", "--paper": "the paper's numbers, results/paper.csv"}
 OTHER = "other"
 
 
@@ -62,17 +63,29 @@ def number(text: str | None) -> float | None:
         return None
 
 
-def read_csv(path: Path, needed: Iterable[str]) -> list[dict[str, str]]:
-    """Rows of a CSV file as dicts; one clear line and exit if it is missing or its header lacks a `needed` column."""
-    if not path.is_file():
-        sys.exit(f"error: {path} not found (runs: python scripts/collect.py; paper: results/paper.csv)")
-    with path.open(newline="") as f:
-        reader = csv.DictReader(f)
-        lacking = sorted(set(needed) - set(reader.fieldnames or ()))
-        if lacking:
-            sys.exit(f"error: {path} lacks columns {', '.join(lacking)} (runs: python scripts/collect.py writes "
-                     "them; paper: results/paper.csv)")
-        return list(reader)
+def fail(message: str) -> NoReturn:
+    """A user mistake: one `error:` line on stderr and exit 2, as collect.py does; no traceback."""
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def read_csv(path: Path, needed: Iterable[str], flag: str = "--runs") -> list[dict[str, str]]:
+    """Rows of the CSV given as `flag` (a key of ACCEPTED), as dicts; fail() naming the flag, the file and what the
+    flag takes if it is missing, not a file, unreadable, or its header lacks a `needed` column."""
+    accepted = f"{flag} takes {ACCEPTED[flag]}"
+    if path.is_dir():
+        fail(f"{accepted}; {path} is a directory")
+    if not path.exists():
+        fail(f"{accepted}; {path} does not exist" + (" (run python scripts/collect.py first)" if flag == "--runs" else ""))
+    try:
+        with path.open(newline="") as f:
+            reader = csv.DictReader(f)
+            lacking = sorted(set(needed) - set(reader.fieldnames or ()))
+            if lacking:
+                fail(f"{path} lacks columns {', '.join(lacking)}; {accepted}")
+            return list(reader)
+    except (OSError, UnicodeDecodeError, csv.Error) as err:  # unreadable, not text, or not CSV
+        fail(f"{accepted}; {path} is unreadable ({getattr(err, 'strerror', None) or (str(err).splitlines() or [type(err).__name__])[0]})")
 
 
 def group_runs(runs: list[dict[str, str]]) -> list[Group]:
@@ -198,15 +211,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--paper", type=Path, default=DEFAULT_PAPER)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
-    paper, runs = read_csv(args.paper, PAPER_COLUMNS), read_csv(args.runs, RUNS_COLUMNS)
+    paper, runs = read_csv(args.paper, PAPER_COLUMNS, "--paper"), read_csv(args.runs, RUNS_COLUMNS)
     tables = sorted(table_rows(paper, runs).items())
+    if args.out.exists() and not args.out.is_dir():
+        fail(f"--out takes the directory to write the tables into; {args.out} is a file")
     try:
         args.out.mkdir(parents=True, exist_ok=True)
         for name, rows in tables:
             for suffix, render in ((".md", markdown), (".tex", latex)):
                 atomic_write_text(args.out / f"{name}{suffix}", render(name, rows))
     except OSError as err:
-        sys.exit(f"error: cannot write the tables into {args.out}: {err.strerror or err}")
+        fail(f"cannot write the tables into {args.out}: {err.strerror or err}")
     for name, rows in tables:
         measured = sum(r["measured"] not in ("no runs", "—") for r in rows)
         print(f"{args.out / name}.md/.tex: {len(rows)} rows, {measured} measured")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import importlib
 import json
+import os
 import statistics
 import sys
 from pathlib import Path
@@ -184,15 +185,23 @@ def test_collect_refuses_a_directory_as_out_in_one_line(fixture_runs, tmp_path, 
     assert len(err) == 1 and str(tmp_path) in err[0] and "directory" in err[0]
 
 
-def test_tables_refuse_a_runs_csv_without_collects_columns_in_one_line(tmp_path):
+def _tables_refuse(capsys, *argv: str) -> str:
+    """make_tables' refusal of `argv`: exit 2 (as collect.py) with its one stderr line, which is returned."""
+    with pytest.raises(SystemExit) as stop:
+        make_tables.main(list(argv))
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
+    return err.strip()
+
+
+def test_tables_refuse_a_runs_csv_without_collects_columns_in_one_line(tmp_path, capsys):
     """A CSV that is not collect.py's (a wrong file passed as --runs) is named with the columns it lacks, before
     anything is written; a header-only file lacking them too (it would otherwise read as zero runs)."""
     paper = Path(__file__).resolve().parents[2] / "results" / "paper.csv"
     for text in ("a,b\n1,2\n", "garbage\n"):
         (tmp_path / "runs.csv").write_text(text)
-        with pytest.raises(SystemExit) as stop:
-            make_tables.main(["--runs", str(tmp_path / "runs.csv"), "--paper", str(paper), "--out", str(tmp_path / "t")])
-        assert str(stop.value).startswith(f"error: {tmp_path / 'runs.csv'} lacks columns dataset, epochs, experiment")
+        err = _tables_refuse(capsys, "--runs", str(tmp_path / "runs.csv"), "--paper", str(paper), "--out", str(tmp_path / "t"))
+        assert err.startswith(f"error: {tmp_path / 'runs.csv'} lacks columns dataset, epochs, experiment")
         assert not (tmp_path / "t").exists()
 
 
@@ -204,9 +213,14 @@ def test_tables_and_collect_name_an_unwritable_output_in_one_line(fixture_runs, 
     assert len(err) == 1 and err[0].startswith(f"error: cannot write {tmp_path / 'a-file' / 'runs.csv'}: ")
     assert collect.main([str(fixture_runs), "--out", str(tmp_path / "runs.csv")]) == 0
     paper = Path(__file__).resolve().parents[2] / "results" / "paper.csv"
-    with pytest.raises(SystemExit) as stop:
-        make_tables.main(["--runs", str(tmp_path / "runs.csv"), "--paper", str(paper), "--out", str(tmp_path / "a-file" / "t")])
-    assert str(stop.value).startswith(f"error: cannot write the tables into {tmp_path / 'a-file' / 't'}: ")
+    capsys.readouterr()
+    err = _tables_refuse(capsys, "--runs", str(tmp_path / "runs.csv"), "--paper", str(paper),
+                         "--out", str(tmp_path / "a-file" / "t"))
+    assert err.startswith(f"error: cannot write the tables into {tmp_path / 'a-file' / 't'}: ")
+    err = _tables_refuse(capsys, "--runs", str(tmp_path / "runs.csv"), "--paper", str(paper),
+                         "--out", str(tmp_path / "a-file"))
+    assert err == f"error: --out takes the directory to write the tables into; {tmp_path / 'a-file'} is a file"
+    assert (tmp_path / "a-file").read_text() == ""
 
 
 def test_collect_writes_the_csv_whole_or_not_at_all(fixture_runs, tmp_path, monkeypatch):
@@ -226,3 +240,53 @@ def test_plots_name_an_unwritable_output_in_one_line(fixture_runs, tmp_path):
     with pytest.raises(SystemExit) as stop:
         plots.main(["--runs", str(tmp_path / "runs.csv"), "--out", str(tmp_path / "a-file" / "figures")])
     assert str(stop.value).startswith(f"error: cannot write the figures into {tmp_path / 'a-file' / 'figures'}: ")
+
+
+def test_collect_finding_no_runs_writes_nothing_and_exits_2(fixture_runs, tmp_path, capsys):
+    """An empty (or mistyped) directory does not replace a CSV of results by its header alone."""
+    out = tmp_path / "runs.csv"
+    assert collect.main([str(fixture_runs), "--out", str(out)]) == 0
+    before = out.read_bytes()
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "other").mkdir()
+    capsys.readouterr()
+    assert collect.main([str(tmp_path / "empty"), str(tmp_path / "other"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: no runs") and str(out) in err[0]
+    assert f"{tmp_path / 'empty'}, {tmp_path / 'other'}" in err[0]
+    assert out.read_bytes() == before
+    assert collect.main([str(tmp_path / "empty"), "--out", str(tmp_path / "new.csv")]) == 2
+    assert not (tmp_path / "new.csv").exists()
+
+
+def test_collect_writes_through_a_temporary_file_it_renames(fixture_runs, tmp_path, monkeypatch):
+    """The CSV appears by os.replace of a finished temporary file beside it, never written in place."""
+    out = tmp_path / "runs.csv"
+    replaced = []
+    os_replace = os.replace
+
+    def spy(src, dst):
+        replaced.append((Path(src).parent, Path(dst), Path(src).read_text().count("\n")))
+        os_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", spy)
+    assert collect.main([str(fixture_runs), "--out", str(out)]) == 0
+    assert replaced == [(tmp_path, out, 9)]  # the header and 8 runs, complete before the rename
+    assert [p.name for p in tmp_path.iterdir() if p.name != "multirun"] == ["runs.csv"]
+
+
+def test_tables_name_the_flag_and_what_it_takes_for_a_bad_file(tmp_path, capsys):
+    paper = Path(__file__).resolve().parents[2] / "results" / "paper.csv"
+    out = ["--out", str(tmp_path / "t")]
+    err = _tables_refuse(capsys, "--runs", str(tmp_path), "--paper", str(paper), *out)
+    assert err == f"error: --runs takes the CSV that scripts/collect.py writes; {tmp_path} is a directory"
+    err = _tables_refuse(capsys, "--runs", str(tmp_path / "missing.csv"), "--paper", str(paper), *out)
+    assert err.startswith(f"error: --runs takes the CSV that scripts/collect.py writes; {tmp_path / 'missing.csv'} "
+                          "does not exist")
+    (tmp_path / "binary.csv").write_bytes(bytes(range(256)))
+    err = _tables_refuse(capsys, "--runs", str(tmp_path / "binary.csv"), "--paper", str(paper), *out)
+    assert err.startswith(f"error: --runs takes the CSV that scripts/collect.py writes; {tmp_path / 'binary.csv'} "
+                          "is unreadable (")
+    err = _tables_refuse(capsys, "--paper", str(tmp_path), "--runs", str(tmp_path / "binary.csv"), *out)
+    assert err == f"error: --paper takes the paper's numbers, results/paper.csv; {tmp_path} is a directory"
+    assert not (tmp_path / "t").exists()
