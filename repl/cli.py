@@ -6,7 +6,8 @@ starts (repl/sweep_check.py). Beyond that, in a multirun (`-m`, any launcher) a
 job never raises: a failed job writes `"status": "failed"` into its summary.json and is listed in
 the sweep's `failed_jobs.txt`, the other jobs go on, and the sweep ends with exit status 1 naming
 the failed jobs (SweepReport). Under submitit (launcher=local|slurm) a job also joins its
-processes into one torch.distributed run and checkpoints before a SLURM requeue.
+processes into one torch.distributed run and checkpoints before a SLURM requeue. Ctrl-C is one line
+saying how to resume (exit status 130).
 """
 from __future__ import annotations
 
@@ -25,14 +26,20 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from repl.config import check_boolean_overrides, config_dir
+from repl.config import check_overrides, config_dir
 from repl.engine.checkpoint import atomic_write_json
+from repl.engine.console import echo_error
 from repl.errors import ConfigError, ReplError
 from repl.hydra_errors import command_line, one_line_errors
 from repl.sweep_check import check_multirun
 from repl.run import report_user_error, train_from_dictconfig
 
 FAILED_LIST = "failed_jobs.txt"  # in the sweep dir: one "<run dir>\t<error>" line per failed job
+# Ctrl-C (SIGINT) stops at once, without the checkpoint SIGTERM/SIGUSR1 make the trainer write first (repl/engine/trainer.py)
+INTERRUPTED = ("interrupted: rerun the same command to resume from the run's last checkpoint (written at each epoch's "
+               "end, every trainer.checkpoint_interval_s seconds and every trainer.checkpoint_every steps; the steps "
+               "since are redone, and a run with none starts over); `kill -TERM` instead stops after a checkpoint")
+INTERRUPTED_STATUS = 128 + signal.SIGINT  # 130, as a shell reports a process ended by Ctrl-C
 
 
 @hydra.main(version_base=None, config_path=str(config_dir()), config_name="train")
@@ -165,14 +172,18 @@ def check_single_run(hydra_cfg: Any) -> None:
 
 
 def main() -> None:
-    """Console-script entry: Hydra's own errors are one `error: ...` line with exit status 2 too."""
+    """Console-script entry: Hydra's own errors are one `error: ...` line with exit status 2 too; Ctrl-C is one line
+    saying how to resume, with exit status 130."""
     try:
         with one_line_errors(_main.__wrapped__.__code__):
             args = command_line(sys.argv[1:])
             if not args.multirun:  # (a multirun's jobs are checked one by one, check_multirun)
-                check_boolean_overrides(args.overrides)
+                check_overrides(args.overrides)
             check_multirun(args)
             _main()
     except ReplError as err:
         report_user_error(err)
         sys.exit(2)
+    except KeyboardInterrupt:
+        echo_error(INTERRUPTED)
+        sys.exit(INTERRUPTED_STATUS)

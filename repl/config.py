@@ -10,12 +10,13 @@ import hashlib
 import re
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any, Iterator, List, Optional, Sequence, get_type_hints
+from typing import Any, FrozenSet, Iterator, List, Optional, Sequence, get_type_hints
 
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -76,10 +77,16 @@ def config_dir() -> Path:
     return shipped_dir("configs")
 
 
-def compose(overrides: Optional[List[str]] = None) -> DictConfig:
-    """Compose configs/train.yaml with overrides, as train.py would (for tests and notebooks)."""
+def config_groups() -> FrozenSet[str]:
+    """This project's config groups: the folders of configs/ that hold options (*.yaml): dataset, model, repl, ..."""
+    return frozenset(d.name for d in config_dir().iterdir() if d.is_dir() and any(d.glob("*.yaml")))
+
+
+def compose(overrides: Optional[List[str]] = None, *, with_hydra: bool = False) -> DictConfig:
+    """Compose configs/train.yaml with overrides, as train.py would (for tests and notebooks); `with_hydra` adds
+    Hydra's own node (`hydra.runtime.choices`, the launcher), which to_config does not take."""
     with initialize_config_dir(config_dir=str(config_dir()), version_base=None):
-        return hydra_compose(config_name="train", overrides=list(overrides or []))
+        return hydra_compose(config_name="train", overrides=list(overrides or []), return_hydra_config=with_hydra)
 
 
 def as_dict(cfg: TrainConfig) -> dict:
@@ -172,6 +179,33 @@ def schema_type(key: str) -> Any:
         if not is_dataclass(schema):
             return None
     return get_type_hints(schema).get(leaf)
+
+
+def check_overrides(overrides: Sequence[str]) -> None:
+    """ConfigError for the first command-line override (parsed as Hydra parses it) that Hydra would read other than
+    meant, or fail on with a traceback: one without a key (`=5`), a config group given anything but one option name
+    (`repl=[none,drop]` would merge both and train the last; `trainer=5`), a true/false key given an integer other
+    than 0 or 1 (check_boolean_overrides)."""
+    groups = config_groups()
+    for override in OverridesParser.create().parse_overrides(list(overrides)):
+        _check_group_override(override, groups)
+    check_boolean_overrides(overrides)
+
+
+def _check_group_override(override: Override, groups: FrozenSet[str]) -> None:
+    """ConfigError unless `override` has a key and, for a config group, names one option (or deletes the group)."""
+    key, value = override.key_or_group, override.value()
+    if not key:  # Hydra takes the root for a group and fails on anything but a name
+        raise ConfigError(f"cannot parse the override {override.input_line!r}: a key must come before '='")
+    if (key not in groups or override.is_sweep_override() or isinstance(value, (str, dict))
+            or (value is None and override.is_delete())):  # a dict sets the group's keys (trainer={epochs:3})
+        return
+    if isinstance(value, list):
+        raise ConfigError(f"{override.input_line}: a config group takes one option; to run each, sweep with "
+                          f"-m {key}={','.join(map(str, value))}")
+    options = sorted(path.stem for path in (config_dir() / key).glob("*.yaml"))
+    unset = f", or ~{key} to unset it" if value is None else ""
+    raise ConfigError(f"{override.input_line}: the config group {key} takes one of {', '.join(options)}{unset}")
 
 
 def check_boolean_overrides(overrides: Sequence[str]) -> None:

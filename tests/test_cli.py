@@ -96,6 +96,31 @@ def test_sigterm_checkpoints_and_exits_so_a_requeued_job_resumes(tmp_path):
     assert json.loads((tmp_path / "summary.json").read_text())["steps_done"] == 8
 
 
+@pytest.mark.slow
+def test_ctrl_c_is_one_line_and_a_rerun_resumes_from_the_last_checkpoint(tmp_path):
+    args = TINY + ["trainer.epochs=2", "trainer.checkpoint_every=1", f"hydra.run.dir={tmp_path}"]
+    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    metrics = tmp_path / "metrics.jsonl"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:  # interrupt once a mid-epoch checkpoint is written
+        if metrics.exists() and '"step": 2,' in metrics.read_text():
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run finished before it could be interrupted"
+    proc.send_signal(signal.SIGINT)  # Ctrl-C
+    _, stderr = proc.communicate(timeout=120)
+    lines = stderr.strip().splitlines()
+    assert proc.returncode == 130 and len(lines) == 1, stderr
+    assert lines[0].startswith("interrupted: rerun the same command to resume from the run's last checkpoint"), stderr
+    stopped_at = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)["progress"]["step"]
+    assert 0 < stopped_at < 8  # a checkpoint of a step, not of the end
+    result = _cli(*args)
+    assert result.returncode == 0, result.stderr
+    assert f"step {stopped_at})" in result.stdout  # "(resumed at epoch E, step S)": from the checkpoint
+    assert json.loads((tmp_path / "summary.json").read_text())["steps_done"] == 8
+
+
 def test_console_script_is_installed_and_documents_the_groups():
     script = Path(sys.executable).with_name("repl-train")  # installed by `pip install -e .`
     result = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=120)

@@ -55,6 +55,22 @@ BAD = [  # (command-line arguments, what the one line must contain)
     # what a single run would silently not do
     (["launcher=slurm"], "add -m"),
     (["launcher=local"], "launcher=local"),
+    # a config group given anything but one option name: Hydra merges a list's options and trains the last
+    (["repl=[none,drop]"], "repl=[none,drop]: a config group takes one option; to run each, sweep with -m repl=none,drop"),
+    (["-m", "optim=[sgd,adamw]"], "optim=[sgd,adamw]: a config group takes one option; to run each, "
+                                  "sweep with -m optim=sgd,adamw"),
+    (["trainer=5"], "trainer=5: the config group trainer takes one of debug, default"),
+    (["launcher=null"], "~launcher to unset it"),
+    # an override without a key: Hydra raises a bare ValueError for `=5`
+    (["=5"], "cannot parse the override '=5'"),
+    (["-m", "=5"], "cannot parse the override '=5'"),
+    # what a job's run refuses once built, found before the first job trains: the plan, the model, the data
+    (["-m", "repl.ratio=0.25,0.9"], "repl.ratio=0.9 asks for 8 of 9 blocks; this cifar_resnet model allows at most 4 "
+                                    "(repl.ratio <= 0.444) (in the job repl.ratio=0.9; no job was started)"),
+    (["-m", "repl.select=similarity", "repl.ratio=0.25,0.9"], "repl.ratio=0.9 asks for 8 of 9 blocks"),  # before scoring
+    (["-m", "model.name=resnet20,resnet1000"], "model.name='resnet1000' is unknown"),
+    (["-m", "dataset=cifar10", "dataset.root=/nonexistent/a,/nonexistent/b"],
+     "CIFAR-10 not found: /nonexistent/a/cifar-10-batches-py/data_batch_1 does not exist"),
 ]
 
 
@@ -112,6 +128,14 @@ def test_online_wandb_without_a_key_is_one_line(monkeypatch, capsys, tmp_path):
     monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
     code, stderr = _run_cli(monkeypatch, capsys, QUICK + ["logger=wandb", "logger.mode=online"], tmp_path / "run")
     _assert_one_line(code, stderr, "logger.mode=online")
+    assert _nothing_trained(tmp_path)
+
+
+def test_slurm_launcher_without_slurm_is_one_line_before_any_job(monkeypatch, capsys, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch, no srun (submitit would raise after the sweep began)
+    code, stderr = _run_cli(monkeypatch, capsys, ["-m", "launcher=slurm", "repl.ratio=0.25,0.4"] + QUICK, tmp_path / "run")
+    _assert_one_line(code, stderr, "launcher=slurm needs SLURM's sbatch and srun on PATH")
+    assert "use launcher=local or no launcher to run here" in stderr
     assert _nothing_trained(tmp_path)
 
 
