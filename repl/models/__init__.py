@@ -8,15 +8,16 @@ Hugging Face causal LM built from its config (repl/models/hf.py). One Hydra file
 from __future__ import annotations
 
 import importlib
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, List, Optional
 
 import torch
 from torch import nn
 
+from repl.engine.console import echo
 from repl.errors import ConfigError
 from repl.models.cifar_resnet import CifarResNet
 from repl.models.config import ModelConfig
-from repl.models.zoo import TIMM, TORCHVISION, ModelSource
+from repl.models.zoo import TIMM, TORCHVISION, ModelSource, classifier_path, pretrained_download
 
 Builder = Callable[..., nn.Module]
 
@@ -34,7 +35,8 @@ def _timm(arch: str) -> Builder:
     def build(num_classes: int, in_chans: int, image_size: int, pretrained: bool, **kwargs) -> nn.Module:
         import timm
 
-        return timm.create_model(arch, pretrained=pretrained, num_classes=num_classes, in_chans=in_chans, **kwargs)
+        with pretrained_download("timm", arch, pretrained):
+            return timm.create_model(arch, pretrained=pretrained, num_classes=num_classes, in_chans=in_chans, **kwargs)
 
     return build
 
@@ -46,7 +48,8 @@ def _torchvision(arch: str) -> Builder:
         if in_chans != 3:
             raise ConfigError(f"model.name=tv_{arch} takes 3 input channels, the dataset has {in_chans}")
         weights = "DEFAULT" if pretrained else None
-        model = torchvision.models.get_model(arch, weights=weights, **kwargs)
+        with pretrained_download("torchvision", arch, pretrained):
+            model = torchvision.models.get_model(arch, weights=weights, **kwargs)
         if model.fc.out_features != num_classes:
             model.fc = nn.Linear(model.fc.in_features, num_classes)
         return model
@@ -150,12 +153,17 @@ def build_model(cfg: ModelConfig, *, num_classes: Optional[int] = None, in_chans
     except TypeError as err:  # an unknown model.kwargs entry
         raise ConfigError(f"model.kwargs for {cfg.name!r} not accepted: {err}") from None
     if cfg.weights:
-        load_weights(model, cfg.weights)
+        load_weights(model, cfg.weights, strict=cfg.weights_strict)
     return model
 
 
-def load_weights(model: nn.Module, path: str) -> None:
-    """Load a state_dict file into a model, skipping a classifier head of another shape."""
+def load_weights(model: nn.Module, path: str, strict: bool = True) -> None:
+    """Load a state_dict file into a model, skipping a classifier head of another shape (another number of classes).
+
+    Any other tensor of the model missing from the file or of another shape, or a tensor of the file the
+    model does not have, means the file is for another architecture: ConfigError, unless `strict` is false
+    (`model.weights_strict=false`), which loads what fits. One line says what was loaded and skipped.
+    """
     from pathlib import Path
 
     if not Path(path).is_file():
@@ -165,8 +173,40 @@ def load_weights(model: nn.Module, path: str) -> None:
     except Exception as err:  # noqa: BLE001 - any unreadable file is a user error here
         raise ConfigError(f"model.weights={path!r} is not a readable state_dict: {type(err).__name__}") from None
     state = state.get("model", state) if isinstance(state, dict) else state
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ConfigError(f"model.weights={path!r} is not a state_dict: a dict of tensors (or a checkpoint with "
+                          "one under 'model') is accepted")
     own = model.state_dict()
     compatible = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     if not compatible:
         raise ConfigError(f"model.weights={path!r} shares no tensor with model; is it for another architecture?")
+    head = classifier_path(model)
+    head_keys = {f"{head}.weight", f"{head}.bias"} if head is not None else set()
+    not_loaded = [k for k in own if k not in compatible]
+    skipped_head = [k for k in not_loaded if k in head_keys]
+    missing = [k for k in not_loaded if k not in head_keys]
+    unused = [k for k in state if k not in own and k not in head_keys]
+    if strict and (missing or unused):
+        problems = [f"{len(missing)} of the model's {len(own)} tensors are not in it or have another shape"
+                    f"{_examples(missing)}"] if missing else []
+        problems += [f"{len(unused)} of its {len(state)} tensors are not the model's{_examples(unused)}"] if unused else []
+        raise ConfigError(f"model.weights={path!r} is for another architecture: {' and '.join(problems)}; set "
+                          f"model.weights_strict=false to load the {len(compatible)} tensors that fit and leave the "
+                          "others as initialised")
     model.load_state_dict(compatible, strict=False)
+    skipped = []
+    if skipped_head:
+        skipped.append(f"the classifier head {', '.join(skipped_head)} (another number of classes)")
+    if missing:
+        skipped.append(f"{len(missing)} other tensors left as initialised{_examples(missing)}")
+    if unused:
+        skipped.append(f"{len(unused)} tensors of the file the model does not have{_examples(unused)}")
+    echo(f"model.weights: loaded {len(compatible)} of the model's {len(own)} tensors from {path}"
+         + (f"; skipped {'; '.join(skipped)}" if skipped else ""))
+
+
+def _examples(names: List[str], count: int = 3) -> str:
+    """A few of `names` for a one-line message, e.g. " (layer1.3.conv1.weight, ...)"; nothing when empty."""
+    if not names:
+        return ""
+    return f" ({', '.join(names[:count])}{', ...' if len(names) > count else ''})"

@@ -13,6 +13,7 @@ from typing import Any
 from torch import nn
 
 from repl.errors import ConfigError
+from repl.models.zoo import pretrained_download
 
 ARCHS = {  # ViT-T/S/B/L (DeiT-Ti is ViT-T)
     "vit_t": "vit_tiny_patch16_224",
@@ -39,8 +40,9 @@ def build_vit(variant: str, num_classes: int, in_chans: int, image_size: int, pr
                           "(dataset.resize, or dataset.image_size when resize is unset)")
     name = arch or ARCHS[variant]
     try:
-        model = timm.create_model(name, pretrained=pretrained, num_classes=num_classes, in_chans=in_chans,
-                                  img_size=image_size, patch_size=patch, **kwargs)
+        with pretrained_download("timm", name, pretrained):
+            model = timm.create_model(name, pretrained=pretrained, num_classes=num_classes, in_chans=in_chans,
+                                      img_size=image_size, patch_size=patch, **kwargs)
     except RuntimeError as err:  # unknown timm name
         raise ConfigError(f"model.kwargs.arch={name!r}: {err}") from None
     if not isinstance(model, VisionTransformer):

@@ -8,8 +8,10 @@ built is its block family's question (repl/families), asked when the method is a
 """
 from __future__ import annotations
 
+import os
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Mapping, Optional
+from typing import Any, Callable, Dict, Iterator, Mapping, Optional
 
 from torch import nn
 
@@ -52,7 +54,8 @@ def build_timm(name: str, inputs: Mapping[str, Any], pretrained: bool, kwargs: D
     if _fixed_input_size(name):
         args["img_size"] = inputs["image_size"]
     args.update(kwargs)
-    return timm.create_model(name, pretrained=pretrained, **args)
+    with pretrained_download("timm", name, pretrained):
+        return timm.create_model(name, pretrained=pretrained, **args)
 
 
 def _fixed_input_size(name: str) -> bool:
@@ -80,17 +83,61 @@ def build_torchvision(name: str, inputs: Mapping[str, Any], pretrained: bool, kw
         args.setdefault("image_size", inputs["image_size"])
     if not pretrained:
         return torchvision.models.get_model(name, weights=None, num_classes=inputs["num_classes"], **args)
-    model = torchvision.models.get_model(name, weights="DEFAULT", **args)
+    with pretrained_download("torchvision", name, pretrained):
+        model = torchvision.models.get_model(name, weights="DEFAULT", **args)
     replace_classifier(model, inputs["num_classes"])
     return model
 
 
-def replace_classifier(model: nn.Module, num_classes: int) -> None:
-    """Give a pretrained classifier `num_classes` outputs: its last Linear is replaced by a fresh one."""
+@contextmanager
+def pretrained_download(zoo: str, name: str, pretrained: bool) -> Iterator[None]:
+    """Around building the `zoo` (timm or torchvision) model `name`: with `pretrained`, a failed download of its
+    weights (no network and nothing cached) becomes one ConfigError line saying what to do instead."""
+    try:
+        yield
+    except OSError as err:  # URLError, huggingface_hub's LocalEntryNotFoundError, an HTTP error
+        if not pretrained:
+            raise
+        raise ConfigError(
+            f"model.pretrained=true: {zoo}'s weights for {name!r} are not in {_weight_caches(zoo)} and could not be "
+            f"downloaded ({_root_cause(err)}); set model.pretrained=false, download them into that cache on a "
+            "machine with network, or pass a state_dict file as model.weights=FILE") from None
+
+
+def _weight_caches(zoo: str) -> str:
+    """Where `zoo` looks for downloaded pretrained weights before the network."""
+    import torch
+
+    torch_hub = f"the torch hub cache ({os.path.join(torch.hub.get_dir(), 'checkpoints')})"
+    if zoo == "torchvision":
+        return torch_hub
+    from huggingface_hub import constants
+
+    return f"the Hugging Face cache ({constants.HF_HUB_CACHE}; HF_HUB_OFFLINE=1 skips the hub's retries) or {torch_hub}"
+
+
+def _root_cause(err: BaseException) -> str:
+    """The first line of the innermost exception `err` was raised from (the network's own error), shortened."""
+    import textwrap
+
+    while err.__cause__ is not None:
+        err = err.__cause__
+    text = str(err).strip()
+    return textwrap.shorten(text.splitlines()[0], 200, placeholder=" ...") if text else type(err).__name__
+
+
+def classifier_path(model: nn.Module) -> Optional[str]:
+    """The module path of the model's classifier head: its last Linear (None if it has none)."""
     last: Optional[str] = None
     for path, module in model.named_modules():
         if isinstance(module, nn.Linear):
             last = path
+    return last
+
+
+def replace_classifier(model: nn.Module, num_classes: int) -> None:
+    """Give a pretrained classifier `num_classes` outputs: its last Linear is replaced by a fresh one."""
+    last = classifier_path(model)
     if last is None:
         raise ConfigError(f"{type(model).__name__} has no Linear classifier to resize to {num_classes} classes")
     head = model.get_submodule(last)
