@@ -11,8 +11,9 @@ import os
 import pickle
 import sys
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Sequence, Tuple
+from typing import Any, Callable, Optional, Sequence, Tuple, Type
 
+import numpy as np
 import torch
 from PIL import Image
 from scipy.io.matlab import MatReadError
@@ -46,13 +47,70 @@ def missing_path(root: str, relative_paths: Tuple[str, ...]) -> Optional[str]:
 
 
 class _PresentFiles:
-    """Mixin for torchvision datasets: the data counts as intact when the `required` files exist."""
+    """Mixin for torchvision datasets: the data counts as intact when the `required` files exist.
+
+    Each subclass also says which files a split reads and how to read one alone, so that a malformed
+    file or labels out of range are reported naming the file at fault.
+    """
 
     required: Tuple[str, ...] = ()
+    stored_labels = "0 to 9"  # the label values the files hold, for messages
+    label_offset = 0  # a file's label minus the class index it stands for
     root: str
 
     def _check_integrity(self) -> bool:
         return missing_path(self.root, self.required) is None
+
+    @classmethod
+    def split_files(cls, train: bool) -> Tuple[str, ...]:
+        """The paths under root that the split reads."""
+        raise NotImplementedError
+
+    @classmethod
+    def read_labels(cls, path: str) -> Optional[np.ndarray]:
+        """Read one file of a split alone, as the dataset would; its labels as class indices (None for a file of
+        images only). Raises one of MALFORMED when the file is not in the expected format."""
+        raise NotImplementedError
+
+    @classmethod
+    def bad_file(cls, root: str, train: bool, num_classes: int) -> Optional[str]:
+        """What is wrong with the first file of the split that is malformed or holds a label out of range."""
+        for relative in cls.split_files(train):
+            path = os.path.join(root, relative)
+            try:
+                labels = cls.read_labels(path)
+            except MALFORMED as err:
+                return f"{path} is malformed or incomplete ({_first_line(err)})"
+            wrong = out_of_range(labels, num_classes) if labels is not None else None
+            if wrong is not None:
+                found = labels.reshape(-1)[wrong] + cls.label_offset
+                return f"{path} holds the label {found} (its label number {wrong}), but {cls.stored_labels} are accepted"
+        return None
+
+    def label_problem(self, train: bool, num_classes: int) -> Optional[str]:
+        """What is wrong with the labels of the split (train or test), if anything: there must be one per
+        image, each a class index below `num_classes`. Cheap on the arrays; reads the files again only to
+        name the one at fault."""
+        labels = np.asarray(self.labels_array())
+        files = ", ".join(os.path.join(self.root, f) for f in self.split_files(train))
+        if len(labels) != len(self.data):
+            return self.bad_file(self.root, train, num_classes) or \
+                f"{files} hold {len(self.data)} images but {len(labels)} labels; one label per image is needed"
+        if out_of_range(labels, num_classes) is None:
+            return None
+        problem = self.bad_file(self.root, train, num_classes) or f"{files} hold labels out of range"
+        return f"{problem} ({num_classes} classes)"
+
+    def labels_array(self) -> Sequence[int]:
+        """The split's labels as class indices."""
+        return self.labels
+
+
+def out_of_range(labels: np.ndarray, num_classes: int) -> Optional[int]:
+    """The position of the first label that is not a class index below `num_classes`, else None."""
+    labels = np.asarray(labels).reshape(-1)
+    bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
+    return int(bad[0]) if len(bad) else None
 
 
 class LocalCIFAR10(_PresentFiles, datasets.CIFAR10):
@@ -64,23 +122,71 @@ class LocalCIFAR10(_PresentFiles, datasets.CIFAR10):
     def tensors(self) -> TensorSplit:
         return TensorSplit(torch.from_numpy(self.data).permute(0, 3, 1, 2).contiguous(), torch.tensor(self.targets))
 
+    def labels_array(self) -> Sequence[int]:
+        return self.targets
+
+    @classmethod
+    def split_files(cls, train: bool) -> Tuple[str, ...]:
+        batches = cls.train_list if train else cls.test_list
+        return tuple(os.path.join(cls.base_folder, name) for name, _ in batches) + \
+            (os.path.join(cls.base_folder, cls.meta["filename"]),)
+
+    @classmethod
+    def read_labels(cls, path: str) -> Optional[np.ndarray]:
+        with open(path, "rb") as f:
+            entry = pickle.load(f, encoding="latin1")
+        if os.path.basename(path) == cls.meta["filename"]:
+            if cls.meta["key"] not in entry:
+                raise KeyError(f"no {cls.meta['key']!r} (the class names)")
+            return None
+        labels = np.asarray(entry["labels"] if "labels" in entry else entry["fine_labels"])
+        if len(labels) != len(entry["data"]):
+            raise ValueError(f"{len(entry['data'])} images but {len(labels)} labels")
+        return labels
+
 
 class LocalSVHN(_PresentFiles, datasets.SVHN):
     """torchvision's SVHN (cropped digits, .mat files; digit 0 stored as label 10 becomes 0)."""
 
     required = SVHN_FILES
+    stored_labels = "1 to 10 (10 for the digit 0)"
 
     def tensors(self) -> TensorSplit:
         return TensorSplit(torch.from_numpy(self.data).contiguous(), torch.from_numpy(self.labels).long())
+
+    @classmethod
+    def split_files(cls, train: bool) -> Tuple[str, ...]:
+        return (cls.split_list["train" if train else "test"][1],)
+
+    @classmethod
+    def read_labels(cls, path: str) -> Optional[np.ndarray]:
+        from scipy.io import loadmat
+
+        digits = loadmat(path)["y"].astype(np.int64).reshape(-1)
+        return np.where(digits == 10, 0, digits)
 
 
 class LocalSTL10(_PresentFiles, datasets.STL10):
     """torchvision's STL10 (binary, 96x96, labelled splits only: the unlabelled file is not required)."""
 
     required = STL10_FILES
+    stored_labels = "1 to 10"
+    label_offset = 1
 
     def tensors(self) -> TensorSplit:
         return TensorSplit(torch.from_numpy(self.data).contiguous(), torch.from_numpy(self.labels).long())
+
+    @classmethod
+    def split_files(cls, train: bool) -> Tuple[str, ...]:
+        images, labels = (cls.train_list if train else cls.test_list)[:2]
+        return os.path.join(cls.base_folder, images[0]), os.path.join(cls.base_folder, labels[0])
+
+    @classmethod
+    def read_labels(cls, path: str) -> Optional[np.ndarray]:
+        if path.endswith("_X.bin"):
+            np.fromfile(path, dtype=np.uint8).reshape(-1, 3, 96, 96)
+            return None
+        return np.fromfile(path, dtype=np.uint8).astype(np.int64) - 1
 
 
 @dataclass(frozen=True)
@@ -97,6 +203,7 @@ class VisionSpec:
     flip: bool  # horizontal flips are label-preserving
     image_size: Optional[int] = None  # native side; None = any (resized)
     num_classes: Optional[int] = None  # None = the number of class folders
+    files: Optional[Type[_PresentFiles]] = None  # the reader of a dataset of fixed files: names a bad one
     downloadable: bool = True
     fits_in_memory: bool = True
 
@@ -137,6 +244,7 @@ VISION = {
         flip=True,
         image_size=32,
         num_classes=10,
+        files=LocalCIFAR10,
     ),
     "svhn": VisionSpec(
         title="SVHN",
@@ -151,6 +259,7 @@ VISION = {
         flip=False,
         image_size=32,
         num_classes=10,
+        files=LocalSVHN,
     ),
     "stl10": VisionSpec(
         title="STL-10",
@@ -165,6 +274,7 @@ VISION = {
         flip=True,
         image_size=96,
         num_classes=10,
+        files=LocalSTL10,
     ),
     "imagenet": VisionSpec(
         title="ImageNet",
@@ -207,15 +317,24 @@ def open_vision(cfg: ImageDataConfig, spec: VisionSpec, *, streaming: bool) -> T
         how = spec.where if not spec.downloadable else f"set dataset.download=true or {spec.where}"
         raise DataError(f"{spec.title} not found: {missing} does not exist; {how} {root}")
     train_tf, eval_tf = (train_transform(cfg, spec), eval_transform(cfg, spec)) if streaming else (None, None)
-    try:
-        train, evaluation = spec.open_split(root, True, train_tf, False), spec.open_split(root, False, eval_tf, False)
-    except MALFORMED as err:
-        reason = _first_line(err)
-        problem = f"{spec.title} under {root} is malformed or incomplete ({reason})"
-        raise DataError(f"{problem}; {spec.where} {root}") from None
+    train, evaluation = _open_split(spec, root, True, train_tf), _open_split(spec, root, False, eval_tf)
     if spec.num_classes is None:
         check_folder_classes(cfg, train, evaluation)
     return train, evaluation
+
+
+def _open_split(spec: VisionSpec, root: str, train: bool, transform: Optional[Callable]) -> Dataset:
+    """One split of a dataset present under `root`, its labels checked; DataError naming the file at fault."""
+    try:
+        dataset = spec.open_split(root, train, transform, False)
+    except MALFORMED as err:
+        problem = spec.files.bad_file(root, train, spec.num_classes) if spec.files is not None else None
+        problem = problem or f"the files under {root} are malformed or incomplete ({_first_line(err)})"
+        raise DataError(f"{spec.title}: {problem}; {spec.where} {root}") from None
+    problem = dataset.label_problem(train, spec.num_classes) if spec.files is not None else None
+    if problem is not None:
+        raise DataError(f"{spec.title}: {problem}; {spec.where} {root}")
+    return dataset
 
 
 def check_folder_classes(cfg: ImageDataConfig, train: datasets.ImageFolder, evaluation: datasets.ImageFolder) -> None:

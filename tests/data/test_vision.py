@@ -143,12 +143,68 @@ def test_one_missing_file_is_named(tmp_path):
         build_data(config("cifar10", tmp_path), seed=0, device=CPU)
 
 
-def test_malformed_file_is_a_data_error(tmp_path):
-    make_cifar10(tmp_path)
-    (tmp_path / "cifar-10-batches-py" / "data_batch_3").write_bytes(b"not a pickle")
-    with pytest.raises(DataError, match="malformed") as err:
-        build_data(config("cifar10", tmp_path), seed=0, device=CPU)
-    assert "\n" not in str(err.value)
+def truncate(path, keep: float = 0.5):
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+
+
+def set_cifar_labels(path, labels):
+    with open(path, "rb") as f:
+        entry = pickle.load(f, encoding="latin1")
+    entry["labels"] = labels(entry["labels"])
+    with open(path, "wb") as f:
+        pickle.dump(entry, f)
+
+
+@pytest.mark.parametrize("name, file, damage, reason", [
+    ("cifar10", "cifar-10-batches-py/data_batch_3", lambda p: p.write_bytes(b"not a pickle"), "invalid load key"),
+    ("cifar10", "cifar-10-batches-py/data_batch_3", truncate, "pickle data was truncated"),
+    ("cifar10", "cifar-10-batches-py/data_batch_4", lambda p: set_cifar_labels(p, lambda y: y[:-1]),
+     "10 images but 9 labels"),
+    ("cifar10", "cifar-10-batches-py/batches.meta", truncate, ""),
+    ("svhn", "test_32x32.mat", truncate, ""),
+    ("stl10", "stl10_binary/train_X.bin", lambda p: truncate(p, 0.99), "cannot reshape"),
+])
+def test_a_malformed_file_is_named_in_one_line(name, file, damage, reason, tmp_path):
+    FABRICATE[name](tmp_path)
+    damage(tmp_path / file)
+    with pytest.raises(DataError) as err:
+        build_data(config(name, tmp_path), seed=0, device=CPU)
+    message = str(err.value)
+    assert "\n" not in message and f"{tmp_path / file} is malformed or incomplete ({reason}" in message
+    assert message.endswith(f" {tmp_path}")  # and where to place the files
+
+
+@pytest.mark.parametrize("name, file, damage, found, accepted", [
+    ("cifar10", "cifar-10-batches-py/data_batch_2", lambda p: set_cifar_labels(p, lambda y: [99] * len(y)), 99, "0 to 9"),
+    ("cifar10", "cifar-10-batches-py/test_batch", lambda p: set_cifar_labels(p, lambda y: y[:5] + [-1] + y[6:]), -1,
+     "0 to 9"),
+    ("svhn", "train_32x32.mat", "y", 11, "1 to 10 (10 for the digit 0)"),
+    ("stl10", "stl10_binary/test_y.bin", lambda p: p.write_bytes(b"\x00" + p.read_bytes()[1:]), 0, "1 to 10"),
+])
+def test_labels_out_of_range_are_refused_naming_the_file(name, file, damage, found, accepted, tmp_path):
+    FABRICATE[name](tmp_path)
+    if damage == "y":  # SVHN: one digit 11 in the .mat file
+        from scipy.io import loadmat, savemat
+
+        mat = loadmat(tmp_path / file)
+        mat["y"][3] = 11
+        savemat(tmp_path / file, {"X": mat["X"], "y": mat["y"]})
+    else:
+        damage(tmp_path / file)
+    with pytest.raises(DataError) as err:
+        build_data(config(name, tmp_path), seed=0, device=CPU)
+    message = str(err.value)
+    assert "\n" not in message and f"{tmp_path / file} holds the label {found} " in message
+    assert f"but {accepted} are accepted (10 classes); " in message and message.endswith(f" {tmp_path}")
+
+
+def test_stl10_labels_one_short_are_refused_naming_the_files(tmp_path):
+    make_stl10(tmp_path)
+    labels = tmp_path / "stl10_binary" / "train_y.bin"
+    labels.write_bytes(labels.read_bytes()[:-1])
+    with pytest.raises(DataError, match=r"train_X.bin, .*train_y.bin hold 20 images but 19 labels"):
+        build_data(config("stl10", tmp_path), seed=0, device=CPU)
 
 
 def test_failed_download_is_a_data_error(tmp_path, monkeypatch):
