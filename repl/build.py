@@ -87,14 +87,13 @@ def configured_method(model: nn.Module, cfg: TrainConfig, inputs: Optional[Calla
 
 
 def build_run(cfg: TrainConfig, run_dir: Path, dist: DistInfo, *, apply: Optional[Apply] = None,
-              model: Optional[nn.Module] = None, data: Any = None, task: Any = None,
-              record_environment: bool = False) -> Run:
+              model: Optional[nn.Module] = None, data: Any = None, task: Any = None) -> Run:
     """Build the run `cfg` describes in `run_dir` on `dist`'s device.
 
     apply: the method hook, `apply(model, cfg) -> Plan` (default: the configured `repl.*`); a study uses it
     to combine RepL with something repl.method does not offer. model / data / task: use these instead of
-    building them from cfg (a benchmark replaying batches, a test's tiny network). record_environment:
-    write env.json on rank 0 after the plan is validated, before any data is read (the run dir's owner asks).
+    building them from cfg (a benchmark replaying batches, a test's tiny network). Nothing is written into
+    `run_dir` here: its owner (repl.run.train) records the config and the environment once the run is built.
     """
     check_precision(cfg.task.name, cfg.trainer.precision, dist.device.type)  # (repl.run.train checks it earlier too)
     if cfg.trainer.deterministic:
@@ -118,8 +117,6 @@ def build_run(cfg: TrainConfig, run_dir: Path, dist: DistInfo, *, apply: Optiona
         return scoring_inputs(data)
 
     plan = apply(model, cfg) if apply is not None else configured_method(model, cfg, inputs)
-    if record_environment and dist.is_main:
-        write_environment(run_dir, dist.device)
     if data is None:
         data = make_data()
     if task is None:

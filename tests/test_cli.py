@@ -163,3 +163,20 @@ def test_rerun_of_a_completed_run_leaves_every_file_byte_identical(tmp_path):
     assert snapshot(tmp_path) == before  # summary, metrics, checkpoint, env, Hydra's own files: byte for byte
     value = json.loads(before["summary.json"])["primary"]["value"]
     assert result.stdout.strip().splitlines() == [f"run already completed: {tmp_path} (top1={value}); nothing to do"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("changed,code", [
+    ("trainer.device=cpu", 0),  # a key that does not change what is trained: "nothing to do"
+    ("repl.ratio=0.4", 2),  # a resume with another plan: refused
+    ("trainer.epochs=0", 2),  # a value the schema refuses
+])
+def test_a_rerun_that_trains_nothing_keeps_the_runs_config_record(tmp_path, changed, code):
+    """Hydra writes .hydra/ before the task runs; RepL writes it once the run is built (repl.run.hydra_record),
+    so collect.py never reads a refused rerun's config (trainer.epochs=0) as the finished run's."""
+    args = [*TINY, "trainer.max_steps=2", f"hydra.run.dir={tmp_path}"]
+    assert _cli(*args).returncode == 0
+    before = {k: v for k, v in snapshot(tmp_path).items() if k != "train.log"}
+    assert "max_steps: 2" in before[".hydra/config.yaml"].decode()
+    assert _cli(*args, changed).returncode == code
+    assert {k: v for k, v in snapshot(tmp_path).items() if k != "train.log"} == before

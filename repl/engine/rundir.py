@@ -3,17 +3,22 @@
 Results are never lost or falsified: a completed run is left byte for byte as it is, a partial one
 resumes from checkpoints/last.pt, and only leftovers of an attempt that can no longer be resumed
 (its metrics.jsonl and summary.json without a checkpoint, half-written temporary files) are removed
-before a fresh start. Summaries written later keep the stored measurements where the new process
-measured nothing (a resume with no step left runs neither the probe nor the timer).
+before a fresh start. Nothing is removed or rewritten until the run is built (`begin`): a run refused
+by any check (a missing dataset, a ratio too large, trainer.overwrite=true with a typo) leaves the
+directory as it found it, its `.hydra/` record of the config included. Summaries written later keep
+the stored measurements where the new process measured nothing (a resume with no step left runs
+neither the probe nor the timer; what nobody measured is null).
 """
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Optional
 
-from repl.engine.checkpoint import atomic_write_json, load_checkpoint
+from repl.engine.checkpoint import atomic_write_json, atomic_write_text, load_checkpoint
 from repl.engine.config import TrainerConfig
 from repl.engine.resume_check import check_resume_config
 from repl.errors import CheckpointError, ConfigError
@@ -21,6 +26,7 @@ from repl.errors import CheckpointError, ConfigError
 SUMMARY = "summary.json"
 METRICS = "metrics.jsonl"
 ENV = "env.json"
+RECORD = ".hydra"  # the composed config, Hydra's config and the overrides, as Hydra names them (begin)
 CHECKPOINTS = "checkpoints"
 LAST = "last.pt"
 BEST = "best.pt"
@@ -99,6 +105,9 @@ def inspect(run_dir: Path, tcfg: TrainerConfig, config: Optional[Dict[str, Any]]
             check_resume_config(load_checkpoint(last, mmap=True).get("config"), config, last)
         return RunDirState(run_dir, COMPLETED, summary)
     if checkpoint:
+        if config is not None:  # a resume with changed settings is refused here, before the directory is touched
+            last = run_dir / CHECKPOINTS / LAST
+            check_resume_config(load_checkpoint(last, mmap=True).get("config"), config, last)
         return RunDirState(run_dir, RESUME, summary)
     if completed:
         raise CheckpointError(f"{run_dir} holds a completed run of {summary.get('steps_done')} steps but no "
@@ -107,16 +116,29 @@ def inspect(run_dir: Path, tcfg: TrainerConfig, config: Optional[Dict[str, Any]]
     return RunDirState(run_dir, FRESH, summary)
 
 
-def prepare(run_dir: Path, tcfg: TrainerConfig, is_main: bool, config: Optional[Dict[str, Any]] = None) -> RunDirState:
-    """inspect(), then (rank 0) clear what a resume or a fresh start must not find; a completed run is untouched."""
-    state = inspect(run_dir, tcfg, config)
-    if not is_main or state.completed:
-        return state
+def check_writable(run_dir: Path) -> None:
+    """ConfigError, before anything is built, when the run directory or its checkpoints/ cannot be written."""
+    for folder in (Path(run_dir), Path(run_dir) / CHECKPOINTS):
+        if not folder.is_dir():
+            continue  # made by the run inside a folder checked here
+        try:
+            fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-check.", suffix=".tmp")
+        except OSError as err:
+            raise ConfigError(f"cannot write the run directory {folder}: {err.strerror or err}; make it writable or "
+                              "choose another with hydra.run.dir=DIR (hydra.sweep.dir=DIR with -m)") from None
+        os.close(fd)
+        os.unlink(probe)
+
+
+def begin(state: RunDirState, record: Optional[Dict[str, str]] = None) -> None:
+    """Rank 0, once the run is built and every check passed: clear what a resume or a fresh start must not find,
+    and write `record` ({file name: text}: the config as composed for this run) into .hydra/."""
     remove_stale_tmp(state.path)
     if state.state == FRESH:
         for path in (SUMMARY, METRICS, Path(CHECKPOINTS) / LAST, Path(CHECKPOINTS) / BEST):
             (state.path / path).unlink(missing_ok=True)
-    return state
+    for name, text in (record or {}).items():
+        atomic_write_text(state.path / RECORD / name, text)
 
 
 def remove_stale_tmp(run_dir: Path) -> list:

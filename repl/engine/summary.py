@@ -32,10 +32,11 @@ class RunSummary:
         method = next((p for p in phases_entered if p["phase"] == Phase.METHOD.value), None)
         params = method["params"] if method is not None else measure.count_parameters(model)
         probe = (method or {}).get("probe") or self.probe or {}
-        estimate = probe.get("memory", {}).get("total", 0)
+        estimate = probe.get("memory", {}).get("total")  # None: no step of this phase ran in this process
         peak = measure.peak_memory_bytes(self.dist.device) if self.dist.device.type == "cuda" else None
         primary = self.task.primary
         timing = timer.summary()
+        timed = timing["steps"] > 0  # a resume with no step left times nothing: null, never a measured 0
         return {
             "status": status,
             "experiment": self.cfg.experiment_name,
@@ -49,12 +50,14 @@ class RunSummary:
             "params": {"total": params["total"], "trainable": params["trainable"],
                        "replaced": self.plan.params_replaced, "fusion": self.plan.params_fusion,
                        "phase": (Phase.METHOD if method is not None else phase).value},
-            "memory": {"peak_bytes": int(peak if peak is not None else estimate), "estimate_bytes": int(estimate),
+            "memory": {"peak_bytes": _int_or_none(peak if peak is not None else estimate),
+                       "estimate_bytes": _int_or_none(estimate),
                        "peak_source": "cuda_allocator" if peak is not None else "estimate",
                        "estimate_breakdown": probe.get("memory", {}), "device": self.env["device"]},
-            "flops": {"train_step": int(probe.get("flops", 0))},
-            "time": {"train_s": float(train_s), "epoch_s": float(timing["epoch_s"]), "step_s": float(timing["step_s"])},
-            "throughput": {"train_per_s": float(timing["throughput"]), "unit": self.task.unit},
+            "flops": {"train_step": _int_or_none(probe.get("flops"))},
+            "time": {"train_s": float(train_s), "epoch_s": float(timing["epoch_s"]) if timed else None,
+                     "step_s": float(timing["step_s"]) if timed else None},
+            "throughput": {"train_per_s": float(timing["throughput"]) if timed else None, "unit": self.task.unit},
             "metrics": metrics,
             "primary": {"name": primary, "value": metrics.get(primary), "higher_is_better": self.task.higher_is_better},
             "schedule": self.schedule(phase, phases_entered),
@@ -91,10 +94,10 @@ class RunSummary:
             (primary["name"], value),
             ("params total / trainable", f"{p['total']:,} / {p['trainable']:,}"),
             ("params replaced / fusion", f"{p['replaced']:,} / {p['fusion']:,}"),
-            ("train FLOPs / step", f"{summary['flops']['train_step'] / 1e9:.3f} G"),
-            (f"memory ({m['peak_source']})", f"{m['peak_bytes'] / 2**20:.1f} MiB"),
-            ("time train / step", f"{t['train_s']:.1f} s / {t['step_s'] * 1e3:.1f} ms"),
-            ("throughput", f"{summary['throughput']['train_per_s']:.1f} {summary['throughput']['unit']}/s"),
+            ("train FLOPs / step", _shown(summary["flops"]["train_step"], 1e-9, ".3f", " G")),
+            (f"memory ({m['peak_source']})", _shown(m["peak_bytes"], 2**-20, ".1f", " MiB")),
+            ("time train / step", f"{t['train_s']:.1f} s / " + _shown(t["step_s"], 1e3, ".1f", " ms")),
+            ("throughput", _shown(summary["throughput"]["train_per_s"], 1, ".1f", f" {summary['throughput']['unit']}/s")),
             ("epochs / steps", f"{summary['epochs_done']} / {summary['steps_done']}"),
         ]
         schedule = summary.get("schedule") or {}
@@ -103,3 +106,13 @@ class RunSummary:
             rows.append(("phases (epoch begun)", ", ".join(f"{p['phase']} ({p['epoch']})" for p in schedule["entered"])))
         width = max(len(k) for k, _ in rows)
         return "\n".join(f"  {k.ljust(width)}  {v}" for k, v in rows)
+
+
+def _int_or_none(value: Any) -> Optional[int]:
+    """A measured count as an int; None when nothing measured it."""
+    return None if value is None else int(value)
+
+
+def _shown(value: Optional[float], scale: float, spec: str, unit: str) -> str:
+    """`value * scale` formatted for the end-of-run table; "not measured" for None."""
+    return "not measured" if value is None else f"{value * scale:{spec}}{unit}"

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from repl.engine.trainer import Trainer
-from repl.errors import CheckpointError, ConfigError
+from repl.engine import rundir
+from repl.errors import CheckpointError, ConfigError, ReplError
 from tests.engine.test_training import run
 
 
@@ -65,6 +66,46 @@ def test_a_longer_config_without_a_checkpoint_to_continue_from_is_refused(tmp_pa
     with pytest.raises(CheckpointError, match="no checkpoints/last.pt"):
         run(tmp_path, "trainer.max_steps=3")
     assert snapshot(tmp_path) == before  # the completed run's results stand
+
+
+@pytest.mark.parametrize("refused", [("repl.ratio=0.9",), ("dataset=cifar10", "dataset.root=/nonexistent/cifar10")])
+def test_overwrite_discards_a_run_only_once_the_new_one_has_passed_every_check(tmp_path, refused):
+    """A ratio too large for the model or a mistyped dataset root with trainer.overwrite=true is refused
+    (when the model, plan and data are built) before the finished run is deleted."""
+    run(tmp_path, "trainer.max_steps=2")
+    before = snapshot(tmp_path)
+    with pytest.raises(ReplError):
+        run(tmp_path, "trainer.max_steps=2", "trainer.overwrite=true", *refused)
+    assert snapshot(tmp_path) == before
+
+
+def test_a_rerun_that_cannot_measure_again_writes_null_not_zero(tmp_path):
+    """summary.json lost after the run finished: the rerun resumes the last checkpoint with no step left, so it
+    evaluates but times and probes nothing; what nobody measured is null, never a measured-looking 0."""
+    first = run(tmp_path, "trainer.max_steps=2")
+    (tmp_path / "summary.json").unlink()
+    again = run(tmp_path, "trainer.max_steps=2")
+    assert again["status"] == "completed" and again["steps_done"] == 2
+    assert again["primary"]["value"] == first["primary"]["value"]  # the final evaluation runs again, same weights
+    assert again["flops"]["train_step"] is None and again["memory"]["estimate_bytes"] is None
+    assert again["time"]["step_s"] is None and again["throughput"]["train_per_s"] is None
+    assert first["flops"]["train_step"] > 0 and first["time"]["step_s"] > 0  # a run that trained measures them
+    assert summary_of(tmp_path) == again
+
+
+def test_an_unwritable_run_directory_is_refused_before_anything_is_built(tmp_path, monkeypatch):
+    """(As root, chmod does not stop a write: the refusal of the OS is simulated where the check asks it.)"""
+    run(tmp_path, "trainer.max_steps=2")
+    before = snapshot(tmp_path)
+
+    def refuse(*args, dir=None, **kwargs):
+        raise PermissionError(13, "Permission denied", str(dir))
+
+    monkeypatch.setattr(rundir.tempfile, "mkstemp", refuse)
+    monkeypatch.setattr("repl.run.build_run", lambda *a, **k: pytest.fail("built before the directory was checked"))
+    with pytest.raises(ConfigError, match=f"cannot write the run directory {tmp_path}: Permission denied"):
+        run(tmp_path, "trainer.max_steps=3")
+    assert snapshot(tmp_path) == before
 
 
 class Killed(BaseException):

@@ -53,9 +53,12 @@ def test_two_steps_resume_one_step_equals_three_steps(tmp_path, method):
 
 
 def test_resume_with_another_plan_is_refused(tmp_path):
+    """Refused from the checkpoint's config, before the run is built or its directory touched."""
     run(tmp_path, "repl.ratio=0.25", "trainer.max_steps=1")
-    with pytest.raises(CheckpointError, match="another plan"):
+    before = sorted((p, p.stat().st_mtime_ns) for p in tmp_path.rglob("*"))
+    with pytest.raises(CheckpointError, match=r"other settings \(repl.ratio 0.25 -> 0.4\)"):
         run(tmp_path, "repl.ratio=0.4", "trainer.max_steps=2")
+    assert sorted((p, p.stat().st_mtime_ns) for p in tmp_path.rglob("*")) == before
 
 
 def test_a_disk_too_full_for_the_checkpoint_fails_the_run_in_one_line(tmp_path, monkeypatch):
