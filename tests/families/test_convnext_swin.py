@@ -19,7 +19,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from repl import ReplConfig, apply_replacement, bake
 from repl.baselines import ShortcutOnly
-from repl.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from repl.engine.checkpoint import rng_state, save_checkpoint, set_rng_state
 from repl.errors import UnsupportedModelError
 from repl.families import discover_blocks, get_module
 from repl.models.lite import LiteConvNeXtBlock, LiteTransformerBlock
@@ -340,7 +340,7 @@ def test_two_steps_save_load_one_step_equals_three_steps(name, tmp_path):
                            "progress": {"step": 2}})
     torch.manual_seed(123)  # whatever the process did in between
     resumed, opt = replaced_model(name, seed=1)  # other initial weights: everything must come from the file
-    state = load_checkpoint(path)
+    state = torch.load(path, weights_only=True)  # a hand-made state, not a Trainer's checkpoint
     resumed.load_state_dict(state["model"], strict=True)
     opt.load_state_dict(state["optim"])
     set_rng_state(state["rng"])

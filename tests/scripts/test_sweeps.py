@@ -18,19 +18,29 @@ TINY = ["experiment=smoke", "dataset.num_train=128", "dataset.num_eval=64", "dat
         "trainer.max_steps=1", "trainer.progress=false"]
 
 
+def _unreadable_weights(folder: Path) -> Path:
+    """A model.weights file no job can load: a failure only the job itself meets (the sweep's pre-check builds
+    models, plans and locates data, but loads no weights)."""
+    path = folder / "not_weights.pt"
+    path.write_bytes(b"not a state_dict")
+    return path
+
+
 def test_a_failed_job_does_not_stop_the_sweep(tmp_path):
-    # Hydra's basic launcher runs the jobs one after another: the bad ratio comes first
-    result = subprocess.run([sys.executable, str(ROOT / "train.py"), "-m", *TINY, "repl.ratio=0.9,0.25",
-                             f"hydra.sweep.dir={tmp_path}"], cwd=ROOT, capture_output=True, text=True, timeout=600,
+    # Hydra's basic launcher runs the jobs one after another: the bad weights come first
+    bad = _unreadable_weights(tmp_path)
+    sweep = tmp_path / "sweep"
+    result = subprocess.run([sys.executable, str(ROOT / "train.py"), "-m", *TINY, f"model.weights={bad},null",
+                             f"hydra.sweep.dir={sweep}"], cwd=ROOT, capture_output=True, text=True, timeout=600,
                             env={**os.environ, "WANDB_MODE": "offline"}, check=False)
     assert result.returncode == 1, result.stderr[-2000:]
-    summaries = {p.parent.parent.name: json.loads(p.read_text()) for p in tmp_path.rglob("summary.json")}
-    assert len(summaries) == 2
-    failed = next(s for name, s in summaries.items() if "repl.ratio=0.9" in name)
-    completed = next(s for name, s in summaries.items() if "repl.ratio=0.25" in name)
-    assert failed["status"] == "failed" and "repl.ratio" in failed["error"]
-    assert completed["status"] == "completed" and completed["steps_done"] == 1
-    assert "1 job(s) failed" in result.stderr and "repl.ratio=0.9" in result.stderr
+    summaries = [json.loads(p.read_text()) for p in sweep.rglob("summary.json")]
+    assert sorted(s["status"] for s in summaries) == ["completed", "failed"]
+    failed = next(s for s in summaries if s["status"] == "failed")
+    completed = next(s for s in summaries if s["status"] == "completed")
+    assert "model.weights" in failed["error"] and "not_weights.pt" in failed["error"]
+    assert completed["steps_done"] == 1
+    assert "1 job(s) failed" in result.stderr and "not_weights.pt" in result.stderr
     assert "Traceback" not in result.stderr  # a user error stays one line, in a sweep too
 
 
@@ -40,16 +50,18 @@ def _sweep(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_relaunching_a_sweep_leaves_completed_jobs_byte_identical_and_finishes_the_others(tmp_path):
-    args = ["repl.ratio=0.9,0,0.25", f"hydra.sweep.dir={tmp_path}"]
-    assert _sweep(*args).returncode == 1  # ratio 0.9 is refused, the other two complete
-    runs = {p.parent.parent.name.split("repl.ratio=")[1].split(",")[0]: p.parent
-            for p in tmp_path.rglob("summary.json")}
-    completed, partial = runs["0"], runs["0.25"]
+    bad = _unreadable_weights(tmp_path)
+    sweep = tmp_path / "sweep"
+    args = ["repl.ratio=0,0.25", f"model.weights=null,{bad}", f"hydra.sweep.dir={sweep}"]
+    assert _sweep(*args).returncode == 1  # the two jobs with the bad weights fail, the other two complete
+    runs = {json.loads(p.read_text())["plan"]["ratio"]: p.parent for p in sweep.rglob("summary.json")
+            if json.loads(p.read_text())["status"] == "completed"}
+    completed, partial = runs[0.0], runs[0.25]
     done = json.loads((partial / "summary.json").read_text())  # as if killed between its last checkpoint and summary
     (partial / "summary.json").write_text(json.dumps({**done, "status": "running"}))
     before = snapshot(completed)
     result = _sweep(*args)
-    assert result.returncode == 1 and "1 job(s) failed" in result.stderr
+    assert result.returncode == 1 and "2 job(s) failed" in result.stderr
     assert snapshot(completed) == before  # every file of the completed job, Hydra's included, byte for byte
     assert f"run already completed: {completed} (top1=" in result.stdout
     resumed = json.loads((partial / "summary.json").read_text())
