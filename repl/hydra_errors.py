@@ -34,7 +34,7 @@ def one_line_errors(task_code: CodeType) -> Iterator[None]:
     os.environ[FULL_ERROR] = "1"  # Hydra re-raises instead of printing and exiting 1
     try:
         yield
-    except (HydraException, OmegaConfBaseException, OSError) as err:
+    except (HydraException, OmegaConfBaseException, OSError, ValueError) as err:
         config_error = as_config_error(err, task_code)
         if config_error is None:
             raise
@@ -75,7 +75,9 @@ def composition_error(err: BaseException) -> Optional[ConfigError]:
         return ConfigError(f"{err.full_key}: {_first_line(err)}")
     if isinstance(err, HydraException):
         return ConfigError(_joined(err))
-    if isinstance(err, OSError) and err.filename:  # Hydra making the run dir or writing .hydra/ in it
+    if isinstance(err, ValueError) and isinstance(err.__cause__, OSError):  # logging opening <run dir>/train.log
+        err = err.__cause__
+    if isinstance(err, OSError) and err.filename:  # Hydra making the run dir, or the log file in it
         return ConfigError(f"cannot write the run directory {err.filename}: {err.strerror or err}; "
                            "choose a writable one with hydra.run.dir=DIR (hydra.sweep.dir=DIR with -m)")
     return None

@@ -123,6 +123,15 @@ def test_read_only_run_dir_is_one_line(monkeypatch, capsys, tmp_path):
     _assert_one_line(code, stderr, str(tmp_path))
 
 
+def test_a_run_dir_whose_log_file_cannot_be_opened_is_one_line(monkeypatch, capsys, tmp_path):
+    """Python's logging, configured by Hydra before the task runs, raises ValueError from the OSError: one line
+    naming the file (a directory in train.log's place fails for root too, where chmod does not)."""
+    (tmp_path / "run" / "train.log").mkdir(parents=True)
+    code, stderr = _run_cli(monkeypatch, capsys, QUICK, tmp_path / "run")
+    _assert_one_line(code, stderr, str(tmp_path / "run" / "train.log"))
+    assert "Is a directory" in stderr
+
+
 def test_online_wandb_without_a_key_is_one_line(monkeypatch, capsys, tmp_path):
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
