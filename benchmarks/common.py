@@ -1,6 +1,6 @@
 """What every benchmark states beside its numbers (hardware, versions, load) and how it writes them.
 
-ARCHITECTURE.md, "Habits": a benchmark names hardware, versions and config beside every number,
+The project's habit: a benchmark names hardware, versions and config beside every number,
 and compares configurations as ratios measured interleaved in one process.
 """
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Trainer overhead: the Trainer's step time against a bare PyTorch loop on the same model, batches and
-precision, interleaved in one process (ARCHITECTURE.md: a benchmark states hardware, versions and config,
+precision, interleaved in one process (a benchmark states hardware, versions and config,
 and compares configurations as ratios measured in one process). Goal: overhead at most 5%.
 
     python benchmarks/trainer_overhead.py                     # resnet32, synthetic, batch 128: repl=none and repl=repl

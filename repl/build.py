@@ -2,7 +2,7 @@
 
 `build_run` is the one place that assembles a run, used by `repl.run.train` (train.py), the studies
 (benchmarks/studies/harness.py), benchmarks/trainer_overhead.py and the tests. The order is fixed
-(ARCHITECTURE.md): seed, build the model, note the blocks to checkpoint, apply the method (the plan is
+(docs/extending.md, "The builder"): seed, build the model, note the blocks to checkpoint, apply the method (the plan is
 validated before any data is read; under repl.start the Trainer applies it later), then data, task and the Trainer (which moves, compiles and wraps
 the model). Callers may hand in their own method (`apply`), model, data or task.
 """

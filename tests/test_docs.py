@@ -100,3 +100,20 @@ def test_documented_scripts_exist(path: Path) -> None:
     for line in _code_lines(path):
         for script in SCRIPT.findall(line):
             assert (ROOT / script).is_file(), f"{path.relative_to(ROOT)} runs {script}, which does not exist"
+
+
+def _python_block_after(path: Path, heading: str) -> str:
+    """The first ```python block after `heading` in `path`."""
+    text = path.read_text()
+    after = text[text.index(heading):]
+    start = after.index("```python\n") + len("```python\n")
+    return after[start:after.index("```", start)]
+
+
+def test_the_readme_python_api_snippet_runs_as_written():
+    """Copied into a file and run, it converts, describes and bakes (it once asked for a ratio no model allows)."""
+    namespace: dict = {}
+    exec(compile(_python_block_after(ROOT / "README.md", "### Python API"), "README.md", "exec"), namespace)
+    plan, plain = namespace["plan"], namespace["plain"]
+    assert plan.blocks and plan.method == "repl"
+    assert all("Surrogate" not in type(m).__name__ for m in plain.modules())  # baked: ordinary modules

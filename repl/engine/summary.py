@@ -1,4 +1,4 @@
-"""summary.json as CONTRACT.md specifies it, and the short table printed at the end of a run."""
+"""summary.json as docs/summary.md specifies it, and the short table printed at the end of a run."""
 from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Sequence

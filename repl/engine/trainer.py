@@ -1,6 +1,6 @@
 """The training loop: steps, evaluation, resumable checkpoints, measurement and the run summary.
 
-Order inside a run never changes (ARCHITECTURE.md): the model arrives with the method already
+Order inside a run never changes (repl/build.py): the model arrives with the method already
 applied; here it goes to the device, is compiled, wrapped in DDP (or sharded in place, trainer.strategy=fsdp:
 repl/engine/fsdp.py), gets an optimizer over its trainable parameters, and only then is a checkpoint loaded.
 Under a schedule (repl.start / repl.restore: repl/method/schedule.py) the model arrives as built and changes

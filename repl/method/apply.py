@@ -1,4 +1,4 @@
-"""apply_replacement: plan which blocks to replace and do the surgery, in place (CONTRACT.md, "Python API").
+"""apply_replacement: plan which blocks to replace and do the surgery, in place (README.md, "Python API").
 
 What the surgery is belongs to the method's record (repl/method/registry.py): RepL's is in
 repl/method/replacement.py, each baseline's in its file under repl/baselines/.

@@ -1,4 +1,4 @@
-"""`repl`: the planned blocks become surrogates whose weights are synthesized from their neighbours' (METHOD.md).
+"""`repl`: the planned blocks become surrogates whose weights are synthesized from their neighbours' (docs/method.md).
 
 The weight itself is synthesized in repl/method/fusion.py (`Fusion.weight`); the surrogate module
 that uses it is repl/method/surrogates.py. This module is RepL's record in the method registry:

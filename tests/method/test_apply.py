@@ -60,7 +60,7 @@ def test_plain_backprop_is_bit_identical(name, overrides):
 
 
 def expected_accounting(model, blocks, cfg: ReplConfig):
-    """(replaced, fusion) from the block shapes, written out from METHOD.md's rules."""
+    """(replaced, fusion) from the block shapes, written out from docs/method.md's rules."""
     replaced = fusion = 0
     for i in blocks:
         prev, block, nxt = (dict(get_module(model, b.path).named_parameters()) for b in discover_blocks(model)[i - 1:i + 2])

@@ -1,4 +1,4 @@
-"""Plan rules (METHOD.md): counts, validity, spread, boundary avoidance, explicit checks, serialisation."""
+"""Plan rules (docs/method.md): counts, validity, spread, boundary avoidance, explicit checks, serialisation."""
 import json
 import re
 
