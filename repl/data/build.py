@@ -5,8 +5,6 @@ Which builder a task uses, and what its model's output size counts, is the task'
 """
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any, Dict, Union
 
 import torch
@@ -14,7 +12,6 @@ from omegaconf import DictConfig
 
 from repl.data.config import DataConfig, as_data_config
 from repl.data.module import DataModule
-from repl.errors import DataError
 from repl.tasks.registry import DEFAULT_TASK, Outputs, task_spec
 
 
@@ -54,31 +51,7 @@ def build_data(
 
 
 def check_present(cfg: Union[DataConfig, DictConfig], task: str = DEFAULT_TASK) -> None:
-    """DataError naming what is missing when the dataset's files are not under dataset.root, without reading them:
-    the look each builder takes first (repl.data.vision, wikitext, coco, cityscapes). Generated data, and files
-    dataset.download=true will fetch, pass (a failed download stops its run)."""
-    data_cfg = as_data_config(cfg, task).validate(task=task)
-    root = os.path.abspath(os.path.expanduser(data_cfg.root))
-    if data_cfg.name == "coco":
-        from repl.data.coco import _check_layout as check_coco
-
-        check_coco(Path(data_cfg.root))
-    elif data_cfg.name == "cityscapes":
-        from repl.data.cityscapes import _check_layout as check_cityscapes
-
-        check_cityscapes(Path(data_cfg.root))
-    elif data_cfg.name == "wikitext2":
-        from repl.data.wikitext import find_layout, missing_message
-
-        if not data_cfg.download and find_layout(root, data_cfg.tokenizer) is None:  # type: ignore[attr-defined]
-            raise DataError(missing_message(root))
-    else:
-        from repl.data.vision import VISION, missing_path
-
-        spec = VISION.get(data_cfg.name)
-        if spec is None or (data_cfg.download and spec.downloadable):
-            return
-        missing = missing_path(root, spec.required)
-        if missing is not None:  # open_vision's message
-            how = spec.where if not spec.downloadable else f"set dataset.download=true or {spec.where}"
-            raise DataError(f"{spec.title} not found: {missing} does not exist; {how} {root}")
+    """DataError naming what is missing when the dataset's files are not under dataset.root, without reading them
+    (the task's data_check, the look its builder takes first). Generated data, and files dataset.download=true
+    will fetch, pass (a failed download stops its run)."""
+    task_spec(task).check_data(as_data_config(cfg, task).validate(task=task))

@@ -128,6 +128,12 @@ def _check_layout(root: Path) -> None:
                                 "and gtFine_trainvaltest.zip from cityscapes-dataset.com and unpack both there")
 
 
+def check_segmentation_files(cfg: ImageDataConfig) -> None:
+    """DataError when CityScapes' files are not under dataset.root (read nothing); the synthetic set is generated."""
+    if cfg.name == "cityscapes":
+        _check_layout(Path(cfg.root))
+
+
 def build_segmentation_data(cfg: ImageDataConfig, *, seed: int, device: torch.device, rank: int, world_size: int) -> DataModule:
     """The DataModule of task=segmentation for dataset.name synthetic or cityscapes (19 trainId classes)."""
     # the plug-in module: importing it registers CityscapesLabelIdsToTrainIds, which the pipeline names

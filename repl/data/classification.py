@@ -1,6 +1,7 @@
 """The data of task=classification: the embedded synthetic set or a torchvision dataset, resident or streamed."""
 from __future__ import annotations
 
+import os
 from typing import Any, Dict
 
 import torch
@@ -14,7 +15,7 @@ from repl.data.order import subset_indices
 from repl.data.resident import ResidentData
 from repl.data.streaming import StreamingData
 from repl.data.synthetic import make_synthetic
-from repl.data.vision import VISION, VisionSpec, check_shape, open_vision
+from repl.data.vision import VISION, VisionSpec, check_shape, open_vision, require_files
 from repl.errors import ConfigError
 
 MIN_SYNTHETIC_SIZE = 8
@@ -24,6 +25,14 @@ SYNTHETIC = "synthetic"  # the embedded set, generated from the seed
 def classification_datasets() -> tuple:
     """The dataset.name values task=classification accepts."""
     return (SYNTHETIC, *VISION)
+
+
+def check_classification_files(cfg: ImageDataConfig) -> None:
+    """DataError when the dataset's files are not under dataset.root (read nothing); generated data, and files
+    dataset.download=true will fetch, pass (a failed download stops its run)."""
+    spec = VISION.get(cfg.name)
+    if spec is not None and not (cfg.download and spec.downloadable):
+        require_files(os.path.abspath(os.path.expanduser(cfg.root)), spec)
 
 
 def build_classification_data(cfg: ImageDataConfig, *, seed: int, device: torch.device, rank: int = 0,

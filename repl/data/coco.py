@@ -139,6 +139,12 @@ def _check_layout(root: Path) -> None:
                                 "(train2017, val2017, annotations_trainval2017 from cocodataset.org) and unpack it there")
 
 
+def check_detection_files(cfg: ImageDataConfig) -> None:
+    """DataError when COCO's files are not under dataset.root (read nothing); the synthetic set is generated."""
+    if cfg.name == "coco":
+        _check_layout(Path(cfg.root))
+
+
 def build_detection_data(cfg: ImageDataConfig, *, seed: int, device: torch.device, rank: int, world_size: int) -> DataModule:
     """The DataModule of task=detection for dataset.name synthetic or coco."""
     from repl.integrations.mm_extra import require_openmmlab

@@ -33,8 +33,8 @@ from repl.data.text_synthetic import (
     MIN_SEQ_LEN,
     make_text_corpus,
 )
-from repl.data.wikitext import BPE_MIN_VOCAB, RAW_TOKENIZERS, load_wikitext
-from repl.errors import ConfigError
+from repl.data.wikitext import BPE_MIN_VOCAB, RAW_TOKENIZERS, find_layout, load_wikitext, missing_message
+from repl.errors import ConfigError, DataError
 from repl.tasks.registry import DataKind, tasks_where
 
 IGNORE_INDEX = -100
@@ -117,6 +117,15 @@ def vocabulary_size(cfg: DataConfig | DictConfig) -> int:
     if cfg.name == "synthetic":
         return cfg.vocab_size
     return _file_corpus(cfg)[0]
+
+
+def check_text_files(cfg: DataConfig | DictConfig) -> None:
+    """DataError when WikiText-2's files are not under dataset.root (read nothing); the synthetic corpus is
+    generated, and dataset.download=true fetches the corpus (a failed download stops its run)."""
+    if cfg.name != "synthetic" and not cfg.download:
+        root = os.path.abspath(os.path.expanduser(cfg.root))
+        if find_layout(root, cfg.tokenizer) is None:
+            raise DataError(missing_message(root))
 
 
 def build_text_data(

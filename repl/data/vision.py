@@ -302,6 +302,14 @@ def check_shape(cfg: ImageDataConfig, spec: VisionSpec) -> None:
             raise ConfigError(f"{mismatch}; set dataset.{key}={value}")
 
 
+def require_files(root: str, spec: VisionSpec) -> None:
+    """DataError naming the first file `spec` needs that is missing under `root`, and how to get it."""
+    missing = missing_path(root, spec.required)
+    if missing is not None:
+        how = spec.where if not spec.downloadable else f"set dataset.download=true or {spec.where}"
+        raise DataError(f"{spec.title} not found: {missing} does not exist; {how} {root}")
+
+
 def open_vision(cfg: ImageDataConfig, spec: VisionSpec, *, streaming: bool) -> Tuple[Dataset, Dataset]:
     """The (train, eval) torchvision datasets; with `streaming` they carry the per-sample transforms."""
     root = os.path.abspath(os.path.expanduser(cfg.root))
@@ -312,10 +320,7 @@ def open_vision(cfg: ImageDataConfig, spec: VisionSpec, *, streaming: bool) -> T
         except (OSError, RuntimeError) as err:
             reason = _first_line(err)
             raise DataError(f"downloading {spec.title} to {root} failed ({reason}); {spec.where} {root}") from None
-    missing = missing_path(root, spec.required)
-    if missing is not None:
-        how = spec.where if not spec.downloadable else f"set dataset.download=true or {spec.where}"
-        raise DataError(f"{spec.title} not found: {missing} does not exist; {how} {root}")
+    require_files(root, spec)
     train_tf, eval_tf = (train_transform(cfg, spec), eval_transform(cfg, spec)) if streaming else (None, None)
     train, evaluation = _open_split(spec, root, True, train_tf), _open_split(spec, root, False, eval_tf)
     if spec.num_classes is None:

@@ -3,6 +3,7 @@
     spec = task_spec("lm")
     spec.data            # DataKind.TEXT: the data config it takes (repl.data.config.config_class)
     spec.build_data(...) # its DataModule builder, imported on use
+    spec.check_data(cfg) # DataError when the dataset's files are missing, reading none of them
     spec.primary, spec.higher_is_better, spec.unit, spec.outputs, spec.image_batches, spec.accumulates
 
 Builders and task classes are "module:attribute" strings imported on first use, so a task's optional
@@ -45,6 +46,7 @@ class TaskSpec:
     name: str
     data: DataKind  # the kind of data it takes
     data_builder: str  # "module:function"(cfg, *, seed, device, rank, world_size) -> DataModule
+    data_check: str  # "module:function"(cfg): DataError when the dataset's files are missing; reads nothing
     task_class: str  # "module:class"(TaskConfig): loss and evaluation
     primary: str  # the metric a run is judged by (summary.json "primary")
     higher_is_better: bool
@@ -64,6 +66,10 @@ class TaskSpec:
         """Call the task's data builder (imported now)."""
         return _load(self.data_builder)(*args, **kwargs)
 
+    def check_data(self, cfg: Any) -> None:
+        """DataError when the files of data config `cfg` are not where it says (a multirun's pre-check)."""
+        _load(self.data_check)(cfg)
+
     def build_task(self, cfg: "TaskConfig") -> Any:
         """The task object (loss and evaluation) for `cfg`."""
         return _load(self.task_class)(cfg)
@@ -76,18 +82,21 @@ def _load(target: str) -> Callable[..., Any]:
 
 TASKS: Dict[str, TaskSpec] = {spec.name: spec for spec in (
     TaskSpec("classification", DataKind.IMAGE, "repl.data.classification:build_classification_data",
+             "repl.data.classification:check_classification_files",
              "repl.tasks.classification:ClassificationTask", primary="top1", higher_is_better=True,
              unit="samples", outputs=Outputs.CLASSES, image_batches=True, accumulates=True),
-    TaskSpec("detection", DataKind.DETECTION, "repl.data.coco:build_detection_data",
+    TaskSpec("detection", DataKind.DETECTION, "repl.data.coco:build_detection_data", "repl.data.coco:check_detection_files",
              "repl.tasks.detection:DetectionTask", primary="box_mAP", higher_is_better=True, unit="samples",
              outputs=Outputs.CLASSES, image_batches=False, accumulates=False,
              # mmcv's NMS and RoIAlign have float32-only CPU kernels and no bfloat16 CUDA kernel; fp16 on CUDA is
              # mmdet's own mixed precision
              mixed_precision=("cuda:16",)),
     TaskSpec("segmentation", DataKind.SEGMENTATION, "repl.data.cityscapes:build_segmentation_data",
+             "repl.data.cityscapes:check_segmentation_files",
              "repl.tasks.segmentation:SegmentationTask", primary="pixel_acc", higher_is_better=True,
              unit="samples", outputs=Outputs.CLASSES, image_batches=False, accumulates=False),
-    TaskSpec("lm", DataKind.TEXT, "repl.data.text:build_text_data", "repl.tasks.lm:LanguageModelTask",
+    TaskSpec("lm", DataKind.TEXT, "repl.data.text:build_text_data", "repl.data.text:check_text_files",
+             "repl.tasks.lm:LanguageModelTask",
              primary="test_ppl", higher_is_better=False, unit="tokens", outputs=Outputs.VOCABULARY,
              image_batches=False, accumulates=True),
 )}

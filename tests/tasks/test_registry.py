@@ -6,6 +6,7 @@ import torch
 
 from repl.data import ImageDataConfig, TextDataConfig, build_data, model_inputs, num_outputs
 from repl.data.module import DataModule
+from repl.data.build import check_present
 from repl.engine.config import TaskConfig, TrainerConfig
 from repl.errors import ConfigError
 from repl.models import build_model
@@ -77,8 +78,17 @@ def build_constant_data(cfg, *, seed, device, rank, world_size):
     return _Constant(num_eval=1, order=order, eval_batch_size=1, rank=rank, world_size=world_size, device=device)
 
 
+CHECKED: list = []
+
+
+def no_files(cfg) -> None:
+    """The counting task's data check: its data is generated; records what it was asked about."""
+    CHECKED.append(cfg.batch_size)
+
+
 def test_a_new_task_is_one_record(monkeypatch):
-    spec = TaskSpec("counting", DataKind.IMAGE, f"{__name__}:build_constant_data", "repl.tasks.classification:ClassificationTask",
+    spec = TaskSpec("counting", DataKind.IMAGE, f"{__name__}:build_constant_data", f"{__name__}:no_files",
+                    "repl.tasks.classification:ClassificationTask",
                     primary="mae", higher_is_better=False, unit="samples", outputs=Outputs.CLASSES,
                     image_batches=False, accumulates=False)
     monkeypatch.setitem(registry.TASKS, "counting", spec)
@@ -87,6 +97,8 @@ def test_a_new_task_is_one_record(monkeypatch):
     assert num_outputs(ImageDataConfig(num_classes=7), "counting") == 7
     with pytest.raises(ConfigError, match="dataset.resize=64 is for task=classification only; unset it for task=counting"):
         build_data(ImageDataConfig(resize=64), seed=0, device=CPU, task="counting")
+    check_present(ImageDataConfig(batch_size=3), "counting")  # a multirun's pre-check asks the record's data check
+    assert CHECKED == [3]
 
 
 def test_model_inputs_name_what_the_data_gives():
