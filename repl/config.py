@@ -125,7 +125,8 @@ def to_config(cfg: DictConfig) -> TrainConfig:
         if validate is not None:
             validate()
     skipper = obj.repl.skipping_setting if obj.repl.skips_blocks else None
-    obj.trainer.validate_with(obj.task.name, per_batch_skips=skipper)  # trainer.accumulate, once each key is valid
+    obj.trainer.validate_with(obj.task.name, per_batch_skips=skipper,  # trainer.accumulate, once each key is valid
+                              batch_size=obj.dataset.batch_size)
     check_schedule(obj.repl, obj.trainer)  # repl.start / repl.restore against trainer.epochs and the trainer's features
     return obj
 

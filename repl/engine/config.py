@@ -71,11 +71,12 @@ class TrainerConfig:
         for bad, setting, why, instead in refused:
             _check(not bad, f"trainer.strategy=fsdp does not support {setting} ({why}); use {instead} or trainer.strategy=ddp")
 
-    def validate_with(self, task: str, per_batch_skips: Optional[str]) -> None:
+    def validate_with(self, task: str, per_batch_skips: Optional[str], batch_size: Optional[int] = None) -> None:
         """Keys whose validity depends on other groups: channels-last lays out image batches; accumulation is exact
         for classification and lm losses, and not when blocks are skipped per forward (the draw would be per
-        micro-batch, not per batch).
-        `per_batch_skips` names the setting that skips blocks (e.g. "repl.method=layerdrop"), None if none does."""
+        micro-batch, not per batch); it splits a batch into at most as many micro-batches as it has samples.
+        `per_batch_skips` names the setting that skips blocks (e.g. "repl.method=layerdrop"), None if none does;
+        `batch_size` is dataset.batch_size."""
         _check(not self.channels_last or task_spec(task).image_batches,
                f"trainer.channels_last=true lays out batches of images ({' and '.join(tasks_where(image_batches=True))}), "
                f"not task.name={task}'s; use trainer.channels_last=false")
@@ -83,6 +84,9 @@ class TrainerConfig:
         _check(self.accumulate == 1 or task_spec(task).accumulates,
                f"trainer.accumulate={self.accumulate} splits {' and '.join(accumulating)} batches only, "
                f"not task.name={task} (its loss is not a mean over samples); use trainer.accumulate=1")
+        _check(batch_size is None or self.accumulate <= batch_size,
+               f"trainer.accumulate={self.accumulate} would split each batch of dataset.batch_size={batch_size} into "
+               f"{self.accumulate} micro-batches, some of them empty; use at most {batch_size}")
         _check(self.strategy != "fsdp" or not per_batch_skips,
                f"trainer.strategy=fsdp with {per_batch_skips}, which skips blocks per training batch, would leave ranks "
                "waiting on each other for a skipped block's weights; use trainer.strategy=ddp")

@@ -129,6 +129,10 @@ def test_bad_accumulate_is_refused_in_one_line():
     with pytest.raises(ConfigError, match=r"^trainer.accumulate=0 must be an integer >= 1"):
         to_config(compose(["trainer.accumulate=0"]))
     assert to_config(compose(["trainer.accumulate=4"])).trainer.accumulate == 4
+    assert to_config(compose(["trainer.accumulate=16", "dataset.batch_size=16"])).trainer.accumulate == 16
+    with pytest.raises(ConfigError, match=r"^trainer.accumulate=32 would split each batch of dataset.batch_size=16 into "
+                                          r"32 micro-batches, some of them empty; use at most 16$"):
+        to_config(compose(["trainer.accumulate=32", "dataset.batch_size=16"]))
     with pytest.raises(ConfigError, match="trainer.accumulate=2 splits classification and lm batches only, not task.name=detection"):
         TrainerConfig(accumulate=2).validate_with("detection", per_batch_skips=None)
     for method, named in ((["repl=stochastic_depth"], "repl.method=stochastic_depth"),
