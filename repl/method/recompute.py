@@ -35,7 +35,10 @@ names (Hugging Face's `Conv1D` calls addmm itself) keep their copy: correct, onl
 Not done (the weights are kept) while a backward pass is running: that is activation checkpointing
 recomputing the forward, and the tensors it collects then are the ones backward reads. Under
 `torch.compile` the surrogate is traced plainly and AOTAutograd's partitioner decides what to save
-(it recomputes cheap elementwise ops such as the synthesis from the saved parameters).
+(it recomputes cheap elementwise ops such as the synthesis from the saved parameters). Under a `torch.func`
+transform (per-sample gradients: `vmap(grad(...))` over `functional_call`) the weights are wrapper tensors without
+storage of their own, and `grad` refuses the saved-tensor hooks of checkpointing: that call keeps its weights
+(`storage_of`, `hooks_allowed`), with the gradients of ordinary backward (tested).
 """
 from __future__ import annotations
 
@@ -129,20 +132,50 @@ def _refill(w: torch.Tensor, nbytes: int, name: str, rebuild: Rebuild) -> None:
     rebuild(name, w.data)
 
 
+def _unchanged(t: Any) -> Any:
+    return t
+
+
+def hooks_allowed() -> bool:
+    """Whether saved-tensor hooks (what non-reentrant checkpointing runs on) may be installed here: not inside
+    `torch.func.grad`/`vjp`/`jacrev`, which refuse them (`torch.autograd.graph.disable_saved_tensors_hooks`) and
+    would fail the checkpoint. Torch has no public query for that setting, so this enters a pair of hooks that
+    do nothing and leaves at once: entering is the one step that raises (RuntimeError) when they are refused."""
+    try:
+        with torch.autograd.graph.saved_tensors_hooks(_unchanged, _unchanged):
+            return True
+    except RuntimeError:
+        return False
+
+
+def storage_of(w: torch.Tensor) -> Optional[torch.UntypedStorage]:
+    """`w`'s storage, or None where it has none of its own: the wrapper tensors of `torch.func` transforms
+    (grad, vmap, jvp, ...), which hold the real tensor one level down and raise NotImplementedError on
+    storage access. Torch has no public test for such a wrapper (`torch._C._functorch.is_functorch_wrapped_tensor`
+    is private), and the storage access is exactly what releasing needs, so asking for it is the test."""
+    try:
+        return w.untyped_storage()
+    except NotImplementedError:
+        return None
+
+
 def release(weights: Dict[str, torch.Tensor], output: Any, rebuild: Rebuild) -> bool:
     """Free the memory of `weights` (name -> tensor the body used) and rebuild them when backward reaches the body.
 
     Call after the body ran, with its `output`. `rebuild(name, into)` writes the weight `name` again into
-    `into` (the saved tensor's memory, restored; cast to its dtype where it was cast). Returns False, freeing nothing, when no output carries a graph
-    (then nothing would trigger the rebuild).
+    `into` (the saved tensor's memory, restored; cast to its dtype where it was cast). Returns False, freeing nothing,
+    when no output carries a graph (then nothing would trigger the rebuild) or when a weight has no storage of its
+    own (`storage_of`: under a `torch.func` transform; that call's weights are then kept, as with recompute=false).
     """
     nodes = {id(t.grad_fn): t.grad_fn for t in _tensors(output) if t.grad_fn is not None}
     if not nodes:
         return False
+    storages = [storage_of(w) for w in weights.values()]
+    if any(storage is None for storage in storages):
+        return False  # a torch.func transform's tensors: its own autograd keeps them, nothing is freed
     # Only weak references: a weight no saved tensor holds is gone after the forward and is not rebuilt.
     held: List[Tuple[str, "weakref.ref[torch.Tensor]", int]] = []
-    for name, w in weights.items():
-        storage = w.untyped_storage()
+    for (name, w), storage in zip(weights.items(), storages):
         held.append((name, weakref.ref(w), storage.nbytes()))
         storage.resize_(0)
     pending: Optional[Sequence[Tuple[str, "weakref.ref[torch.Tensor]", int]]] = held

@@ -51,7 +51,9 @@ class Surrogate(nn.Module):
                     and not torch.compiler.is_compiling())
         if dropping and self.release is rebuilt.Release.BY_SIZE:
             dropping = rebuilt.outweighs(self.fusion.elements, args, kwargs)
-        if dropping and self.fusion.keeps_copies:  # gathered copies are weight-sized too: recompute them
+        if dropping and self.fusion.keeps_copies and rebuilt.hooks_allowed():
+            # gathered copies are weight-sized too: recompute them (not under torch.func.grad, which refuses the
+            # checkpoint's hooks: that call keeps its gathered copies)
             weights = checkpoint(self.synthesized, use_reentrant=False)
         else:
             weights = self.synthesized()
