@@ -18,6 +18,7 @@ a model of a class transformers defines cannot exist before.
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import sys
 from typing import List, Optional, Tuple
@@ -76,18 +77,16 @@ def _check_version(family: str) -> None:
                                     f"hidden state); transformers {version} is installed")
 
 
-def _lite(norm: str):
-    """The lite builder of a layout whose MLP's norm is the block's `norm`: `x + mlp(norm(x))`."""
-
-    def build(block: nn.Module, info: BlockInfo) -> nn.Module:
-        return LitePreNormMLP(norm, getattr(block, norm), block.mlp)
-
-    return build
+def _lite_prenorm_mlp(norm: str, block: nn.Module, info: BlockInfo) -> nn.Module:
+    """The lite sub-layer of a layout whose MLP's norm is the block's `norm`: `x + mlp(norm(x))` (block consumed)."""
+    return LitePreNormMLP(norm, getattr(block, norm), block.mlp)
 
 
-LITE_GPT2 = LiteOperator(frozenset({"ln_1", "attn", "ln_2", "mlp"}), _lite("ln_2"))
+# Builders are module-level functions (a partial of one): baselines keep the BlockInfo, hence this operator, in
+# the model, and pickle (torch.save(model)) cannot save a function defined inside another.
+LITE_GPT2 = LiteOperator(frozenset({"ln_1", "attn", "ln_2", "mlp"}), functools.partial(_lite_prenorm_mlp, "ln_2"))
 LITE_LLAMA = LiteOperator(frozenset({"input_layernorm", "self_attn", "post_attention_layernorm", "mlp"}),
-                          _lite("post_attention_layernorm"))
+                          functools.partial(_lite_prenorm_mlp, "post_attention_layernorm"))
 
 
 def hf_adapter(name: str, description: str, models: Tuple[Tuple[str, str, str], ...], blocks_attr: str,

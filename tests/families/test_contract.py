@@ -114,3 +114,25 @@ def test_the_families_import_no_optional_framework():
     assert out[0] == "UnsupportedModelError"
     assert "mmdet" not in out[1] and "mmseg" not in out[1] and "mmengine" not in out[1]
     assert "transformers" not in out[1]  # the HF families answer no without it: no model of its classes exists
+
+
+def test_every_builtin_lite_operator_pickles():
+    """Baselines keep a block's BlockInfo, lite operator included, so torch.save(model) pickles it: a builder
+    defined inside a function (a closure) cannot be. The copy builds what the original builds."""
+    import importlib
+    import pickle
+    import pkgutil
+
+    import repl.families as families
+    from repl.families.contract import LiteOperator
+
+    operators = {}
+    for module_info in pkgutil.iter_modules(families.__path__):
+        module = importlib.import_module(f"repl.families.{module_info.name}")
+        operators.update({f"{module_info.name}.{name}": value for name, value in vars(module).items()
+                          if isinstance(value, LiteOperator)})
+    assert {"hf.LITE_GPT2", "hf.LITE_LLAMA", "resnet.LITE_BASIC", "transformer.LITE_TRANSFORMER"} <= operators.keys()
+    for name, operator in operators.items():
+        copy = pickle.loads(pickle.dumps(operator))
+        assert copy.known == operator.known, name
+        assert pickle.dumps(copy.build) == pickle.dumps(operator.build), name  # the same function (and arguments)

@@ -3,6 +3,7 @@ gradients, bake, lite cost, baselines, resume parity, the tokenizer option and t
 from __future__ import annotations
 
 import copy
+import io
 import json
 import math
 import os
@@ -212,6 +213,31 @@ def test_baselines_run_forward_and_backward(name, method):
     assert torch.isfinite(loss) and any(p.grad is not None for p in model.parameters())
     with torch.no_grad():
         assert model.eval()(ids()).shape == (2, T, VOCAB)
+
+
+@pytest.mark.parametrize("name", ["gpt2", "llama"])
+@pytest.mark.parametrize("switches", [dict(method="drop"), dict(method="layerdrop"), dict(method="stochastic_depth"),
+                                      dict(method="freeze"), dict(stochastic_depth=True), dict(surrogate="lite"),
+                                      dict(surrogate="full")], ids=repr)
+def test_a_converted_model_pickles_whole(name, switches):
+    """torch.save(model) keeps every wrapper, including the BlockInfo (and its lite operator) that baselines hold."""
+    model = build(name)
+    apply_replacement(model, ReplConfig(ratio=MAX_RATIO, **switches))
+    buffer = io.BytesIO()
+    torch.save(model, buffer)
+    buffer.seek(0)
+    loaded = torch.load(buffer, weights_only=False)
+    assert type(loaded) is type(model) and loaded is not model
+    assert [type(m) for m in loaded.modules()] == [type(m) for m in model.modules()]
+    with torch.no_grad():
+        assert torch.equal(loaded.eval()(ids()), model.eval()(ids()))
+    grads = []
+    for m in (model, loaded):  # a training step too, the same skips drawn: neighbours and fusion are still tied
+        torch.manual_seed(3)
+        loss_of(m.train(), ids()).backward()
+        grads.append({n: p.grad for n, p in m.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys() and grads[0]
+    assert all(torch.equal(grads[0][n], grads[1][n]) for n in grads[0])
 
 
 def train(model, optimizer, steps: int) -> None:
