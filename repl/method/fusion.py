@@ -35,7 +35,9 @@ from typing import Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
+from repl.errors import UnsupportedModelError
 from repl.families.contract import DEFAULT_LAYOUT, BlockInfo, TensorLayout
 from repl.method.blend import blend, blendable, pays
 from repl.method.config import ReplConfig
@@ -175,10 +177,12 @@ class Fusion(nn.Module):
     """
 
     def __init__(self, params: Dict[str, torch.Tensor], neighbours: Sequence[nn.Module], cfg: ReplConfig,
-                 layouts: Optional[Mapping[str, TensorLayout]] = None) -> None:
+                 layouts: Optional[Mapping[str, TensorLayout]] = None, block: str = "") -> None:
         """Fusion for those of the block's `params` that a neighbour has (same name, adaptable shape);
-        `layouts` gives a tensor's channel dims where they are not DEFAULT_LAYOUT's."""
+        `layouts` gives a tensor's channel dims where they are not DEFAULT_LAYOUT's; `block` is the replaced
+        block's path, for messages."""
         super().__init__()
+        self.block = block
         self.mode = cfg.fusion
         self.neighbor_grad = cfg.neighbor_grad
         self.a = nn.ParameterDict()  # coefficients of prev, keyed "block" (scalar) or by tensor
@@ -250,7 +254,7 @@ class Fusion(nn.Module):
 
     def _adapted(self, neighbours: Sequence[nn.Module], name: str, slot: int, adapter: str) -> torch.Tensor:
         """A(neighbour[name]) as `weight` uses it."""
-        t = self._source(neighbours[slot], name)
+        t = self._source(neighbours, slot, name)
         return self.adapters[adapter](t) if adapter else t
 
     def forward(self, neighbours: Sequence[nn.Module]) -> Dict[str, torch.Tensor]:
@@ -267,7 +271,7 @@ class Fusion(nn.Module):
         grad = torch.is_grad_enabled()
         if grad and out is None and name in self._blended:
             (i, key, _), (j, key2, _) = self._terms[name]
-            p, n = self._source(neighbours[i], name), self._source(neighbours[j], name)
+            p, n = self._source(neighbours, i, name), self._source(neighbours, j, name)
             if not self.neighbor_grad:
                 p, n = p.detach(), n.detach()
             a, b = coefficients[i][key], coefficients[j][key2]
@@ -275,7 +279,7 @@ class Fusion(nn.Module):
                 return blend(p, a, n, b)
         total = None
         for i, key, adapter in self._terms[name]:
-            t = self._source(neighbours[i], name)
+            t = self._source(neighbours, i, name)
             if not (self.neighbor_grad and grad):  # (under no_grad: so that a cut, a view, is
                 t = t.detach()  # not a grad-requiring view without grad_fn, which module hooks cannot handle)
             c = coefficients[i][key]
@@ -294,12 +298,39 @@ class Fusion(nn.Module):
             return out
         return total
 
-    def _source(self, neighbour: nn.Module, name: str) -> torch.Tensor:
-        """The neighbour's live tensor `name`, read by dict lookups (what get_parameter does, minus its string work)."""
+    def _source(self, neighbours: Sequence[nn.Module], slot: int, name: str) -> torch.Tensor:
+        """The live tensor `name` of neighbour `slot` (0: prev, 1: next), read by dict lookups (what get_parameter
+        does, minus its string work).
+
+        UnsupportedModelError where it is no longer a parameter there (`missing`): e.g. a parametrization added to
+        the neighbour after apply_replacement, which turns its `weight` into a computed attribute."""
         owner, leaf = self._paths[name]
-        for part in owner:
-            neighbour = neighbour._modules[part]
-        return neighbour._parameters[leaf]
+        module = neighbours[slot]
+        try:
+            for part in owner:
+                module = module._modules[part]
+            tensor = module._parameters[leaf]
+        except KeyError:
+            tensor = None
+        if tensor is None:
+            raise self.missing(neighbours[slot], slot, name)
+        return tensor
+
+    def missing(self, neighbour: nn.Module, slot: int, name: str) -> UnsupportedModelError:
+        """The error for a tensor `name` that is not a parameter of `neighbour` (in `slot`) any more."""
+        owner, leaf = name.rpartition(".")[::2]
+        try:
+            module = neighbour.get_submodule(owner)
+        except AttributeError:
+            module = None
+        why = ("was parametrized (torch.nn.utils.parametrize: weight_norm, spectral_norm, ...)"
+               if module is not None and parametrize.is_parametrized(module, leaf) else "is no longer a parameter")
+        which = ("before", "after")[slot]
+        block = self.block or "the replaced block"
+        return UnsupportedModelError(
+            f"{name} of the block {which} {block} {why} after apply_replacement, but the surrogate of {block} "
+            f"synthesizes its own {name} from that parameter. Apply parametrizations (and any other change to the "
+            "model's parameters) before apply_replacement: a parametrized tensor's own parameters are then synthesized")
 
     def extra_repr(self) -> str:
         return f"mode={self.mode}, neighbor_grad={self.neighbor_grad}, tensors={len(self.sources)}"

@@ -102,7 +102,7 @@ def make_surrogate(block: nn.Module, info: BlockInfo, neighbours: Sequence[nn.Mo
     lite = cfg.surrogate == "lite"
     body = lite_body(block, info) if lite else block
     params = {name: p for name, p in body.named_parameters() if info.may_synthesize(name)}
-    fusion = Fusion(params, neighbours, cfg, layouts={name: info.layout(name) for name in params})
+    fusion = Fusion(params, neighbours, cfg, layouts={name: info.layout(name) for name in params}, block=info.path)
     if cfg.init == "lstsq":
         fusion.fit(params, neighbours)
     for name in fusion.sources:

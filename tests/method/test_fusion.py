@@ -174,3 +174,76 @@ def test_one_sided_source_uses_that_neighbour_only():
     fusion = Fusion({"bn1.bias": torch.empty(8)}, (prev, nxt), ReplConfig(fusion="tensor", init_a=0.7))
     assert fusion.sources == {"bn1.bias": ("prev",)} and len(fusion.b) == 0
     torch.testing.assert_close(fusion((prev, nxt))["bn1.bias"], 0.7 * prev.bn1.bias)
+
+
+# ----------------------------------------------------------------------------- parametrized neighbours
+
+def _resnet20():
+    from repl.models import CifarResNet
+
+    torch.manual_seed(0)
+    return CifarResNet(20)
+
+
+@pytest.mark.parametrize("neighbour,side", [(0, "before"), (2, "after")])
+@pytest.mark.parametrize("surrogate", ["lite", "full"])
+def test_a_parametrization_added_to_a_neighbour_after_conversion_is_one_error_naming_the_tensor(neighbour, side,
+                                                                                                 surrogate):
+    from repl import apply_replacement
+    from repl.errors import ReplError
+
+    model = _resnet20()
+    apply_replacement(model, select="explicit", blocks=[1], surrogate=surrogate)
+    nn.utils.parametrizations.weight_norm(model.layer1[neighbour].conv1)
+    x = torch.randn(2, 3, 32, 32)
+    for mode in (model.train, model.eval):
+        mode()
+        with pytest.raises(ReplError, match=rf"^conv1\.weight of the block {side} layer1\.1 was parametrized .*"
+                                            r"Apply parametrizations .* before apply_replacement"):
+            model(x)
+
+
+def test_a_neighbour_parameter_set_to_none_after_conversion_is_one_error():
+    from repl import apply_replacement
+    from repl.errors import UnsupportedModelError
+
+    model = _resnet20()
+    apply_replacement(model, select="explicit", blocks=[1])
+    model.layer1[2].bn1.weight = None  # layer1.2 still runs (BatchNorm without scale); layer1.1's source is gone
+    with pytest.raises(UnsupportedModelError, match=r"^bn1\.weight of the block after layer1\.1 is no longer a parameter"):
+        model(torch.randn(2, 3, 32, 32))
+
+
+@pytest.mark.parametrize("surrogate", ["lite", "full"])
+def test_parametrizations_applied_before_conversion_are_synthesized_by_their_own_tensors(surrogate):
+    """weight_norm on every conv, then conversion: the surrogate synthesizes each parametrized weight's
+    magnitude and direction (`original0`, `original1`) from the neighbours', its conv weight is weight_norm of
+    those, gradients reach the neighbours' originals, and the baked model computes the same."""
+    from repl import apply_replacement, bake
+    from repl.method.surrogates import Surrogate
+
+    model = _resnet20()
+    for module in list(model.modules()):
+        if isinstance(module, nn.Conv2d):
+            nn.utils.parametrizations.weight_norm(module)
+    apply_replacement(model, select="explicit", blocks=[1], surrogate=surrogate)
+    surrogate_module = model.layer1[1]
+    assert isinstance(surrogate_module, Surrogate)
+    assert {"conv1.parametrizations.weight.original0", "conv1.parametrizations.weight.original1"} <= set(
+        surrogate_module.fusion.sources)
+    x = torch.randn(2, 3, 32, 32)
+    model.train()
+    model(x).logsumexp(-1).mean().backward()
+    assert model.layer1[0].conv1.parametrizations.weight.original1.grad is not None
+    assert all(p.grad is not None for p in surrogate_module.fusion.parameters())
+    model.eval()
+    with torch.no_grad():
+        synthesized = surrogate_module.synthesized()
+        g, v = synthesized["conv1.parametrizations.weight.original0"], synthesized["conv1.parametrizations.weight.original1"]
+        fusion = surrogate_module.fusion
+        prev, nxt = model.layer1[0].conv1.parametrizations.weight, model.layer1[2].conv1.parametrizations.weight
+        a, b = fusion.a["block"], fusion.b["block"]
+        torch.testing.assert_close(v, a * prev.original1 + b * nxt.original1)
+        torch.testing.assert_close(g, a * prev.original0 + b * nxt.original0)
+        baked = bake(model).eval()
+        torch.testing.assert_close(baked(x), model(x))
