@@ -22,7 +22,7 @@ import torch
 
 from repl.engine import measure
 from repl.engine.checkpoint import atomic_write_text, writable_dir
-from repl.errors import ReplError
+from repl.errors import ConfigError, ReplError
 from repl.method.config import ReplConfig
 from repl.method.recompute import AUTO
 
@@ -92,11 +92,28 @@ def timed(fn: Callable[[], Any], device: torch.device) -> float:
     return time.perf_counter() - start
 
 
+DEVICES = "auto, cpu, cuda or cuda:N"  # what every benchmark's --device accepts
+
+
 def resolve_device(name: str) -> torch.device:
-    """auto -> cuda when available, else cpu."""
+    """--device as a torch.device: auto -> cuda when available, else cpu. A ConfigError (one line, exit 2 through
+    script_main) for anything but auto, cpu, cuda[:N], and for cuda on a machine without a usable GPU, so that no
+    benchmark fails with a driver traceback part-way."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"--device: {name!r} is not one of {DEVICES}") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"--device: {name!r} is not one of {DEVICES}")
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if not count:
+            raise ConfigError(f"--device: {name!r}, but this machine has no usable CUDA GPU; use --device cpu or auto")
+        if device.index is not None and device.index >= count:
+            raise ConfigError(f"--device: {name!r}, but this machine has {count} CUDA GPU(s) (cuda:0 to cuda:{count - 1})")
+    return device
 
 
 def header(device: torch.device, settings: Dict[str, Any], load_before: List[float]) -> Dict[str, Any]:
@@ -165,12 +182,36 @@ def at_least(low: int) -> Callable[[str], int]:
     return parse
 
 
+def name_list(parser: argparse.ArgumentParser, flag: str, value: str, allowed: Sequence[str] = ()) -> List[str]:
+    """A comma-separated option's items (blanks dropped): a parser error (one line, exit 2) when none is left (an
+    empty list would run nothing and write an empty result over a complete one) or, with `allowed`, for an item not
+    in it."""
+    items = [item.strip() for item in value.split(",") if item.strip()]
+    if not items:
+        parser.error(f"{flag}: {value!r} names nothing; give at least one" + (f" of {', '.join(allowed)}" if allowed else ""))
+    unknown = [item for item in items if allowed and item not in allowed]
+    if unknown:
+        parser.error(f"{flag}: unknown {', '.join(unknown)}; choose from {', '.join(allowed)}")
+    return items
+
+
 def int_list(value: str) -> List[int]:
-    """An argparse type: comma-separated integers (seeds, counts)."""
+    """An argparse type: comma-separated integers (seeds, counts), at least one."""
     try:
-        return [int(item) for item in value.split(",") if item.strip()]
+        items = [int(item) for item in value.split(",") if item.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"{value!r} is not comma-separated integers") from None
+    if not items:
+        raise argparse.ArgumentTypeError(f"{value!r} names no integer; give at least one")
+    return items
+
+
+def nonnegative_int_list(value: str) -> List[int]:
+    """An argparse type: comma-separated integers >= 0 (seeds, batch counts), at least one."""
+    items = int_list(value)
+    if any(item < 0 for item in items):
+        raise argparse.ArgumentTypeError(f"{value!r}: every item must be an integer >= 0")
+    return items
 
 
 def output_dir(value: str) -> Path:

@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a clone without `pip install -e .`
 
 from benchmarks.common import (at_least, closing_lines, cuda_allocated, header,  # noqa: E402
-                               interleave, json_name, mib, other_recompute_settings, output_dir, partial_note,
+                               interleave, json_name, mib, name_list, other_recompute_settings, output_dir, partial_note,
                                provenance, resolve_device, script_main, set_threads, slug, spread, steady_allocator,
                                step_peak, write_partial, write_result)
 from repl import ReplConfig, apply_replacement  # noqa: E402
@@ -428,11 +428,7 @@ def add_run_options(parser: argparse.ArgumentParser, benchmark: str) -> None:
 
 def model_names(parser: argparse.ArgumentParser, value: str) -> List[str]:
     """The comma-separated --models value as a list of suite names (a parser error, one line, for an unknown one)."""
-    models = [m for m in value.split(",") if m]
-    unknown = [m for m in models if m not in SPECS]
-    if unknown:
-        parser.error(f"--models: unknown {', '.join(unknown)}; choose from {', '.join(SPECS)}")
-    return models
+    return name_list(parser, "--models", value, list(SPECS))
 
 
 def per_model(parser: argparse.ArgumentParser, key: str, items: Sequence[str]) -> Dict[str, int]:
@@ -474,10 +470,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     add_run_options(parser, "cost")
     args = parser.parse_args(argv)
     args.models = model_names(parser, args.models)
-    args.ratios = [ratio_value(parser, r) for r in args.ratios.split(",") if r]
-    args.surrogates = [s for s in args.surrogates.split(",") if s]
-    if set(args.surrogates) - {"lite", "full"}:
-        parser.error("--surrogates takes lite and/or full")
+    args.ratios = [ratio_value(parser, r) for r in name_list(parser, "--ratios", args.ratios)]
+    args.surrogates = name_list(parser, "--surrogates", args.surrogates, ["lite", "full"])
     for key in ("batch", "size"):
         setattr(args, key, per_model(parser, key, getattr(args, key)))
     return args

@@ -187,6 +187,13 @@ def test_an_unwritable_out_dir_stops_every_script_before_it_measures(name, tmp_p
     ("studies/bn_statistics.py", ["--seeds", "0,x"], "bn_statistics.py: error: argument --seeds: '0,x' is not comma-sep"),
     ("studies/checkpointing.py", ["--steps", "0"], "checkpointing.py: error: argument --steps: '0' is not an integer >= 1"),
     ("studies/inference.py", ["--batch", "vit_b"], "inference.py: error: --batch takes MODEL=INT (INT >= 1) with MODEL"),
+    # an empty list would run nothing and write an empty result over the default one
+    ("cost.py", ["--models", ","], "cost.py: error: --models: ',' names nothing; give at least one of resnet32"),
+    ("cost.py", ["--models", "resnet32", "--ratios", ","], "cost.py: error: --ratios: ',' names nothing"),
+    ("cost.py", ["--models", "resnet32", "--surrogates", ","], "cost.py: error: --surrogates: ',' names nothing"),
+    ("op_time.py", ["--models", ","], "op_time.py: error: --models: ',' names nothing"),
+    ("studies/inference.py", ["--models", ",", "--rounds", "1"], "inference.py: error: --models: ',' names nothing"),
+    ("studies/bn_statistics.py", ["--seeds", ","], "bn_statistics.py: error: argument --seeds: ',' names no integer"),
 ])
 def test_a_scripts_bad_input_is_one_error_line_with_no_traceback(script, args, line, tmp_path):
     """From the command line (benchmarks.common.script_main, argparse types): a bad override, value or ratio ends

@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import (at_least, header, interleave, output_dir, provenance, resolve_device,  # noqa: E402
                                script_main, set_threads, slug, write_result)
-from benchmarks.cost import SPECS, per_model  # noqa: E402
+from benchmarks.cost import SPECS, model_names, per_model  # noqa: E402
 from repl import ReplConfig, apply_replacement, bake  # noqa: E402
 from repl.engine import measure  # noqa: E402
 from repl.families import discover_blocks  # noqa: E402
@@ -47,9 +47,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--threads", type=at_least(0), default=None, help="default 1 on CPU (see cost.py), 0 = torch's choice")
     parser.add_argument("--out-dir", type=output_dir, default=str(ROOT / "results" / "studies"))
     args = parser.parse_args(argv)
-    args.models = [m for m in args.models.split(",") if m]
-    if set(args.models) - set(SPECS):
-        parser.error(f"--models: choose from {', '.join(SPECS)}")
+    args.models = model_names(parser, args.models)
     args.batch = per_model(parser, "batch", args.batch)
     return args
 
