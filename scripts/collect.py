@@ -7,11 +7,18 @@ parsed, a summary that lacks fields or has one of the wrong type (its cell is le
 unreadable or oddly shaped .hydra/config.yaml, still gives a row whose `problem` says so, and is listed
 on stderr; it never stops the collection. A run that replaced nothing (repl.ratio=0) is method `bp`.
 Finding no run at all writes nothing (an earlier CSV stays) and exits 2, as any user error does.
+
+Runs that differ in anything but their seed must not be averaged together: `config_id` is a short hash of
+the run's .hydra/config.yaml without `seed` and without the keys that do not change what is trained (the
+config's hydra.job.config.override_dirname.exclude_keys, read from the run's .hydra/hydra.yaml, else from
+configs/train.yaml), and `overrides` lists the run's command-line overrides less those same keys.
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
+import hashlib
 import io
 import json
 import sys
@@ -30,7 +37,8 @@ COLUMNS = [
     "surrogate", "fusion", "seed", "epochs", "max_steps", "epochs_done", "steps_done", "world_size",
     "primary", "primary_value", "higher_is_better", "params_total", "params_trainable", "params_replaced",
     "params_fusion", "memory_peak_bytes", "memory_estimate_bytes", "flops_train_step", "time_train_s",
-    "time_step_s", "throughput", "throughput_unit", "git_sha", "git_dirty", "device", "torch", "hostname",
+    "time_step_s", "throughput", "throughput_unit", "git_sha", "git_dirty", "device", "cpu", "torch", "hostname",
+    "config_id", "overrides",
 ]
 METRIC_PREFIX = "metric."  # one column per task metric: metric.top1, metric.test_ppl, ...
 
@@ -63,6 +71,81 @@ def run_config(run_dir: Path, problems: list[str] | None = None) -> dict[str, An
         problems.append(f".hydra/config.yaml is {kind(loaded)}, not a mapping")
         return {}
     return loaded
+
+
+TRAIN_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "train.yaml"
+EXCLUDE_PATH = ("hydra", "job", "config", "override_dirname", "exclude_keys")
+SEED = "seed"  # the one key whose runs are averaged together
+
+
+def _exclude_keys_in(config: Any) -> list[str] | None:
+    """hydra.job.config.override_dirname.exclude_keys of a loaded hydra.yaml/train.yaml; None if it has none."""
+    for key in EXCLUDE_PATH:
+        if not isinstance(config, dict):
+            return None
+        config = config.get(key)
+    return [str(k) for k in config] if isinstance(config, list) else None
+
+
+def _load_yaml(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text())
+    except READ_ERRORS:
+        return None
+
+
+_DEFAULT_EXCLUDE: list[str] | None = None
+
+
+def exclude_keys(run_dir: Path) -> list[str]:
+    """The keys that do not change what is trained, as the run's Hydra config lists them (the repository's
+    configs/train.yaml for a run without a readable .hydra/hydra.yaml); `seed` always among them."""
+    global _DEFAULT_EXCLUDE
+    keys = _exclude_keys_in(_load_yaml(run_dir / ".hydra" / "hydra.yaml"))
+    if keys is None:
+        if _DEFAULT_EXCLUDE is None:
+            _DEFAULT_EXCLUDE = _exclude_keys_in(_load_yaml(TRAIN_CONFIG)) or []
+        keys = _DEFAULT_EXCLUDE
+    return [SEED, *(k for k in keys if k != SEED)]
+
+
+def _without(config: dict[str, Any], dotted: str) -> None:
+    """Remove a dotted key (trainer.device) from a nested dict in place; absent keys are ignored."""
+    *parents, last = dotted.split(".")
+    for key in parents:
+        config = config.get(key)
+        if not isinstance(config, dict):
+            return
+    config.pop(last, None)
+
+
+def config_id(config: dict[str, Any], excluded: list[str]) -> str:
+    """A short hash of everything in the run's config that defines what is trained (the excluded keys removed)."""
+    kept = copy.deepcopy(config)
+    for key in excluded:
+        _without(kept, key)
+    text = yaml.safe_dump(kept, sort_keys=True, default_flow_style=True, width=2**31)
+    return hashlib.sha1(text.encode()).hexdigest()[:10]
+
+
+def override_key(override: str) -> str:
+    """The key of a Hydra override: `+a.b=1` -> a.b, `~a` -> a."""
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def run_overrides(run_dir: Path, excluded: list[str], problems: list[str]) -> str | None:
+    """The run's command-line overrides (.hydra/overrides.yaml) less the excluded keys, space-separated in the
+    order given; None when the file is absent or unreadable (the latter is a problem)."""
+    path = run_dir / ".hydra" / "overrides.yaml"
+    if not path.exists():
+        return None
+    loaded = _load_yaml(path)
+    if not isinstance(loaded, list):
+        problems.append(".hydra/overrides.yaml is unreadable or not a list")
+        return None
+    skip = set(excluded)
+    kept = [str(o) for o in loaded if override_key(str(o)) not in skip and not override_key(str(o)).startswith("hydra.")]
+    return " ".join(kept)
 
 
 def mapping(parent: dict[str, Any], key: str, problems: list[str], label: str | None = None) -> dict[str, Any]:
@@ -110,6 +193,9 @@ def summary_row(path: Path) -> dict[str, Any]:
     trainer = mapping(config, "trainer", problems, ".hydra/config.yaml trainer")
     row.update(experiment=config.get("experiment_name"), epochs=trainer.get("epochs"),
                max_steps=trainer.get("max_steps"), seed=config.get("seed"))
+    if config:
+        excluded = exclude_keys(run_dir)
+        row.update(config_id=config_id(config, excluded), overrides=run_overrides(run_dir, excluded, problems))
     try:
         summary = json.loads(path.read_text())
     except READ_ERRORS as err:
@@ -154,7 +240,8 @@ def fill_from_summary(row: dict[str, Any], summary: dict[str, Any], problems: li
         memory_peak_bytes=memory.get("peak_bytes"), memory_estimate_bytes=memory.get("estimate_bytes"),
         flops_train_step=flops.get("train_step"), time_train_s=time_.get("train_s"),
         time_step_s=time_.get("step_s"), throughput=throughput.get("train_per_s"), throughput_unit=throughput.get("unit"),
-        git_sha=env.get("git_sha"), git_dirty=env.get("git_dirty"), device=env.get("device"), torch=env.get("torch"),
+        git_sha=env.get("git_sha"), git_dirty=env.get("git_dirty"), device=env.get("device"), cpu=env.get("cpu"),
+        torch=env.get("torch"),
         hostname=env.get("hostname"),
     )
     for name, value in metrics.items():

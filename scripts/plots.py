@@ -6,10 +6,14 @@ Per experiment in results/runs.csv (completed runs only, mean +- std over seeds)
 - <experiment>_cost_vs_ratio: trainable parameters and peak memory against the ratio;
 - <experiment>_curves: training loss and evaluation metric over steps, backprop against RepL (the
   lowest seed of each, read from the runs' metrics.jsonl).
+Runs are averaged only over seeds of one setting (make_tables' grouping, collect.py's config_id); a method
+with several settings gets one line per setting, labelled with the overrides that differ. Figures are
+written whole or not at all (through a temporary file renamed over the old one).
 """
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import sys
 from collections import defaultdict
@@ -21,30 +25,45 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_tables import DEFAULT_RUNS, RUNS_COLUMNS, group_runs, mean_std, number, read_csv
+from make_tables import (ACCEPTED, DEFAULT_RUNS, RUNS_COLUMNS, RUNS_NUMERIC, check_numbers, fail, group_runs,
+                         mean_std, note_old_csv, number, read_csv, report_stale, settings_labels)
 
-from repl.engine.checkpoint import writable_dir
+from repl.engine.checkpoint import atomic_write_bytes, writable_dir
 
 DEFAULT_OUT = Path("results/figures")
 COST = (("params_trainable", "trainable parameters", 1.0), ("memory_peak_bytes", "peak memory (MiB)", 2.0**-20))
 
 
 def _save(fig, out: Path, name: str) -> list[Path]:
+    """Each format rendered in memory, then written atomically: a kill mid-write leaves the old figure whole."""
     paths = [out / f"{name}.{ext}" for ext in ("png", "pdf")]
-    for path in paths:
-        fig.savefig(path, dpi=150, bbox_inches="tight")
-    plt.close(fig)
+    try:
+        for path in paths:
+            buffer = io.BytesIO()
+            fig.savefig(buffer, format=path.suffix[1:], dpi=150, bbox_inches="tight")
+            atomic_write_bytes(path, buffer.getvalue())
+    finally:
+        plt.close(fig)
     return paths
 
 
+LABELS: dict[int, str] = {}  # id(group) -> its settings (make_tables.settings_labels), set by main
+
+
+def _label(group) -> str:
+    """The method, with the overrides that set this group apart from the method's other settings."""
+    settings = LABELS.get(id(group), "")
+    return group.key["method"] + (f" [{settings}]" if settings else "")
+
+
 def _series(groups, column: str, scale: float = 1.0) -> dict[str, list[tuple[float, float, float]]]:
-    """method -> [(ratio, mean, std)] of a column over each group's completed runs."""
+    """method (and setting) -> [(ratio, mean, std)] of a column over each group's completed runs."""
     series: dict[str, list[tuple[float, float, float]]] = defaultdict(list)
     for group in groups:
-        values = [float(r[column]) * scale for r in group.completed if r.get(column)]
+        values = [v * scale for v in (number(r.get(column)) for r in group.completed) if v is not None]
         if values:
             mean, std = mean_std(values)
-            series[group.key["method"]].append((float(group.key["ratio"] or 0), mean, std or 0.0))
+            series[_label(group)].append((number(group.key["ratio"]) or 0.0, mean, std or 0.0))
     return {m: sorted(points) for m, points in series.items()}
 
 
@@ -102,7 +121,7 @@ def plot_experiment(experiment: str, groups, out: Path) -> list[Path]:
     for group in groups:
         for run in sorted(group.completed, key=lambda r: int(r.get("seed") or 0)):
             ratio = group.key["ratio"]
-            label = group.key["method"] if not number(ratio) else f"{group.key['method']} {ratio}"  # ratio 0: plain backprop
+            label = _label(group) if not number(ratio) else f"{_label(group)} {ratio}"  # ratio 0: plain backprop
             firsts.setdefault(label, Path(run["path"]))
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
     for label, run_dir in sorted(firsts.items()):
@@ -123,19 +142,32 @@ def plot_experiment(experiment: str, groups, out: Path) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=Path, default=DEFAULT_RUNS)
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--runs", type=Path, default=DEFAULT_RUNS,
+                        help=f"{ACCEPTED['--runs']} (default: {DEFAULT_RUNS})")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
+                        help=f"directory for the .png and .pdf figures (default: {DEFAULT_OUT})")
     args = parser.parse_args(argv)
+    runs = read_csv(args.runs, RUNS_COLUMNS)  # before --out is made: a bad --runs leaves no empty directory
+    check_numbers(args.runs, runs, (*RUNS_NUMERIC, "metric.*"))
+    note_old_csv(args.runs, runs)
+    if args.out.exists() and not args.out.is_dir():
+        fail(f"--out takes the directory to write the figures into; {args.out} is a file")
+    groups = group_runs(runs)
+    LABELS.clear()
+    LABELS.update(settings_labels(groups))
+    by_experiment = defaultdict(list)
+    for group in groups:
+        by_experiment[group.key["experiment"]].append(group)
+    written_all: list[Path] = []
     try:
         writable_dir(args.out)
+        for experiment, groups in sorted(by_experiment.items()):
+            written = plot_experiment(experiment or "unnamed", groups, args.out)
+            written_all += written
+            print(f"{experiment}: {len(written)} files" if written else f"{experiment}: no completed runs, no figure")
     except OSError as err:
-        sys.exit(f"error: cannot write the figures into {args.out}: {err.strerror or err}")
-    by_experiment = defaultdict(list)
-    for group in group_runs(read_csv(args.runs, RUNS_COLUMNS)):
-        by_experiment[group.key["experiment"]].append(group)
-    for experiment, groups in sorted(by_experiment.items()):
-        written = plot_experiment(experiment or "unnamed", groups, args.out)
-        print(f"{experiment}: {len(written)} files" if written else f"{experiment}: no completed runs, no figure")
+        fail(f"cannot write the figures into {args.out}: {err.strerror or err}")
+    report_stale(args.out, written_all, (".png", ".pdf"))
     return 0
 
 

@@ -234,12 +234,24 @@ def test_collect_writes_the_csv_whole_or_not_at_all(fixture_runs, tmp_path, monk
     assert out.read_bytes() == before
 
 
-def test_plots_name_an_unwritable_output_in_one_line(fixture_runs, tmp_path):
+def _plots_refuse(capsys, *argv: str) -> str:
+    """plots' refusal of `argv`: exit 2 with one `error:` line on stderr, which is returned."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:
+        plots.main(list(argv))
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
+    return err.strip()
+
+
+def test_plots_name_an_unwritable_output_in_one_line(fixture_runs, tmp_path, capsys):
     assert collect.main([str(fixture_runs), "--out", str(tmp_path / "runs.csv")]) == 0
     (tmp_path / "a-file").write_text("")
-    with pytest.raises(SystemExit) as stop:
-        plots.main(["--runs", str(tmp_path / "runs.csv"), "--out", str(tmp_path / "a-file" / "figures")])
-    assert str(stop.value).startswith(f"error: cannot write the figures into {tmp_path / 'a-file' / 'figures'}: ")
+    err = _plots_refuse(capsys, "--runs", str(tmp_path / "runs.csv"), "--out", str(tmp_path / "a-file" / "figures"))
+    assert err.startswith(f"error: cannot write the figures into {tmp_path / 'a-file' / 'figures'}: ")
+    err = _plots_refuse(capsys, "--runs", str(tmp_path / "runs.csv"), "--out", str(tmp_path / "a-file"))
+    assert err == f"error: --out takes the directory to write the figures into; {tmp_path / 'a-file'} is a file"
+    assert (tmp_path / "a-file").read_text() == ""
 
 
 def test_collect_finding_no_runs_writes_nothing_and_exits_2(fixture_runs, tmp_path, capsys):
