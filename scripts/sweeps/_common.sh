@@ -23,7 +23,10 @@ case "$TOGETHER" in
 esac
 RATIOS="${RATIOS:-0,0.25,0.4}"  # 0 is plain backprop, the baseline every row is compared with
 SEEDS="${SEEDS:-0,1,2}"
-PYTHON="${PYTHON:-python}"
+# the project's virtual environment when there is one (as scripts/gpu.sh), else python on PATH
+if [ -z "${PYTHON:-}" ]; then
+  if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python; fi
+fi
 
 # sweep EXPERIMENT [more overrides...]: every ratio x seed of one experiment
 sweep() {
