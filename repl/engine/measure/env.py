@@ -34,12 +34,24 @@ def git_revision() -> tuple[str, bool]:
         return "unknown", False
 
 
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (platform.processor() where there is none); "unknown" if neither."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
 def environment_info(device: DeviceLike = None) -> dict[str, Any]:
-    """Versions, device name, git revision, host and thread count for a run's summary."""
+    """Versions, device name, CPU model, git revision, host and thread count for a run's summary."""
     sha, dirty = git_revision()
     return {
         "torch": torch.__version__,
         "device": device_name(device),
+        "cpu": cpu_model(),  # on a CPU run the device is just "cpu": this says which
         "git_sha": sha,
         "git_dirty": dirty,
         "hostname": socket.gethostname(),
