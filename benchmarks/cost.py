@@ -43,6 +43,8 @@ from benchmarks.common import (at_least, closing_lines, cuda_allocated, header, 
 from repl import ReplConfig, apply_replacement  # noqa: E402
 from repl.engine import measure  # noqa: E402
 from repl.families import discover_blocks  # noqa: E402
+from repl.errors import ConfigError  # noqa: E402
+from repl.method.apply import plan_replacement  # noqa: E402
 from repl.method.bake import bake  # noqa: E402
 from repl.method.plan import max_replaceable, replace_count  # noqa: E402
 from repl.models import build_model  # noqa: E402
@@ -188,14 +190,48 @@ def ratio_points(spec_blocks: int, ratios: Sequence[str]) -> Tuple[List[Tuple[fl
     return [out[k] for k in sorted(out)], skipped
 
 
-def ratio_value(parser: argparse.ArgumentParser, value: str) -> str:
-    """One --ratios entry, checked: 'max' or a number in (0, 1) (a parser error, one line, otherwise)."""
+def ratio_arg(value: str) -> str:
+    """An argparse type of a --ratio: 'max' or a number in (0, 1) (else one line naming what is accepted)."""
     try:
         if value == "max" or 0 < float(value) < 1:
             return value
     except ValueError:
         pass
-    parser.error(f"--ratios: {value!r} is not 'max' or a number between 0 and 1")
+    raise argparse.ArgumentTypeError(f"{value!r} is not 'max' or a number between 0 and 1")
+
+
+def ratio_value(parser: argparse.ArgumentParser, value: str) -> str:
+    """One --ratios entry, checked: 'max' or a number in (0, 1) (a parser error, one line, otherwise)."""
+    try:
+        return ratio_arg(value)
+    except argparse.ArgumentTypeError as err:
+        parser.error(f"--ratios: {err}")
+
+
+def ratio_of(value: str, num_blocks: int) -> float:
+    """A checked --ratio value as a number: 'max' is the model's largest."""
+    return max_replaceable(num_blocks) / num_blocks if value == "max" else float(value)
+
+
+def check_ratios(spec: ModelSpec, ratios: Sequence[str], surrogates: Sequence[str], flag: str) -> None:
+    """Before anything is measured: a ConfigError (one line, exit 2 through script_main) naming `flag` and the model
+    unless the model can take the ratios, each with each surrogate (repl's own check, plan_replacement, on a freshly
+    built model). With several --ratios (cost.py's suite of models of different depths) a ratio one model cannot
+    take is left out of its rows with a note (ratio_points), but a model left with none of them is refused: it
+    would measure backprop alone."""
+    torch.manual_seed(0)
+    model = spec.build()
+    num_blocks = len(discover_blocks(model))
+    points, skipped = ratio_points(num_blocks, ratios)
+    values = [value for value, _ in points] or [ratio_of(ratios[0], num_blocks)]
+    try:
+        for value in values:
+            for surrogate in surrogates:
+                plan_replacement(model, ReplConfig(ratio=value, surrogate=surrogate))
+    except ConfigError as err:
+        raise ConfigError(f"{flag} for {spec.key}: {err}") from None
+    if not points:
+        raise ConfigError(f"{flag} for {spec.key}: {'; '.join(skipped)}")
 
 
 def measure_model(spec: ModelSpec, args: argparse.Namespace, device: torch.device) -> Dict[str, Any]:
@@ -515,6 +551,9 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     args.steady_malloc = args.steady_malloc and device.type == "cpu" and steady_allocator()
     load_before = list(os.getloadavg())
     argv = list(argv) if argv is not None else sys.argv[1:]
+    if not args.models_json:  # a ratio a model cannot take stops here, before anything is measured, in one line
+        for m in args.models:
+            check_ratios(replace(SPECS[m], size=args.size.get(m, SPECS[m].size)), args.ratios, args.surrogates, "--ratios")
     if args.processes > 1:
         models = merge_processes(run_processes(argv, args.processes))
     else:

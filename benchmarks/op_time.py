@@ -37,15 +37,13 @@ sys.path.insert(0, str(ROOT))  # run from a clone without `pip install -e .`
 from benchmarks.common import (at_least, closing_lines, header, interleave, json_name,  # noqa: E402
                                other_recompute_settings, partial_note, provenance, resolve_device, round_order,
                                script_main, set_threads, slug, steady_allocator, write_partial, write_result)
-from benchmarks.cost import BAKED, SPECS, ModelSpec, add_run_options, loss_of, model_names, per_model  # noqa: E402
+from benchmarks.cost import (BAKED, SPECS, ModelSpec, add_run_options, check_ratios, loss_of,  # noqa: E402
+                             model_names, per_model, ratio_arg, ratio_of)  # noqa: E402
 from repl import ReplConfig, apply_replacement  # noqa: E402
-from repl.errors import ConfigError  # noqa: E402
-from repl.method.apply import plan_replacement  # noqa: E402
 from repl.engine import measure  # noqa: E402
 from repl.engine.measure.flops import flop_counter  # noqa: E402
 from repl.families import discover_blocks  # noqa: E402
 from repl.method.bake import bake  # noqa: E402
-from repl.method.plan import max_replaceable  # noqa: E402
 from repl.method.recompute import in_backward  # noqa: E402
 
 aten = torch.ops.aten
@@ -124,22 +122,6 @@ def summarize(counted: OpTimer, per_round: List[Dict[str, float]], walls: List[f
             "flops": {k: counted.flops.get(k, 0) for k in kinds}, "calls": {k: counted.calls.get(k, 0) for k in kinds}}
 
 
-def resolved_ratio(args: argparse.Namespace, num_blocks: int) -> float:
-    """--ratio as a number: 'max' is the model's largest."""
-    return max_replaceable(num_blocks) / num_blocks if args.ratio == "max" else float(args.ratio)
-
-
-def check_ratio(spec: ModelSpec, args: argparse.Namespace) -> None:
-    """ConfigError with repl's one-line reason when the model cannot take --ratio (plan_replacement's own check)."""
-    torch.manual_seed(0)
-    model = spec.build()
-    ratio = resolved_ratio(args, len(discover_blocks(model)))
-    try:
-        plan_replacement(model, ReplConfig(ratio=ratio, surrogate=args.surrogate))
-    except ConfigError as err:
-        raise ConfigError(f"--ratio for {spec.key}: {err}") from None
-
-
 def measure_model(spec: ModelSpec, args: argparse.Namespace, device: torch.device) -> Dict[str, Any]:
     """BP, RepL (with the other repl.recompute settings, and its baked twin) of one model: per op kind, seconds and FLOPs of a forward + backward."""
     batch_size = args.batch.get(spec.key, spec.batch["cuda" if device.type == "cuda" else "cpu"])
@@ -149,7 +131,7 @@ def measure_model(spec: ModelSpec, args: argparse.Namespace, device: torch.devic
     torch.manual_seed(0)
     template = spec.build()
     num_blocks = len(discover_blocks(template))
-    ratio = resolved_ratio(args, num_blocks)
+    ratio = ratio_of(args.ratio, num_blocks)
     default = ReplConfig().recompute
     # (label, RepL applied: its repl.recompute, or None for BP; surrogates baked)
     configs: List[Tuple[str, Optional[Union[bool, str]], bool]] = [("bp", None, False), (args.surrogate, default, False)]
@@ -229,7 +211,7 @@ def markdown(result: Dict[str, Any]) -> str:
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Time and FLOPs per kind of op of a training step, BP against RepL.")
     parser.add_argument("--models", default="resnet50", help=f"comma-separated, from {', '.join(SPECS)} (default resnet50)")
-    parser.add_argument("--ratio", default="max", help="RepL's ratio; 'max' = the model's largest (default)")
+    parser.add_argument("--ratio", type=ratio_arg, default="max", help="RepL's ratio; 'max' = the model's largest (default)")
     parser.add_argument("--surrogate", default="lite", choices=["lite", "full"], help="default lite")
     parser.add_argument("--kept", action="store_true",
                         help="also RepL with the other settings of repl.recompute (default auto): 'kept' keeps the "
@@ -242,12 +224,6 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     add_run_options(parser, "op_time")
     args = parser.parse_args(argv)
     args.models = model_names(parser, args.models)
-    if args.ratio != "max":
-        try:
-            if not 0 < float(args.ratio) < 1:
-                raise ValueError
-        except ValueError:
-            parser.error(f"--ratio: {args.ratio!r} is not 'max' or a number between 0 and 1")
     args.batch = per_model(parser, "batch", args.batch)
     return args
 
@@ -261,7 +237,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     steady = args.steady_malloc and device.type == "cpu" and steady_allocator()
     load_before = list(os.getloadavg())
     for m in args.models:  # a ratio a model cannot take stops here, before anything is measured, in one line
-        check_ratio(SPECS[m], args)
+        check_ratios(SPECS[m], [args.ratio], [args.surrogate], "--ratio")
     settings = {**{k: getattr(args, k) for k in ("models", "ratio", "surrogate", "kept", "baked", "batch", "steps",
                                                 "channels_last")},
                 "steady_malloc": steady}

@@ -194,7 +194,17 @@ def test_an_unwritable_out_dir_stops_every_script_before_it_measures(name, tmp_p
     ("op_time.py", ["--models", ","], "op_time.py: error: --models: ',' names nothing"),
     ("studies/inference.py", ["--models", ",", "--rounds", "1"], "inference.py: error: --models: ',' names nothing"),
     ("studies/bn_statistics.py", ["--seeds", ","], "bn_statistics.py: error: argument --seeds: ',' names no integer"),
+    # a ratio the model cannot take, before anything is measured
+    ("cost.py", ["--models", "resnet32", "--ratios", "0.9", "--surrogates", "lite"],
+     "cost.py: error: --ratios for resnet32: repl.ratio=0.9 asks for 14 of 15 blocks"),
+    ("studies/inference.py", ["--models", "lm", "--ratio", "0.9"], "inference.py: error: --ratio for lm: repl.ratio=0.9"),
+    ("studies/checkpointing.py", ["--model", "lm", "--ratio", "0.9"], "checkpointing.py: error: --ratio for lm: repl.ratio"),
+    ("studies/checkpointing.py", ["--ratio", "foo"], "checkpointing.py: error: argument --ratio: 'foo' is not 'max' or"),
+    # a device this machine does not have, or no device at all
+    ("cost.py", ["--device", "foo"], "cost.py: error: --device: 'foo' is not one of auto, cpu, cuda or cuda:N"),
+    ("studies/checkpointing.py", ["--device", "foo"], "checkpointing.py: error: --device: 'foo' is not one of auto"),
 ])
+
 def test_a_scripts_bad_input_is_one_error_line_with_no_traceback(script, args, line, tmp_path):
     """From the command line (benchmarks.common.script_main, argparse types): a bad override, value or ratio ends
     the script with exit status 2 and one `<script>: error:` line, before anything is measured or written."""
@@ -206,3 +216,17 @@ def test_a_scripts_bad_input_is_one_error_line_with_no_traceback(script, args, l
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
     assert done.stderr.strip().splitlines()[-1].startswith(line)
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())  # nothing written
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without a CUDA GPU")
+@pytest.mark.parametrize("script", ["cost.py", "op_time.py", "studies/inference.py"])
+def test_device_cuda_without_a_gpu_is_one_error_line(script, tmp_path):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--device", "cuda", "--out-dir",
+                           str(tmp_path / "out")], cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert done.stderr.strip().splitlines() == [
+        f"{Path(script).name}: error: --device: 'cuda', but this machine has no usable CUDA GPU; use --device cpu or auto"]
+    assert not any((tmp_path / "out").iterdir())

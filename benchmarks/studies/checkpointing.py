@@ -29,18 +29,17 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import (at_least, cuda_allocated, header, interleave, mib, output_dir, provenance,  # noqa: E402
                                resolve_device, script_main, set_threads, slug, step_peak, write_result)
-from benchmarks.cost import SPECS, loss_of, make_optimizer  # noqa: E402
+from benchmarks.cost import SPECS, check_ratios, loss_of, make_optimizer, ratio_arg, ratio_of  # noqa: E402
 from repl import ReplConfig, apply_replacement  # noqa: E402
 from repl.engine import measure  # noqa: E402
 from repl.engine.trainer import enable_activation_checkpointing  # noqa: E402
 from repl.families import discover_blocks  # noqa: E402
-from repl.method.plan import max_replaceable  # noqa: E402
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="RepL x activation checkpointing: memory, FLOPs, time, gradient parity.")
     parser.add_argument("--model", default="resnet32", choices=sorted(SPECS))
-    parser.add_argument("--ratio", default="max", help="RepL ratio, or 'max' (default)")
+    parser.add_argument("--ratio", type=ratio_arg, default="max", help="RepL ratio, or 'max' = the model's largest (default)")
     parser.add_argument("--surrogate", default="lite", choices=["lite", "full"])
     parser.add_argument("--batch", type=at_least(1), default=None, help="default: the cost benchmark's batch for the device")
     parser.add_argument("--rounds", type=at_least(1), default=3)
@@ -57,6 +56,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     set_threads(args.threads, device)
     load_before = list(os.getloadavg())
     spec = SPECS[args.model]
+    check_ratios(spec, [args.ratio], [args.surrogate], "--ratio")  # before anything is measured, in one line
     batch_size = args.batch or spec.batch["cuda" if device.type == "cuda" else "cpu"]
     batch = spec.make_batch(batch_size, device, torch.Generator().manual_seed(0))
     loss_fn = loss_of(spec)
@@ -64,7 +64,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     template = spec.build()
     paths = [b.path for b in discover_blocks(template)]
     n = len(paths)
-    ratio = max_replaceable(n) / n if args.ratio == "max" else float(args.ratio)
+    ratio = ratio_of(args.ratio, n)
     rows: List[Dict[str, Any]] = []
     steps = []
     for label, replaced in (("BP", 0.0), (f"RepL {args.surrogate}", ratio)):  # ratio 0 is plain backprop

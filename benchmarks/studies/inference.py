@@ -26,11 +26,10 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import (at_least, header, interleave, output_dir, provenance, resolve_device,  # noqa: E402
                                script_main, set_threads, slug, write_result)
-from benchmarks.cost import SPECS, model_names, per_model  # noqa: E402
+from benchmarks.cost import SPECS, check_ratios, model_names, per_model, ratio_arg, ratio_of  # noqa: E402
 from repl import ReplConfig, apply_replacement, bake  # noqa: E402
 from repl.engine import measure  # noqa: E402
 from repl.families import discover_blocks  # noqa: E402
-from repl.method.plan import max_replaceable  # noqa: E402
 
 DEFAULT_MODELS = "resnet32,resnet110,resnet50,vit_b,lm"
 
@@ -38,7 +37,7 @@ DEFAULT_MODELS = "resnet32,resnet110,resnet50,vit_b,lm"
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Eval throughput: BP vs RepL (surrogates) vs RepL baked.")
     parser.add_argument("--models", default=DEFAULT_MODELS, help=f"comma-separated, from {', '.join(SPECS)}")
-    parser.add_argument("--ratio", default="max", help="RepL ratio, or 'max' (default)")
+    parser.add_argument("--ratio", type=ratio_arg, default="max", help="RepL ratio, or 'max' = the model's largest (default)")
     parser.add_argument("--surrogate", default="lite", choices=["lite", "full"])
     parser.add_argument("--batch", action="append", default=[], metavar="MODEL=B", help="default: cost.py's batch")
     parser.add_argument("--rounds", type=at_least(1), default=3)
@@ -59,7 +58,7 @@ def measure_model(name: str, args: argparse.Namespace, device: torch.device) -> 
     torch.manual_seed(0)
     bp = spec.build()
     n = len(discover_blocks(bp))
-    ratio = max_replaceable(n) / n if args.ratio == "max" else float(args.ratio)
+    ratio = ratio_of(args.ratio, n)
     torch.manual_seed(0)
     repl = spec.build()
     plan = apply_replacement(repl, ReplConfig(ratio=ratio, surrogate=args.surrogate))
@@ -86,6 +85,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     device = resolve_device(args.device)
     set_threads(args.threads, device)
     load_before = list(os.getloadavg())
+    for name in args.models:  # a ratio a model cannot take stops here, before anything is measured, in one line
+        check_ratios(SPECS[name], [args.ratio], [args.surrogate], "--ratio")
     models = [measure_model(name, args, device) for name in args.models]
     result = header(device, {"models": args.models, "ratio": args.ratio, "surrogate": args.surrogate,
                              "batch": args.batch, "rounds": args.rounds, "steps": args.steps, "device": str(device)},

@@ -191,18 +191,30 @@ def test_processes_run_the_measurement_in_fresh_processes(tmp_path):
     assert json.loads((tmp_path / "cost_cpu_two.json").read_text())["models"] == two["models"]
 
 
-def test_a_ratio_a_model_cannot_take_is_left_out_with_a_note_and_the_goal_is_not_judged(tmp_path, capsys):
+def test_a_ratio_one_model_cannot_take_is_left_out_with_a_note_and_the_goal_is_not_judged(tmp_path, capsys):
     """One --ratios serves models of different depths, so a ratio too large for one model is left out of its rows,
-    said in the notes and on stderr; with no `lite` row left the goal is 'not judged', never 'met'."""
+    said in the notes and on stderr; with no `lite` row the goal is 'not judged', never 'met'."""
     import benchmarks.cost as cost
 
-    res = cost.main(["--models", "lm", "--batch", "lm=2", "--size", "lm=16", "--ratios", "0.9", "--surrogates", "lite",
-                     *TINY, "--out-dir", str(tmp_path)])
-    assert [c["label"] for c in res["models"][0]["configs"]] == ["bp"]
+    res = cost.main(["--models", "lm", "--batch", "lm=2", "--size", "lm=16", "--ratios", "0.25,0.9", "--surrogates",
+                     "full", *TINY, "--out-dir", str(tmp_path)])
+    assert [c["label"] for c in res["models"][0]["configs"]] == ["bp", "full r=0.25"]
     note = "lm: ratio 0.9 left out: it asks for 5 of 6 blocks, and the model takes 1 to 2"
     assert note in res["notes"] and note in capsys.readouterr().err
     assert res["goal_met"] is False and res["goal_rows"] == 0
     assert "not judged: no `lite` row with the defaults was measured" in (tmp_path / "cost_cpu.md").read_text()
+
+
+def test_a_model_none_of_whose_ratios_fits_is_refused_before_anything_is_measured(tmp_path, monkeypatch):
+    """A model that would measure backprop alone (every --ratios entry too large for it) stops the run before the
+    first model is measured, naming the flag and the model, and writes nothing."""
+    import benchmarks.cost as cost
+    from repl.errors import ConfigError
+
+    monkeypatch.setattr(cost, "measure_model", lambda *a: pytest.fail("measured before the ratios were checked"))
+    with pytest.raises(ConfigError, match=r"^--ratios for lm: repl.ratio=0.45 asks for 3 of 6 blocks"):
+        cost.main(["--models", "resnet32,lm", "--ratios", "0.45", "--surrogates", "lite", *TINY, "--out-dir", str(tmp_path)])
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("ratios", ["foo", "-1", "1", "0.25,nan"])
