@@ -19,3 +19,7 @@ class CheckpointError(ReplError):
 
 class UnsupportedModelError(ReplError):
     """The method cannot find the block sequence of a model. The message names supported families."""
+
+
+class RegistrationError(ReplError, ValueError):
+    """A model family cannot be registered: another one has its name. (Also a ValueError, as it was before.)"""

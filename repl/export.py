@@ -36,7 +36,8 @@ SAFETENSORS = "model.safetensors"
 STATE_DICT = "model.pt"
 
 class ExportError(ReplError):
-    """The run directory cannot be exported (no such run, no or bad checkpoint, unwritable output)."""
+    """The run directory cannot be exported (no such run, no or bad checkpoint, unwritable output), or an export
+    directory cannot be loaded (load_exported: no such directory, a file of the export missing or unreadable)."""
 
 
 # ---------------------------------------------------------------------------------- loading side
@@ -70,13 +71,36 @@ def build_exported(arch: Dict[str, Any]) -> nn.Module:
 
 
 def load_exported(directory: Path) -> nn.Module:
-    """The exported model of `directory` (architecture.json + model.safetensors), in eval mode."""
+    """The exported model of `directory` (architecture.json + model.safetensors, as repl-export writes into
+    RUN_DIR/export), in eval mode; ExportError naming the path when it is not such a directory."""
     from safetensors.torch import load_file
 
     directory = Path(directory)
-    model = build_exported(json.loads((directory / ARCHITECTURE).read_text()))
+    _check_export_dir(directory)
+    try:
+        arch = json.loads((directory / ARCHITECTURE).read_text())
+    except (OSError, ValueError) as err:
+        raise ExportError(f"{directory / ARCHITECTURE} cannot be read: {getattr(err, 'strerror', None) or err}") from None
+    model = build_exported(arch)
     model.load_state_dict(load_file(str(directory / SAFETENSORS)), strict=True)
     return model
+
+
+def _check_export_dir(directory: Path) -> None:
+    """ExportError unless `directory` holds the files load_exported reads; a run dir is pointed at its export/."""
+    expected = f"an export directory holding {ARCHITECTURE} and {SAFETENSORS} (repl-export RUN_DIR writes RUN_DIR/export)"
+    if not directory.is_dir():
+        what = "is not a directory" if directory.exists() else "does not exist"
+        raise ExportError(f"load_exported({str(directory)!r}): {directory} {what}; it takes {expected}")
+    missing = [name for name in (ARCHITECTURE, SAFETENSORS) if not (directory / name).is_file()]
+    if not missing:
+        return
+    if (directory / "export" / ARCHITECTURE).is_file():
+        raise ExportError(f"load_exported({str(directory)!r}): {directory} is a run directory; its export is "
+                          f"{directory / 'export'}: pass that")
+    hint = (f"; export the run first: repl-export {directory}" if (directory / "checkpoints").is_dir() else "")
+    raise ExportError(f"load_exported({str(directory)!r}): {directory} has no {' and no '.join(missing)}; "
+                      f"it takes {expected}{hint}")
 
 
 def _set_submodule(model: nn.Module, path: str, new: nn.Module) -> None:

@@ -134,3 +134,28 @@ def test_baselines_export_when_the_architecture_is_the_stock_one(tmp_path, capsy
         stock.load_state_dict(torch.load(run_dir / "export" / "model.pt", weights_only=True), strict=True)
     else:  # dropped blocks are gone: no stock model to load into, and export says so
         assert "repl.method=drop" in _one_line_exit_2(capsys, str(run_dir))
+
+
+def test_load_exported_names_the_path_and_what_it_takes(tmp_path):
+    """No directory, a file, a run dir (pointed at its export/), a run not exported yet: one ExportError each."""
+    from repl.export import ARCHITECTURE, ExportError
+
+    takes = "it takes an export directory holding architecture.json and model.safetensors"
+    with pytest.raises(ExportError, match=rf"{tmp_path / 'missing'} does not exist; {takes}"):
+        load_exported(tmp_path / "missing")
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ExportError, match=rf"{tmp_path / 'file'} is not a directory; {takes}"):
+        load_exported(tmp_path / "file")
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    with pytest.raises(ExportError, match=rf"has no architecture.json and no model.safetensors; {takes}.*"
+                                          rf"export the run first: repl-export {run_dir}$"):
+        load_exported(run_dir)
+    (run_dir / "export").mkdir()
+    (run_dir / "export" / ARCHITECTURE).write_text("{}")
+    with pytest.raises(ExportError, match=rf"{run_dir} is a run directory; its export is {run_dir / 'export'}: pass that"):
+        load_exported(run_dir)
+    (run_dir / "export" / ARCHITECTURE).write_text("{not json")
+    (run_dir / "export" / "model.safetensors").write_bytes(b"")
+    with pytest.raises(ExportError, match=rf"{run_dir / 'export' / ARCHITECTURE} cannot be read"):
+        load_exported(run_dir / "export")

@@ -1,13 +1,15 @@
 """ReplConfig: every switch of the method and of its baselines (docs/method.md), validated before any compute."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, List, Optional, Union
+from types import MappingProxyType
+from typing import Any, List, Mapping, Optional, Union, get_args, get_origin, get_type_hints
 
 from repl.bounds import SEED, bounds, check_numbers
 from repl.errors import ConfigError
 from repl.method.recompute import check_setting as check_recompute
-from repl.method.registry import MethodRecord, Selection, get_method, methods_reading
+from repl.method.registry import MethodRecord, Selection, get_method, method_names, methods_reading
 
 NOT_SWITCHES = ("method", "ratio")  # every other key is a switch a method record accepts or leaves at its default
 CHOICES = {
@@ -47,13 +49,14 @@ class ReplConfig:
 
     def validate(self) -> "ReplConfig":
         """Raise ConfigError naming the key if any value is outside what is accepted."""
+        check_recompute(self.recompute)  # its own message names its three settings
+        check_types(self, "repl.", {**CHOICES, "method": method_names()})
         check_numbers(self, "repl.")
         record = self.record
         for key, allowed in CHOICES.items():
             value = getattr(self, key)
             if value not in allowed:
                 raise ConfigError(f"repl.{key}={value!r} is not supported; choose one of {', '.join(allowed)}")
-        check_recompute(self.recompute)
         if self.select == "explicit" and not self.blocks:
             raise ConfigError("repl.select=explicit needs repl.blocks=[i,j,...] (block indices)")
         if self.blocks is not None and self.select != "explicit":
@@ -107,6 +110,66 @@ class ReplConfig:
         turned_on = [f"repl.{k}=true" for k in sorted(self.record.switches)
                      if isinstance(getattr(self, k), bool) and getattr(self, k) and not getattr(defaults, k)]
         return f"repl.method={self.method}" + (f" with {' and '.join(turned_on)}" if turned_on else "")
+
+
+def check_types(config: Any, prefix: str = "", choices: Mapping[str, Sequence[str]] = MappingProxyType({})) -> None:
+    """ConfigError naming the first field of the dataclass `config` whose value is not of its annotated type.
+
+    The rule is read from the annotations (typing.get_type_hints), so a new field is checked as declared: a bool
+    field takes a bool only (not "false", not 0); int an int (not a bool, not 1.5); float an int or a float (not a
+    bool, not "0.25"); str a string; Optional[X] also None; List[X] a list or tuple of X; Union[X, Y] either.
+    Through Hydra, OmegaConf has converted the command line's values to these types already. `choices`: the values
+    a field takes, named in its message."""
+    hints = get_type_hints(type(config))
+    for f in fields(config):
+        value, hint = getattr(config, f.name), hints[f.name]
+        if not _is_a(value, hint):
+            shown = f" (one of {', '.join(choices[f.name])})" if f.name in choices else ""
+            raise ConfigError(f"{prefix}{f.name}={value!r} must be {_described(hint)}{shown}")
+
+
+def _is_a(value: Any, hint: Any) -> bool:
+    """Whether `value` is of the annotated type `hint` (the rules of check_types)."""
+    if hint is Any:
+        return True
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    origin, args = get_origin(hint), get_args(hint)
+    if origin is Union:
+        return any(_is_a(value, arg) for arg in args)
+    if origin in (list, tuple, Sequence):
+        item = args[0] if args else Any
+        return (isinstance(value, Sequence) and not isinstance(value, (str, bytes))
+                and all(_is_a(v, item) for v in value))
+    return isinstance(value, origin or hint)
+
+
+def _described(hint: Any) -> str:
+    """The annotated type `hint` in words, for check_types' message."""
+    if hint is bool:
+        return "true or false (a bool)"
+    if hint is int:
+        return "an integer"
+    if hint is float:
+        return "a number"
+    if hint is str:
+        return "a string"
+    if hint is type(None):
+        return "None (null)"
+    origin, args = get_origin(hint), get_args(hint)
+    if origin is Union:
+        words = [_described(arg) for arg in args if arg is not type(None)]
+        return " or ".join(words) + (", or None (null)" if type(None) in args else "")
+    if origin in (list, tuple, Sequence):
+        item = _described(args[0]) if args else "anything"
+        return f"a list of {item.replace('an integer', 'integers').replace('a number', 'numbers')}"
+    return f"a {getattr(hint, '__name__', hint)}"
 
 
 def _default(key: str) -> Any:

@@ -158,7 +158,7 @@ def test_user_mistakes_name_the_key():
         apply_replacement(model, ratio=0.6)
     with pytest.raises(ConfigError, match=r"^repl\.ratio=2 must be a finite number in \[0, 1\)$"):
         apply_replacement(model, ratio=2)  # an int given for a float key is still described as the key's kind
-    with pytest.raises(TypeError, match="takes the torch.nn.Module to change in place, not a str"):
+    with pytest.raises(ConfigError, match="takes the torch.nn.Module to change in place, not a str"):
         apply_replacement("resnet32", ratio=0.25)
     apply_replacement(model)
     with pytest.raises(ConfigError, match="already applied"):
