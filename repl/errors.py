@@ -22,4 +22,5 @@ class UnsupportedModelError(ReplError):
 
 
 class RegistrationError(ReplError, ValueError):
-    """A model family cannot be registered: another one has its name. (Also a ValueError, as it was before.)"""
+    """A model family or a method cannot be registered: another one has its name. (Also a ValueError, as it was
+    before.)"""

@@ -16,7 +16,7 @@ import pkgutil
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Dict, FrozenSet, List, Mapping, Optional, Sequence, Tuple
 
-from repl.errors import ConfigError
+from repl.errors import ConfigError, RegistrationError
 
 if TYPE_CHECKING:
     from torch import nn
@@ -80,10 +80,11 @@ _discovered = False
 
 
 def register_method(record: MethodRecord) -> MethodRecord:
-    """Add a method (for code outside repl.baselines); ValueError if another record has its name."""
+    """Add a method (for code outside repl.baselines); the same record again is a no-op (a notebook cell rerun),
+    RegistrationError if another record has its name."""
     existing = _REGISTRY.get(record.name)
     if existing is not None and existing is not record:
-        raise ValueError(f"method {record.name!r} is already registered ({existing.summary})")
+        raise RegistrationError(f"method {record.name!r} is already registered ({existing.summary})")
     _REGISTRY[record.name] = record
     return record
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from repl.errors import ConfigError
+from repl.errors import ConfigError, RegistrationError
 from repl.method.config import ReplConfig
 from repl.method.registry import MethodRecord, Selection, get_method, method_names, register_method
 
@@ -28,7 +28,7 @@ def test_an_unknown_method_names_the_key_and_every_choice():
 
 
 def test_a_name_is_registered_once():
-    with pytest.raises(ValueError, match="already registered"):
+    with pytest.raises(RegistrationError, match="already registered"):  # a ReplError: one line from the entry point
         register_method(MethodRecord(name="drop", summary="another drop", selection=Selection.CHOSEN))
     assert register_method(get_method("drop")) is get_method("drop")
 
