@@ -7,7 +7,10 @@ DIR (default RUN_DIR/export):
     model.safetensors   the baked model's state_dict (safetensors)
     model.pt            the same state_dict (torch.save; torch.load(..., weights_only=True))
     architecture.json   what to build to load it: the model registry entry and, for surrogate=lite,
-                        which blocks are repl.models.lite modules made of which of the block's modules
+                        which blocks are repl.models.lite modules made of which of the block's modules;
+                        where it came from (the run, the commit that trained it, the exporting versions)
+                        and the SHA-256 of the weight files. It is written last, so a re-export cut short
+                        leaves files that do not match it, and load_exported refuses them.
 
 With repl.surrogate=full (or a baseline that keeps the architecture) the state_dict loads strictly
 into the stock model (timm, torchvision or the project's); with `lite` into `build_exported(arch)`,
@@ -16,6 +19,7 @@ which needs repl.models and repl.families (no surrogate machinery). Bad input is
 from __future__ import annotations
 
 import argparse
+import hashlib
 import io
 import json
 import sys
@@ -81,9 +85,20 @@ def load_exported(directory: Path) -> nn.Module:
         arch = json.loads((directory / ARCHITECTURE).read_text())
     except (OSError, ValueError) as err:
         raise ExportError(f"{directory / ARCHITECTURE} cannot be read: {getattr(err, 'strerror', None) or err}") from None
+    check_digest(directory, arch)
     model = build_exported(arch)
     model.load_state_dict(load_file(str(directory / SAFETENSORS)), strict=True)
     return model
+
+
+def check_digest(directory: Path, arch: Dict[str, Any]) -> None:
+    """ExportError when a weight file's SHA-256 is not the one architecture.json records (a re-export cut short
+    between files, or a file replaced by hand); exports older than the record are not checked."""
+    for name, expected in (arch.get("sha256") or {}).items():
+        path = directory / name
+        if path.is_file() and hashlib.sha256(path.read_bytes()).hexdigest() != expected:
+            raise ExportError(f"{path} is not the file {directory / ARCHITECTURE} was written with (its SHA-256 "
+                              "differs: an export cut short, or a file replaced); export the run again")
 
 
 def _check_export_dir(directory: Path) -> None:
@@ -209,19 +224,38 @@ def export_run(run_dir: Path, out: Optional[Path] = None) -> Path:
         raise ExportError(f"repl.method={cfg.repl.method} changes the architecture in a way export cannot describe: "
                           f"{str(err).splitlines()[0]}") from None
     progress = state["progress"]
+    buffer = io.BytesIO()
+    torch.save(weights, buffer)
+    files = {SAFETENSORS: safetensors_bytes(weights, metadata={"format": FORMAT}), STATE_DICT: buffer.getvalue()}
     arch.update(step=progress["step"], weights="ema" if "ema" in state else "model",
-                metrics=dict(progress.get("eval_metrics") or {}), files=[SAFETENSORS, STATE_DICT])
+                metrics=dict(progress.get("eval_metrics") or {}), files=list(files),
+                sha256={name: hashlib.sha256(data).hexdigest() for name, data in files.items()},
+                provenance=provenance(Path(run_dir)))
     out = Path(out) if out is not None else Path(run_dir) / "export"
     try:
         out.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(out / SAFETENSORS, safetensors_bytes(weights, metadata={"format": FORMAT}))
-        buffer = io.BytesIO()
-        torch.save(weights, buffer)
-        atomic_write_bytes(out / STATE_DICT, buffer.getvalue())
-        atomic_write_json(out / ARCHITECTURE, arch)
+        for name, data in files.items():
+            atomic_write_bytes(out / name, data)
+        atomic_write_json(out / ARCHITECTURE, arch)  # last: it names the files it was written with
     except OSError as err:
         raise ExportError(f"cannot write the export into {out}: {err.strerror or type(err).__name__}") from None
     return out
+
+
+def provenance(run_dir: Path) -> Dict[str, Any]:
+    """Where an export came from: the run directory, the commit and torch that trained it (its env.json, when
+    readable) and the commit and torch that exported it."""
+    from repl.engine.measure.env import git_revision
+
+    trained: Dict[str, Any] = {}
+    try:
+        env = json.loads((run_dir / "env.json").read_text())
+        trained = {key: env.get(key) for key in ("git_sha", "git_dirty", "torch", "device")}
+    except (OSError, ValueError, AttributeError):  # no env.json, or not a JSON object: the export says so
+        trained = {}
+    sha, dirty = git_revision()
+    return {"run_dir": str(run_dir.resolve()), "trained_with": trained or None,
+            "exported_with": {"git_sha": sha, "git_dirty": dirty, "torch": torch.__version__}}
 
 
 def main(argv: Optional[list] = None) -> int:

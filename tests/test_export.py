@@ -1,6 +1,7 @@
 """repl-export: a trained run baked into a plain state_dict that loads strictly where it should."""
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -11,7 +12,7 @@ from safetensors.torch import load_file
 
 from repl import bake
 from repl.config import compose, to_config
-from repl.export import export_run, load_exported, load_run, main, trained_model
+from repl.export import ExportError, export_run, load_exported, load_run, main, trained_model
 from repl.method.surrogates import Surrogate
 from repl.models import build_model
 from repl.models.config import ModelConfig
@@ -159,3 +160,21 @@ def test_load_exported_names_the_path_and_what_it_takes(tmp_path):
     (run_dir / "export" / "model.safetensors").write_bytes(b"")
     with pytest.raises(ExportError, match=rf"{run_dir / 'export' / ARCHITECTURE} cannot be read"):
         load_exported(run_dir / "export")
+
+
+def test_an_export_records_its_provenance_and_refuses_files_it_was_not_written_with(tmp_path):
+    """architecture.json names the run, the commit that trained it (its env.json) and the files' SHA-256; it is
+    written last, so weights left by another (or a cut-short) export are refused instead of loaded."""
+    run_dir = trained_run(tmp_path, "repl.surrogate=lite")
+    out = export_run(run_dir, tmp_path / "exported")
+    arch = json.loads((out / "architecture.json").read_text())
+    env = json.loads((run_dir / "env.json").read_text())
+    assert arch["provenance"]["run_dir"] == str(run_dir.resolve())
+    assert arch["provenance"]["trained_with"]["git_sha"] == env["git_sha"]
+    assert arch["provenance"]["exported_with"]["torch"] == torch.__version__
+    for name, digest in arch["sha256"].items():
+        assert hashlib.sha256((out / name).read_bytes()).hexdigest() == digest
+    other = export_run(trained_run(tmp_path / "other", "repl.surrogate=lite", "seed=1"), tmp_path / "other_export")
+    shutil.copy(other / "model.safetensors", out / "model.safetensors")  # as a re-export killed after its first file
+    with pytest.raises(ExportError, match=r"model.safetensors is not the file .*architecture.json was written with"):
+        load_exported(out)
