@@ -168,6 +168,37 @@ def train_config(overrides: Sequence[str]) -> Any:
         raise error from None
 
 
+def check_training_configs(runs: Sequence[Sequence[str]]) -> List[Any]:
+    """Every training configuration a benchmark or study will run, composed (train_config) and its method planned on
+    its model (repl.method.apply.plan_replacement on a freshly built model: the check the run's surgery makes)
+    before the first is measured or trained, so that a ratio the model cannot take stops the script in one line
+    instead of after the configurations before it ran. Returns the TrainConfigs, in order."""
+    from dataclasses import replace
+
+    from repl.data.build import model_inputs
+    from repl.method.apply import plan_replacement
+    from repl.models import build_model
+
+    configs = []
+    for overrides in runs:
+        cfg = train_config(overrides)
+        model = build_model(replace(cfg.model, weights=None) if getattr(cfg.model, "weights", None) else cfg.model,
+                            **model_inputs(cfg.dataset, cfg.task.name))
+        repl = cfg.repl if cfg.repl.similarity != "cka" else replace(cfg.repl, similarity="weight")  # cka scores on data
+        plan_replacement(model, repl)
+        configs.append(cfg)
+    return configs
+
+
+def refuse_overrides(overrides: Sequence[str], owned: Dict[str, str]) -> None:
+    """A ConfigError (one line) for an override of a key the study sets itself in its runs ({key: what to use
+    instead}): the study's own value would silently win over it, and its table would claim the user's."""
+    for override in overrides:
+        key = override.lstrip("+~").split("=", 1)[0].strip()
+        if key in owned:
+            raise ConfigError(f"{override}: this study sets {key} itself in its runs; {owned[key]}")
+
+
 def at_least(low: int) -> Callable[[str], int]:
     """An argparse type: an integer >= `low` (else one line naming what is accepted)."""
     def parse(value: str) -> int:

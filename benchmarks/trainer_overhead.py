@@ -30,7 +30,7 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a clone without `pip install -e .`
 
-from benchmarks.common import (at_least, hardware, output_dir, script_main, slug, spread, timed, train_config,  # noqa: E402
+from benchmarks.common import (at_least, check_training_configs, hardware, output_dir, script_main, slug, spread, timed, train_config,  # noqa: E402
                                usable_cores, write_result)
 from repl.build import build_run  # noqa: E402
 from repl.config import TrainConfig  # noqa: E402
@@ -215,6 +215,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         torch.set_num_threads(args.threads)
     has_repl = any(o.startswith("repl=") for o in args.overrides)
     variants = [args.overrides] if has_repl else [[*args.overrides, "repl=none"], [*args.overrides, "repl=repl"]]
+    for cfg in check_training_configs(variants):  # every configuration, before the first is measured
+        check_comparable(cfg.trainer)
     load_before = list(os.getloadavg())
     with tempfile.TemporaryDirectory(prefix="trainer_overhead_") as tmp:
         configs = [measure_config(v, args, Path(tmp) / str(i)) for i, v in enumerate(variants)]

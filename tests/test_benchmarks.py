@@ -203,6 +203,19 @@ def test_an_unwritable_out_dir_stops_every_script_before_it_measures(name, tmp_p
     # a device this machine does not have, or no device at all
     ("cost.py", ["--device", "foo"], "cost.py: error: --device: 'foo' is not one of auto, cpu, cuda or cuda:N"),
     ("studies/checkpointing.py", ["--device", "foo"], "checkpointing.py: error: --device: 'foo' is not one of auto"),
+    # every training configuration is planned before the first measurement or run
+    ("trainer_overhead.py", ["repl.ratio=0.9", "--rounds", "1", "--steps", "1", "--warmup", "1", "--batches", "1"],
+     "trainer_overhead.py: error: repl.ratio=0.9 asks for 14 of 15 blocks"),
+    ("studies/stochastic_depth.py", ["repl.ratio=0.9", "trainer.max_steps=3"],
+     "stochastic_depth.py: error: repl.ratio=0.9 asks for 14 of 15 blocks"),
+    ("studies/transfer.py", ["repl.ratio=0.9"], "transfer.py: error: repl.ratio=0.9 asks for 14 of 15 blocks"),
+    ("studies/bn_statistics.py", ["--max-ratio", "0.9"], "bn_statistics.py: error: --max-ratio: repl.ratio=0.9 asks for 8"),
+    ("studies/bn_statistics.py", ["--max-ratio", "x"], "bn_statistics.py: error: argument --max-ratio: 'x' is not a number"),
+    ("studies/bn_statistics.py", ["--seeds", "-1"], "bn_statistics.py: error: argument --seeds: '-1': every item must be"),
+    # a key the study sets itself is refused, not silently replaced
+    ("studies/bn_statistics.py", ["model=resnet32", "repl.ratio=0.4"],
+     "bn_statistics.py: error: repl.ratio=0.4: this study sets repl.ratio itself in its runs; the RepL rows run 0.25 and"),
+    ("studies/bn_statistics.py", ["seed=3"], "bn_statistics.py: error: seed=3: this study sets seed itself in its runs; use"),
 ])
 
 def test_a_scripts_bad_input_is_one_error_line_with_no_traceback(script, args, line, tmp_path):

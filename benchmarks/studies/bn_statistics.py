@@ -12,7 +12,7 @@ and, for the RepL rows, a second training run whose surrogate BatchNorms use a f
 (--surrogate-momentum; 0 skips it) is evaluated with its running statistics.
 
     python benchmarks/studies/bn_statistics.py
-    python benchmarks/studies/bn_statistics.py --seeds 0 --recalibrate 5,20 model=resnet32 repl.ratio=0.4
+    python benchmarks/studies/bn_statistics.py --seeds 0 --recalibrate 5,20 model=resnet32 --max-ratio 0.4
 
 Writes results/studies/bn_statistics_<model>.json and .md.
 """
@@ -35,11 +35,12 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import (at_least, header, int_list, output_dir, provenance, script_main, set_threads,  # noqa: E402
-                               write_result)
+from benchmarks.common import (at_least, check_training_configs, header, nonnegative_int_list, output_dir,  # noqa: E402
+                               provenance, refuse_overrides, script_main, set_threads, write_result)
 from benchmarks.studies.harness import train_run  # noqa: E402
 from repl.build import Apply, configured_method  # noqa: E402
 from repl.config import TrainConfig  # noqa: E402
+from repl.errors import ConfigError  # noqa: E402
 from repl.engine.recalibrate import batchnorm_modules, calibration_batches, recalibrate_batchnorm  # noqa: E402
 from repl.method.plan import Plan  # noqa: E402
 from repl.method.surrogates import Surrogate  # noqa: E402
@@ -61,18 +62,37 @@ def rows(max_ratio: float) -> Dict[str, List[str]]:
     }
 
 
+# Keys every row sets itself (an override of them would be silently replaced, and mislabelled): what to use instead.
+OWNED = {"repl": "its rows are backprop and RepL", "repl.method": "its rows are backprop and RepL",
+         "repl.ratio": "the RepL rows run 0.25 and --max-ratio; use --max-ratio",
+         "repl.surrogate": "its rows run lite and full", "seed": "use --seeds"}
+
+
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="BatchNorm statistics: batch vs running vs recalibrated, per row and seed.",
                                      epilog=f"Positional: Hydra overrides of every run, after {' '.join(DEFAULTS)}")
     parser.add_argument("overrides", nargs="*")
-    parser.add_argument("--seeds", type=int_list, default="0,1,2", help="comma-separated seeds")
-    parser.add_argument("--recalibrate", type=int_list, default="5,20,50", help="comma-separated N: recalibration batches")
-    parser.add_argument("--max-ratio", type=float, default=0.44, help="the model's largest repl.ratio (resnet20: 4/9)")
+    parser.add_argument("--seeds", type=nonnegative_int_list, default="0,1,2", help="comma-separated seeds (default 0,1,2)")
+    parser.add_argument("--recalibrate", type=nonnegative_int_list, default="5,20,50",
+                        help="comma-separated N: recalibration batches (default 5,20,50)")
+    parser.add_argument("--max-ratio", type=fraction, default=0.44,
+                        help="the model's largest repl.ratio, a number in (0, 1) (default 0.44, resnet20: 4/9)")
     parser.add_argument("--surrogate-momentum", type=float, default=0.5,
                         help="BatchNorm momentum inside surrogates for the extra RepL runs; 0 = no extra runs")
     parser.add_argument("--threads", type=at_least(0), default=None, help="default 1 (see cost.py), 0 = torch's choice")
     parser.add_argument("--out-dir", type=output_dir, default=str(ROOT / "results" / "studies"))
     return parser.parse_intermixed_args(argv)
+
+
+def fraction(value: str) -> float:
+    """--max-ratio: a number in (0, 1) (else one line naming what is accepted)."""
+    try:
+        number = float(value)
+    except ValueError:
+        number = float("nan")
+    if not 0 < number < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number between 0 and 1")
+    return number
 
 
 def surrogate_momentum(momentum: float) -> Apply:
@@ -163,7 +183,13 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     set_threads(args.threads, torch.device("cpu"))
     load_before = list(os.getloadavg())
     seeds, steps = args.seeds, args.recalibrate
+    refuse_overrides(args.overrides, OWNED)
     base = [*DEFAULTS, *args.overrides]
+    # every row's configuration and plan (--max-ratio on this model), before the first run trains
+    try:
+        check_training_configs([[*base, *extra, f"seed={seeds[0]}"] for extra in rows(args.max_ratio).values()])
+    except ConfigError as err:
+        raise ConfigError(f"--max-ratio: {err}" if str(err).startswith(f"repl.ratio={args.max_ratio} ") else str(err)) from None
     table: Dict[str, Any] = {}
     first: Dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="bn_statistics_") as tmp:

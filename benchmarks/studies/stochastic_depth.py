@@ -25,7 +25,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import at_least, output_dir, provenance, script_main, set_threads  # noqa: E402
+from benchmarks.common import at_least, check_training_configs, output_dir, provenance, script_main, set_threads  # noqa: E402
 from benchmarks.studies.harness import SEQUENTIAL_TIMES, default_apply, report_runs, train_run  # noqa: E402
 from repl.method.registry import Selection, get_method  # noqa: E402
 
@@ -72,6 +72,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     set_threads(args.threads, torch.device("cpu"))
     load_before = list(os.getloadavg())
     base = [*DEFAULTS, *args.overrides]
+    check_training_configs([[*base, *extra] for extra, _ in RUNS.values()])  # before the first run trains
     runs: Dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="stochastic_depth_") as tmp:
         for i, (label, (extra, apply)) in enumerate(RUNS.items()):

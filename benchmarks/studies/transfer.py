@@ -19,22 +19,37 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import at_least, output_dir, provenance, script_main, set_threads  # noqa: E402
+from benchmarks.common import at_least, check_training_configs, output_dir, provenance, script_main, set_threads  # noqa: E402
 from benchmarks.studies.harness import SEQUENTIAL_TIMES, report_runs, train_run  # noqa: E402
 
-DEFAULTS = ["trainer.device=cpu", "model=resnet32", "trainer.epochs=2", "trainer.progress=false"]
-RUNS = {  # label: overrides of the fine-tuning run (besides the defaults and the user's)
-    "RepL lite 0.25, from pretrained": ["repl.ratio=0.25", "WEIGHTS"],
-    "RepL lite 0.25, from scratch": ["repl.ratio=0.25"],
+# repl.ratio=0.25 is a default: the user's repl.* overrides (ratio, surrogate, method) come after it and win,
+# and the RepL runs' labels are read from the configuration they ran with.
+DEFAULTS = ["trainer.device=cpu", "model=resnet32", "trainer.epochs=2", "trainer.progress=false", "repl.ratio=0.25"]
+RUNS = {  # label (METHOD: the configured method, as it ran): overrides of the fine-tuning run besides DEFAULTS and the user's
+    "METHOD, from pretrained": ["WEIGHTS"],
+    "METHOD, from scratch": [],
     "BP, from pretrained": ["repl=none", "WEIGHTS"],
 }
+
+
+def without_repl(overrides: Sequence[str]) -> List[str]:
+    """The overrides but those of the repl group and its keys."""
+    return [o for o in overrides if not o.lstrip("+~").startswith(("repl.", "repl="))]
+
+
+def method_label(cfg: Any) -> str:
+    """What a fine-tuning run's configured method is, for its row: 'RepL lite 0.25', 'BP', 'drop 0.25'."""
+    repl = cfg.repl
+    if repl.ratio == 0 or repl.method in ("none", "bp"):
+        return "BP"
+    return f"RepL {repl.surrogate} {repl.ratio:g}" if repl.method == "repl" else f"{repl.method} {repl.ratio:g}"
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
@@ -42,7 +57,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                                      epilog=f"Positional: Hydra overrides of every run, after {' '.join(DEFAULTS)}")
     parser.add_argument("overrides", nargs="*")
     parser.add_argument("--source-seed", type=int, default=1, help="seed of the pretraining task (default 1)")
-    parser.add_argument("--pretrain-epochs", type=at_least(1), default=4)
+    parser.add_argument("--pretrain-epochs", type=at_least(1), default=4,
+                        help="epochs of backprop on the source task (default 4)")
     parser.add_argument("--threads", type=at_least(0), default=None, help="default 1 (see cost.py), 0 = torch's choice")
     parser.add_argument("--out-dir", type=output_dir, default=str(ROOT / "results" / "studies"))
     return parser.parse_intermixed_args(argv)
@@ -69,15 +85,20 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     set_threads(args.threads, torch.device("cpu"))
     load_before = list(os.getloadavg())
     base = [*DEFAULTS, *args.overrides]
+    plain = without_repl(base)  # the backprop runs: repl=none, none of the repl.* settings of the RepL runs
+    source = [*plain, "repl=none", f"seed={args.source_seed}", f"trainer.epochs={args.pretrain_epochs}"]
+    finetune = [[*(plain if "repl=none" in extra else base), *extra] for extra in RUNS.values()]
+    # every run's configuration and plan, before the pretraining starts (the weights file does not exist yet)
+    configs = check_training_configs([source, *([o for o in run if o != "WEIGHTS"] for run in finetune)])
+    labels = [label.replace("METHOD", method_label(cfg)) for label, cfg in zip(RUNS, configs[1:])]
     runs: Dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="transfer_") as tmp:
-        source = [*base, "repl=none", f"seed={args.source_seed}", f"trainer.epochs={args.pretrain_epochs}"]
         pretrain, model, _, _ = train_run(source, Path(tmp) / "pretrain")
         weights = Path(tmp) / "pretrained.pt"
         torch.save(model.state_dict(), weights)
         runs["pretrain (BP, source task)"] = {"overrides": source, "summary": pretrain}
-        for i, (label, extra) in enumerate(RUNS.items()):
-            overrides = [*base, *(f"model.weights={weights}" if e == "WEIGHTS" else e for e in extra)]
+        for i, (label, run) in enumerate(zip(labels, finetune)):
+            overrides = [f"model.weights={weights}" if o == "WEIGHTS" else o for o in run]
             summary, _, _, _ = train_run(overrides, Path(tmp) / str(i))
             runs[label] = {"overrides": [o.replace(str(weights), "PRETRAINED.pt") for o in overrides], "summary": summary}
     settings = {"overrides": base, "source_seed": args.source_seed, "pretrain_epochs": args.pretrain_epochs}

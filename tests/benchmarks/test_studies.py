@@ -30,15 +30,21 @@ def test_quantize_shrinks_the_baked_model(tmp_path, script):
     assert set(res["latency"]) == {"1", "32"}
 
 
-def test_transfer_finetunes_from_a_weights_file(tmp_path, script):
-    res = script("studies.transfer").main([*TRAIN, "--pretrain-epochs", "1", "--out-dir", str(tmp_path)])
+def test_transfer_finetunes_from_a_weights_file_with_the_users_repl_settings(tmp_path, script):
+    """The fine-tuning runs take the user's repl.* (over the study's default ratio 0.25), and their rows are
+    labelled with what ran."""
+    res = script("studies.transfer").main([*TRAIN, "repl.ratio=0.4", "repl.surrogate=full", "--pretrain-epochs", "1",
+                                           "--out-dir", str(tmp_path)])
     runs = res["runs"]
-    assert len(runs) == 4 and (tmp_path / "transfer_resnet20.json").exists()
+    assert list(runs) == ["pretrain (BP, source task)", "RepL full 0.4, from pretrained", "RepL full 0.4, from scratch",
+                          "BP, from pretrained"] and (tmp_path / "transfer_resnet20.json").exists()
     assert runs["pretrain (BP, source task)"]["summary"]["method"] == "bp"
-    assert "model.weights=PRETRAINED.pt" in runs["RepL lite 0.25, from pretrained"]["overrides"]
-    scratch, pretrained = runs["RepL lite 0.25, from scratch"]["summary"], runs["RepL lite 0.25, from pretrained"]["summary"]
+    assert "model.weights=PRETRAINED.pt" in runs["RepL full 0.4, from pretrained"]["overrides"]
+    scratch, pretrained = runs["RepL full 0.4, from scratch"]["summary"], runs["RepL full 0.4, from pretrained"]["summary"]
     assert pretrained["params"] == scratch["params"] and pretrained["plan"]["blocks"] == scratch["plan"]["blocks"]
+    assert len(scratch["plan"]["blocks"]) == 4 and scratch["plan"]["settings"]["surrogate"] == "full"  # 0.4 of 9 blocks
     assert pretrained["params"]["trainable"] < runs["BP, from pretrained"]["summary"]["params"]["trainable"]
+    assert "| RepL full 0.4, from scratch |" in (tmp_path / "transfer_resnet20.md").read_text()
 
 
 def test_stochastic_depth_study_runs_the_four_methods(tmp_path, script):
