@@ -82,8 +82,9 @@ def _plot_vs_ratio(ax, series: dict, ylabel: str) -> None:
     ax.legend()
 
 
-def _curve(run_dir: Path, key: str) -> tuple[list[float], list[float]]:
-    """(steps, values) of one key in a run's metrics.jsonl; empty if absent or unreadable."""
+def training_curve(run_dir: Path, key: str) -> tuple[list[float], list[float]]:
+    """(steps, values) of one key in a run's metrics.jsonl; empty if absent or unreadable; a line without a
+    numeric step or value (cut by a kill, edited by hand) is skipped."""
     steps, values = [], []
     try:
         lines = (run_dir / "metrics.jsonl").read_text().splitlines()
@@ -94,9 +95,12 @@ def _curve(run_dir: Path, key: str) -> tuple[list[float], list[float]]:
             record = json.loads(line)
         except ValueError:
             continue
-        if key in record:
-            steps.append(record["step"])
-            values.append(record[key])
+        if not isinstance(record, dict):  # a hand-edited or foreign line: not a record of this run's
+            continue
+        step, value = record.get("step"), record.get(key)
+        if isinstance(step, (int, float)) and isinstance(value, (int, float)):
+            steps.append(step)
+            values.append(value)
     return steps, values
 
 
@@ -126,7 +130,7 @@ def plot_experiment(experiment: str, groups, out: Path) -> list[Path]:
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
     for label, run_dir in sorted(firsts.items()):
         for ax, key in zip(axes, ("train/loss", f"eval/{metric}")):
-            steps, values = _curve(run_dir, key)
+            steps, values = training_curve(run_dir, key)
             if steps:
                 ax.plot(steps, values, marker="." if key.startswith("eval") else None, label=label)
                 ax.set_xlabel("step")

@@ -149,3 +149,12 @@ def test_help_names_each_option_and_its_default(script, capsys):
         script.main(["--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "(default: results/runs.csv)" in text and "--out" in text and "(default: results/" in text.split("--out")[-1]
+
+
+def test_a_training_curve_skips_metrics_lines_it_cannot_plot(tmp_path):
+    """metrics.jsonl lines cut by a kill, without a step, or not a record are skipped, not a KeyError."""
+    (tmp_path / "metrics.jsonl").write_text("\n".join([
+        json.dumps({"step": 1, "train/loss": 2.0}), json.dumps({"train/loss": 1.5}), "[1, 2]",
+        json.dumps({"step": 2, "train/loss": "nan?"}), '{"step": 3, "train/lo', json.dumps({"step": 4, "train/loss": 1.0}),
+    ]) + "\n")
+    assert plots.training_curve(tmp_path, "train/loss") == ([1, 4], [2.0, 1.0])
