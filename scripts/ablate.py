@@ -21,12 +21,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import statistics
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, NoReturn, Optional, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a clone without `pip install -e .`
@@ -107,7 +108,7 @@ SUITES = {
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Run the ablation suites and write their tables.")
     parser.add_argument("--suite", default="all", help=f"all, or comma-separated from {', '.join(SUITES)}")
-    parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
+    parser.add_argument("--seeds", default=DEFAULT_SEEDS, help="comma-separated seeds (default 0,1,2)")
     parser.add_argument("--variants", default=None, help="comma-separated variant names (default: all of each suite)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="an extra override for every run (repeatable), e.g. --set trainer.max_steps=20")
@@ -127,23 +128,49 @@ def _threads(value: str) -> int:
     return int(value)
 
 
+def fail(message: str) -> NoReturn:
+    """A user's mistake: one `ablate.py: error:` line and exit status 2 (argparse's), before anything runs."""
+    print(f"ablate.py: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
 def _parse_list(text: str, what: str, allowed: Optional[Sequence[str]] = None) -> List[str]:
     items = [item.strip() for item in text.split(",") if item.strip()]
     if not items:
-        raise SystemExit(f"error: --{what} is empty")
+        fail(f"--{what}: {text!r} names nothing; give at least one")
     unknown = [item for item in items if allowed is not None and item not in allowed]
     if unknown:
-        raise SystemExit(f"error: --{what}: {unknown[0]!r} is not one of {', '.join(allowed)}")
+        fail(f"--{what}: {unknown[0]!r} is not one of {', '.join(allowed)}")
     return items
+
+
+DEFAULT_SEEDS = "0,1,2"
+
+
+def set_label(sets: Sequence[str]) -> str:
+    """The run-directory level of a --set combination: '' without any, else a file-name-safe form of them, so that
+    runs of different settings never share a directory."""
+    return "set_" + re.sub(r"[^A-Za-z0-9.=_-]+", "_", "__".join(sets)) if sets else ""
+
+
+def narrowed(args: argparse.Namespace) -> bool:
+    """Whether this run's tables hold less than (or other than) a full suite's: some variants or seeds, or --set."""
+    return args.variants is not None or args.seeds.replace(" ", "") != DEFAULT_SEEDS or bool(args.set)
 
 
 def planned_runs(args: argparse.Namespace) -> List[Dict[str, Any]]:
     """Every (suite, variant, seed) with its overrides and run directory, in the order they run."""
     suites = list(SUITES) if args.suite == "all" else _parse_list(args.suite, "suite", list(SUITES))
-    try:
-        seeds = [int(s) for s in _parse_list(args.seeds, "seeds")]
-    except ValueError:
-        raise SystemExit(f"error: --seeds={args.seeds!r}: give integers, e.g. 0,1,2") from None
+    items = _parse_list(args.seeds, "seeds")
+    if not all(item.isdigit() for item in items):
+        fail(f"--seeds: {args.seeds!r} is not comma-separated integers >= 0, e.g. 0,1,2")
+    seeds = [int(item) for item in items]
+    for item in args.set:
+        key = item.lstrip("+~").split("=", 1)[0].strip()
+        if key == "seed":
+            fail(f"--set {item}: every run's seed comes from --seeds")
+        if "=" not in item:
+            fail(f"--set {item!r}: give KEY=VALUE")
     runs = []
     for name in suites:
         suite = SUITES[name]
@@ -157,7 +184,7 @@ def planned_runs(args: argparse.Namespace) -> List[Dict[str, Any]]:
                 overrides = [*suite.base, *suite.variants[variant], *args.set, f"seed={seed}",
                              "trainer.progress=false", f"experiment_name=ablation_{name}"]
                 runs.append({"suite": name, "variant": variant, "seed": seed, "overrides": overrides,
-                             "run_dir": Path(args.runs_dir) / name / variant / f"seed{seed}"})
+                             "run_dir": Path(args.runs_dir) / name / variant / set_label(args.set) / f"seed{seed}"})
     return runs
 
 
@@ -167,9 +194,13 @@ def validate(runs: List[Dict[str, Any]]) -> None:
         try:
             run["config"] = to_config(compose(run["overrides"]))
         except ReplError as err:
-            raise SystemExit(f"error: {run['suite']}/{run['variant']}: {err}") from None
+            fail(f"{run['suite']}/{run['variant']}: {err}")
         except Exception as err:  # noqa: BLE001 - Hydra's own errors (unknown key or option): one line
-            raise SystemExit(f"error: {run['suite']}/{run['variant']}: {str(err).splitlines()[0]}") from None
+            fail(f"{run['suite']}/{run['variant']}: {str(err).splitlines()[0]}")
+        recorded = run["run_dir"] / ".hydra" / "overrides.yaml"
+        if recorded.exists() and list(OmegaConf.load(recorded)) != list(run["overrides"]):
+            fail(f"{run['run_dir']} holds a run of other settings ({' '.join(map(str, OmegaConf.load(recorded)))}); "
+                 "give another --runs-dir or remove it")
 
 
 def execute(runs: List[Dict[str, Any]]) -> None:
@@ -295,7 +326,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         try:
             writable_dir(Path(where))
         except OSError as err:
-            raise SystemExit(f"error: {flag}: cannot write to {where}: {err.strerror or err}") from None
+            fail(f"{flag}: cannot write to {where}: {err.strerror or err}")
     if args.threads:
         import torch
 
@@ -306,9 +337,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         execute(suite_runs)
         result = summarise(SUITES[name], suite_runs)
         out = Path(args.out_dir)
-        atomic_write_text(out / f"{name}.json", json.dumps(result, indent=2) + "\n")
+        # a narrowed run (some variants or seeds, --set) never replaces the full suite's table: <suite>_narrowed.*
+        stem = f"{name}_narrowed" if narrowed(args) else name
+        atomic_write_text(out / f"{stem}.json", json.dumps(result, indent=2) + "\n")
         table = markdown(result)
-        atomic_write_text(out / f"{name}.md", table)
+        atomic_write_text(out / f"{stem}.md", table)
         print(table)
     return 0
 
