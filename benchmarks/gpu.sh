@@ -106,7 +106,12 @@ else
   BENCH_LIMIT=140
   OPS_LIMIT=45
 fi
-mkdir -p "$OUT"
+# Before any step: the out dir is a directory this process can write in (made if missing), else one line.
+if ! mkdir -p "$OUT" 2>/dev/null || [[ ! -d "$OUT" ]] || ! probe="$(mktemp "$OUT/.write-check-XXXXXX" 2>/dev/null)"; then
+  echo "benchmarks/gpu.sh: --out-dir: cannot write to $OUT; give a writable directory" >&2
+  exit 2
+fi
+rm -f "$probe"
 
 step "cuda-marked tests (tests/cuda)"
 timeout "$TEST_LIMIT" "$PYTHON" -m pytest tests/cuda -m cuda -q -p no:xdist -p no:cacheprovider || failed+=("tests (exit $?)")

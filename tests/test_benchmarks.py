@@ -243,3 +243,13 @@ def test_device_cuda_without_a_gpu_is_one_error_line(script, tmp_path):
     assert done.stderr.strip().splitlines() == [
         f"{Path(script).name}: error: --device: 'cuda', but this machine has no usable CUDA GPU; use --device cpu or auto"]
     assert not any((tmp_path / "out").iterdir())
+
+
+@pytest.mark.parametrize("where", ["a-file", "a-file/below"])
+def test_gpu_script_refuses_an_out_dir_it_cannot_write_before_any_step(where, tmp_path):
+    """--out-dir is proven a writable directory before the tests step spends (GPU) time: one line, exit 2."""
+    (tmp_path / "a-file").write_text("")
+    done = _gpu_script("--dry", "--out-dir", str(tmp_path / where), tmp_path=tmp_path)
+    assert done.returncode == 2 and "==" not in done.stdout
+    assert done.stderr.strip().splitlines() == [
+        f"benchmarks/gpu.sh: --out-dir: cannot write to {tmp_path / where}; give a writable directory"]
