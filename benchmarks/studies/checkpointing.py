@@ -42,11 +42,11 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--ratio", type=ratio_arg, default="max", help="RepL ratio, or 'max' = the model's largest (default)")
     parser.add_argument("--surrogate", default="lite", choices=["lite", "full"])
     parser.add_argument("--batch", type=at_least(1), default=None, help="default: the cost benchmark's batch for the device")
-    parser.add_argument("--rounds", type=at_least(1), default=3)
-    parser.add_argument("--steps", type=at_least(1), default=2)
-    parser.add_argument("--device", default="auto")
+    parser.add_argument("--rounds", type=at_least(1), default=3, help="interleaved timing rounds (default 3)")
+    parser.add_argument("--steps", type=at_least(1), default=2, help="timed steps per configuration per round (default 2)")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (default auto)")
     parser.add_argument("--threads", type=at_least(0), default=None, help="default 1 on CPU (see cost.py), 0 = torch's choice")
-    parser.add_argument("--out-dir", type=output_dir, default=str(ROOT / "results" / "studies"))
+    parser.add_argument("--out-dir", type=output_dir, default=str(ROOT / "results" / "studies"), help="default results/studies")
     return parser.parse_args(argv)
 
 
