@@ -45,11 +45,15 @@ def without_repl(overrides: Sequence[str]) -> List[str]:
 
 
 def method_label(cfg: Any) -> str:
-    """What a fine-tuning run's configured method is, for its row: 'RepL lite 0.25', 'BP', 'drop 0.25'."""
+    """What a fine-tuning run's configured method is, for its row: 'repl lite 0.25', 'BP', 'drop 0.25' (the
+    method's record says which switches it reads)."""
     repl = cfg.repl
-    if repl.ratio == 0 or repl.method in ("none", "bp"):
+    if repl.is_plain_backprop:
         return "BP"
-    return f"RepL {repl.surrogate} {repl.ratio:g}" if repl.method == "repl" else f"{repl.method} {repl.ratio:g}"
+    record = repl.record
+    parts = [repl.method, repl.surrogate if "surrogate" in record.switches else "",
+             f"{repl.ratio:g}" if record.uses_ratio else ""]
+    return " ".join(part for part in parts if part)
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:

@@ -36,15 +36,15 @@ def test_transfer_finetunes_from_a_weights_file_with_the_users_repl_settings(tmp
     res = script("studies.transfer").main([*TRAIN, "repl.ratio=0.4", "repl.surrogate=full", "--pretrain-epochs", "1",
                                            "--out-dir", str(tmp_path)])
     runs = res["runs"]
-    assert list(runs) == ["pretrain (BP, source task)", "RepL full 0.4, from pretrained", "RepL full 0.4, from scratch",
+    assert list(runs) == ["pretrain (BP, source task)", "repl full 0.4, from pretrained", "repl full 0.4, from scratch",
                           "BP, from pretrained"] and (tmp_path / "transfer_resnet20.json").exists()
     assert runs["pretrain (BP, source task)"]["summary"]["method"] == "bp"
-    assert "model.weights=PRETRAINED.pt" in runs["RepL full 0.4, from pretrained"]["overrides"]
-    scratch, pretrained = runs["RepL full 0.4, from scratch"]["summary"], runs["RepL full 0.4, from pretrained"]["summary"]
+    assert "model.weights=PRETRAINED.pt" in runs["repl full 0.4, from pretrained"]["overrides"]
+    scratch, pretrained = runs["repl full 0.4, from scratch"]["summary"], runs["repl full 0.4, from pretrained"]["summary"]
     assert pretrained["params"] == scratch["params"] and pretrained["plan"]["blocks"] == scratch["plan"]["blocks"]
     assert len(scratch["plan"]["blocks"]) == 4 and scratch["plan"]["settings"]["surrogate"] == "full"  # 0.4 of 9 blocks
     assert pretrained["params"]["trainable"] < runs["BP, from pretrained"]["summary"]["params"]["trainable"]
-    assert "| RepL full 0.4, from scratch |" in (tmp_path / "transfer_resnet20.md").read_text()
+    assert "| repl full 0.4, from scratch |" in (tmp_path / "transfer_resnet20.md").read_text()
 
 
 def test_stochastic_depth_study_runs_the_four_methods(tmp_path, script):
@@ -80,7 +80,7 @@ def test_bn_statistics_study_measures_every_column(tmp_path, script):
                                                 "--out-dir", str(tmp_path)])
     assert (tmp_path / "bn_statistics_resnet20.md").exists()
     rows = res["rows"]
-    assert list(rows) == ["backprop", "RepL lite 0.25", "RepL lite 0.44", "RepL full 0.44"]
+    assert list(rows) == ["backprop", "RepL lite 0.25", "RepL lite 0.44", "repl full 0.44"]
     for label, row in rows.items():
         (seed,) = row["seeds"]
         assert seed["running"] == seed["trainer_eval"]  # the trainer's own evaluation, with bn_recalibrate=0
