@@ -9,7 +9,6 @@ import argparse
 import ctypes
 import json
 import os
-import platform
 import re
 import statistics
 import sys
@@ -22,6 +21,7 @@ import torch
 
 from repl.engine import measure
 from repl.engine.checkpoint import atomic_write_text, writable_dir
+from repl.engine.measure.env import cpu_model
 from repl.errors import ConfigError, ReplError
 from repl.method.config import ReplConfig
 from repl.method.recompute import AUTO
@@ -35,17 +35,6 @@ def other_recompute_settings() -> List[Tuple[str, Union[bool, str]]]:
     """(row suffix, setting) of every repl.recompute setting but the default, to measure beside it."""
     default = ReplConfig().recompute
     return [(label, setting) for setting, label in RECOMPUTE_LABELS.items() if setting != default]
-
-
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo (platform.processor() where there is none)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def usable_cores() -> int:
