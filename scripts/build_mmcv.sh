@@ -6,6 +6,10 @@
 # Recipe and its traps: docs/openmmlab.md, "Building mmcv" (the registry has only the sdist; torch 2.14 headers
 # need C++20; the build needs pkg_resources, so setuptools<82, without build isolation).
 set -euo pipefail
+case "${1:-}" in
+  -h|--help) sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  -*) echo "build_mmcv.sh: error: unknown option $1; usage: scripts/build_mmcv.sh [PYTHON]" >&2; exit 2 ;;
+esac
 cd "$(dirname "$0")/.."
 PY="${1:-.venv/bin/python}"
 PIP=("$PY" -m pip --disable-pip-version-check)
