@@ -86,7 +86,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                                      epilog=f"Positional: Hydra overrides after the defaults {' '.join(DEFAULTS)}")
     parser.add_argument("overrides", nargs="*")
     parser.add_argument("--calib", type=at_least(1), default=8, help="calibration batches (static PTQ)")
-    parser.add_argument("--rounds", type=at_least(1), default=5)
+    parser.add_argument("--rounds", type=at_least(1), default=5,
+                        help="interleaved timing rounds of the float and the INT8 model (default 5)")
     parser.add_argument("--steps", type=at_least(1), default=5, help="forwards per round per model and batch size")
     parser.add_argument("--threads", type=at_least(0), default=None, help="default 1 (see cost.py), 0 = torch's choice")
     parser.add_argument("--out-dir", type=output_dir, default=str(ROOT / "results" / "studies"))
