@@ -80,7 +80,7 @@ def test_bn_statistics_study_measures_every_column(tmp_path, script):
                                                 "--out-dir", str(tmp_path)])
     assert (tmp_path / "bn_statistics_resnet20.md").exists()
     rows = res["rows"]
-    assert list(rows) == ["backprop", "RepL lite 0.25", "RepL lite 0.44", "repl full 0.44"]
+    assert list(rows) == ["backprop", "RepL lite 0.25", "RepL lite 0.44", "RepL full 0.44"]
     for label, row in rows.items():
         (seed,) = row["seeds"]
         assert seed["running"] == seed["trainer_eval"]  # the trainer's own evaluation, with bn_recalibrate=0
