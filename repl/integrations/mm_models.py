@@ -14,6 +14,7 @@ from repl.errors import ConfigError
 from repl.integrations.mm_backbones import BACKBONE_TYPES
 from repl.integrations.mm_checkpoints import full_checkpoint_loading
 from repl.integrations.mm_extra import require_openmmlab
+from repl.models.zoo import pretrained_download
 from repl.resources import shipped_dir
 
 if TYPE_CHECKING:
@@ -68,8 +69,8 @@ def _build(scope: str, name: str, *, num_classes: int, in_chans: int, pretrained
 
     init_default_scope(scope)
     model = MODELS.build(cfg.model)
-    with full_checkpoint_loading():
-        model.init_weights()  # mm's initialisers (or the pretrained backbone) before any surgery
+    with full_checkpoint_loading(), pretrained_download("torchvision", f"{name}'s backbone", pretrained):
+        model.init_weights()  # mm's initialisers (or the pretrained backbone: torchvision://) before any surgery
     return model
 
 

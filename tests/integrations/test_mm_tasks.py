@@ -97,3 +97,22 @@ def test_a_missing_dataset_names_the_path(tmp_path, task, dataset):
     cfg = to_config(compose([f"task={task}", f"dataset={dataset}", f"dataset.root={tmp_path / 'none'}"])).dataset
     with pytest.raises(DataError, match=str(tmp_path / "none")):
         build_data(cfg, seed=0, device="cpu", task=task)
+
+
+def test_an_unreachable_pretrained_backbone_is_one_line(monkeypatch):
+    """model.pretrained=true for a detector with no network and no cached torchvision weights: ConfigError naming
+    the key and what to do, not urllib's traceback from inside mmengine's init_weights."""
+    import urllib.error
+
+    import mmengine.runner.checkpoint as mm_checkpoint
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(mm_checkpoint, "load_url", offline)
+    from repl.errors import ConfigError
+    from repl.integrations.mm_models import build_detector
+
+    with pytest.raises(ConfigError, match=r"model.pretrained=true: .*faster_rcnn_r50_fpn's backbone.*"
+                                          r"Name or service not known.*model.pretrained=false"):
+        build_detector("faster_rcnn_r50_fpn", num_classes=3, pretrained=True)
