@@ -158,23 +158,16 @@ def train_config(overrides: Sequence[str]) -> Any:
 
 
 def check_training_configs(runs: Sequence[Sequence[str]]) -> List[Any]:
-    """Every training configuration a benchmark or study will run, composed (train_config) and its method planned on
-    its model (repl.method.apply.plan_replacement on a freshly built model: the check the run's surgery makes)
-    before the first is measured or trained, so that a ratio the model cannot take stops the script in one line
+    """Every training configuration a benchmark or study will run, composed (train_config) and checked as a
+    multirun's jobs are before the first starts (repl.sweep_check.BuildCheck: its data located, its model built
+    without weights, its method planned on it), so that a ratio the model cannot take stops the script in one line
     instead of after the configurations before it ran. Returns the TrainConfigs, in order."""
-    from dataclasses import replace
+    from repl.sweep_check import BuildCheck
 
-    from repl.data.build import model_inputs
-    from repl.method.apply import plan_replacement
-    from repl.models import build_model
-
-    configs = []
+    configs, check = [], BuildCheck()
     for overrides in runs:
         cfg = train_config(overrides)
-        model = build_model(replace(cfg.model, weights=None) if getattr(cfg.model, "weights", None) else cfg.model,
-                            **model_inputs(cfg.dataset, cfg.task.name))
-        repl = cfg.repl if cfg.repl.similarity != "cka" else replace(cfg.repl, similarity="weight")  # cka scores on data
-        plan_replacement(model, repl)
+        check.check(cfg)
         configs.append(cfg)
     return configs
 
