@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import copy
 import csv
+import functools
 import hashlib
 import io
 import json
@@ -94,18 +95,18 @@ def _load_yaml(path: Path) -> Any:
         return None
 
 
-_DEFAULT_EXCLUDE: list[str] | None = None
+@functools.lru_cache(maxsize=1)
+def _default_exclude_keys() -> tuple[str, ...]:
+    """configs/train.yaml's exclude_keys, read once."""
+    return tuple(_exclude_keys_in(_load_yaml(TRAIN_CONFIG)) or ())
 
 
 def exclude_keys(run_dir: Path) -> list[str]:
     """The keys that do not change what is trained, as the run's Hydra config lists them (the repository's
     configs/train.yaml for a run without a readable .hydra/hydra.yaml); `seed` always among them."""
-    global _DEFAULT_EXCLUDE
     keys = _exclude_keys_in(_load_yaml(run_dir / ".hydra" / "hydra.yaml"))
     if keys is None:
-        if _DEFAULT_EXCLUDE is None:
-            _DEFAULT_EXCLUDE = _exclude_keys_in(_load_yaml(TRAIN_CONFIG)) or []
-        keys = _DEFAULT_EXCLUDE
+        keys = list(_default_exclude_keys())
     return [SEED, *(k for k in keys if k != SEED)]
 
 
