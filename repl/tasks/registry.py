@@ -105,11 +105,6 @@ TASKS: Dict[str, TaskSpec] = {spec.name: spec for spec in (
 DEFAULT_TASK = "classification"  # task.name when none is given
 
 
-def task_names() -> Tuple[str, ...]:
-    """Every registered task.name."""
-    return tuple(TASKS)
-
-
 def task_spec(name: str) -> TaskSpec:
     """The record of task `name`; ConfigError naming task.name and the choices if there is none."""
     if name not in TASKS:
