@@ -46,6 +46,7 @@ from repl.families import discover_blocks  # noqa: E402
 from repl.errors import ConfigError  # noqa: E402
 from repl.method.apply import plan_replacement  # noqa: E402
 from repl.method.bake import bake  # noqa: E402
+from repl.method.config import CHOICES, SurrogateKind  # noqa: E402
 from repl.method.plan import max_replaceable, replace_count  # noqa: E402
 from repl.models import build_model  # noqa: E402
 from repl.models.config import ModelConfig  # noqa: E402
@@ -277,7 +278,7 @@ def measure_model(spec: ModelSpec, args: argparse.Namespace, device: torch.devic
         base = cuda_allocated(device)
         model = copy.deepcopy(template)
         switches = {} if recompute is None else {"recompute": recompute}
-        plan = apply_replacement(model, ReplConfig(ratio=ratio, surrogate=surrogate or "lite", **switches))
+        plan = apply_replacement(model, ReplConfig(ratio=ratio, surrogate=surrogate or ReplConfig().surrogate, **switches))
         if baked:
             model = bake(model)
         model.to(device, memory_format=memory_format).train()
@@ -323,7 +324,7 @@ def measure_model(spec: ModelSpec, args: argparse.Namespace, device: torch.devic
         row["vs_baked"] = spread([a / b for a, b in zip(s.seconds, twin.seconds)]) if twin else None
     # A `full` surrogate baked is BP's own architecture built a second way: its time ratio to BP, ideally 1.000, is
     # the error of this model's time ratios in this run (an A/A comparison).
-    control = [row["ratios"]["time"] for row in rows if row["baked"] and row["surrogate"] == "full"]
+    control = [row["ratios"]["time"] for row in rows if row["baked"] and row["surrogate"] == SurrogateKind.FULL]
     return {"model": spec.key, "spec": asdict(replace(spec, batch={**spec.batch})), "batch_size": batch_size,
             "num_blocks": num_blocks, "max_ratio": max_replaceable(num_blocks) / num_blocks, "configs": rows,
             "aa_time_ratios": control, "skipped_ratios": skipped}
@@ -507,7 +508,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.models = model_names(parser, args.models)
     args.ratios = [ratio_value(parser, r) for r in name_list(parser, "--ratios", args.ratios)]
-    args.surrogates = name_list(parser, "--surrogates", args.surrogates, ["lite", "full"])
+    args.surrogates = name_list(parser, "--surrogates", args.surrogates, list(CHOICES["surrogate"]))
     for key in ("batch", "size"):
         setattr(args, key, per_model(parser, key, getattr(args, key)))
     return args
@@ -531,7 +532,7 @@ def report(args: argparse.Namespace, device: torch.device, models: List[Dict[str
                      "noisy; the per-round ratios (interleaved) are the robust numbers")
     notes += [f"{m['model']}: {note}" for m in models for note in m.get("skipped_ratios", [])]
     judged = [(m, c) for m in models for c in m["configs"]  # the defaults' `lite` rows
-              if c["surrogate"] == "lite" and not c["baked"] and c["recompute"] == ReplConfig().recompute]
+              if c["surrogate"] == SurrogateKind.LITE and not c["baked"] and c["recompute"] == ReplConfig().recompute]
     over = [f"{m['model']} {c['label']} ({c['gap']:.3f}{aa_note(m)})" for m, c in judged if c["gap"] > GOAL_GAP]
     name = f"cost_{slug(result['hardware']['device'])}" + (f"_{slug(args.tag)}" if args.tag else "")
     result.update({

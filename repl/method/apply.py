@@ -16,7 +16,7 @@ from torch import nn
 
 from repl.errors import ConfigError, UnsupportedModelError
 from repl.families import BlockInfo, discover_blocks
-from repl.method.config import ReplConfig
+from repl.method.config import ReplConfig, Select, Similarity
 from repl.method.plan import Plan, make_plan
 from repl.method.registry import PLAIN_BACKPROP, Selection
 from repl.method.similarity import block_scores
@@ -68,8 +68,8 @@ def plan_replacement(model: nn.Module, cfg: ReplConfig, *, inputs: Optional[Inpu
     `inputs` as for apply_replacement."""
     check_model(model)
     cfg.validate()
-    scoring = cfg.select == "similarity" and not cfg.is_plain_backprop and cfg.record.selection is Selection.CHOSEN
-    if scoring and cfg.similarity == "cka":
+    scoring = cfg.select == Select.SIMILARITY and not cfg.is_plain_backprop and cfg.record.selection is Selection.CHOSEN
+    if scoring and cfg.similarity == Similarity.CKA:
         if inputs is None:
             raise ConfigError("repl.similarity=cka scores blocks on data: pass apply_replacement(..., inputs=[batch, ...]) "
                               "or use repl.similarity=weight")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
+from enum import Enum
 from types import MappingProxyType
 from typing import Any, List, Mapping, Optional, Union, get_args, get_origin, get_type_hints
 
@@ -12,15 +13,64 @@ from repl.method.recompute import check_setting as check_recompute
 from repl.method.registry import MethodRecord, Selection, get_method, method_names, methods_reading
 
 NOT_SWITCHES = ("method", "ratio")  # every other key is a switch a method record accepts or leaves at its default
-CHOICES = {
-    "select": ("uniform", "random", "explicit", "similarity"),
-    "boundary": ("avoid", "allow"),
-    "fusion": ("scalar", "tensor", "channel"),
-    "adapt": ("tile", "learned"),
-    "surrogate": ("lite", "full"),
-    "init": ("half", "lstsq"),
-    "similarity": ("weight", "cka"),
-}
+
+
+# The values of ReplConfig's choice fields, compared as these members (a config's plain string equals its member).
+class Select(str, Enum):
+    """repl.select: how the replaced blocks are chosen."""
+
+    UNIFORM = "uniform"
+    RANDOM = "random"
+    EXPLICIT = "explicit"
+    SIMILARITY = "similarity"
+
+
+class Boundary(str, Enum):
+    """repl.boundary: whether stage-boundary blocks may be replaced."""
+
+    AVOID = "avoid"
+    ALLOW = "allow"
+
+
+class FusionMode(str, Enum):
+    """repl.fusion: the shape of the fusion coefficients."""
+
+    SCALAR = "scalar"
+    TENSOR = "tensor"
+    CHANNEL = "channel"
+
+
+class Adapt(str, Enum):
+    """repl.adapt: how a channel mismatch at a stage boundary is bridged."""
+
+    TILE = "tile"
+    LEARNED = "learned"
+
+
+class SurrogateKind(str, Enum):
+    """repl.surrogate: what the surrogate runs (the block's lite sub-layer or the whole block)."""
+
+    LITE = "lite"
+    FULL = "full"
+
+
+class Init(str, Enum):
+    """repl.init: how the fusion coefficients start."""
+
+    HALF = "half"
+    LSTSQ = "lstsq"
+
+
+class Similarity(str, Enum):
+    """repl.similarity: the block score of select=similarity."""
+
+    WEIGHT = "weight"
+    CKA = "cka"
+
+
+CHOICE_ENUMS = {"select": Select, "boundary": Boundary, "fusion": FusionMode, "adapt": Adapt,
+                "surrogate": SurrogateKind, "init": Init, "similarity": Similarity}
+CHOICES = {key: tuple(member.value for member in kind) for key, kind in CHOICE_ENUMS.items()}  # plain strings
 
 
 @dataclass
@@ -29,17 +79,17 @@ class ReplConfig:
 
     method: str = "repl"  # a registered method (repl.method.registry.method_names(): repl, bp and the baselines)
     ratio: float = field(default=0.25, metadata=bounds(ge=0, lt=1))  # fraction of the block sequence to replace (layerdrop: drop probability); 0 = plain backprop
-    select: str = "uniform"  # uniform | random | explicit | similarity (the blocks whose neighbours are most alike)
+    select: str = Select.UNIFORM.value  # uniform | random | explicit | similarity (the blocks whose neighbours are most alike)
     blocks: Optional[List[int]] = None  # block indices, with select=explicit
-    boundary: str = "avoid"  # avoid | allow stage-boundary blocks
-    fusion: str = "scalar"  # scalar | tensor | channel
-    adapt: str = "tile"  # tile | learned: channel mismatch at stage boundaries
-    surrogate: str = "lite"  # lite | full
+    boundary: str = Boundary.AVOID.value  # avoid | allow stage-boundary blocks
+    fusion: str = FusionMode.SCALAR.value  # scalar | tensor | channel
+    adapt: str = Adapt.TILE.value  # tile | learned: channel mismatch at stage boundaries
+    surrogate: str = SurrogateKind.LITE.value  # lite | full
     neighbor_grad: bool = True  # neighbours receive gradient through the surrogate's use of their weights
-    init: str = "half"  # half: a, b start at init_a, init_b | lstsq: fitted so the synthesized tensors best match the block's own
+    init: str = Init.HALF.value  # half: a, b start at init_a, init_b | lstsq: fitted so the synthesized tensors best match the block's own
     init_a: float = 0.5  # init=half: initial coefficient of the preceding block
     init_b: float = 0.5  # init=half: initial coefficient of the succeeding block
-    similarity: str = "weight"  # select=similarity: weight (neighbours' tensors, cosine) | cka (block input vs output on data)
+    similarity: str = Similarity.WEIGHT.value  # select=similarity: weight (neighbours' tensors, cosine) | cka (block input vs output on data)
     seed: int = field(default=0, metadata=SEED)  # for select=random
     survival_last: float = field(default=0.5, metadata=bounds(gt=0, le=1))  # stochastic_depth: survival probability of the last block (Huang et al.: 0.5)
     recompute: Union[bool, str] = "auto"  # true: surrogates keep no synthesized weight for backward, it is rebuilt there (same gradients) | false: kept | auto: rebuilt where it saves memory (repl/method/recompute.py)
@@ -57,13 +107,13 @@ class ReplConfig:
             value = getattr(self, key)
             if value not in allowed:
                 raise ConfigError(f"repl.{key}={value!r} is not supported; choose one of {', '.join(allowed)}")
-        if self.select == "explicit" and not self.blocks:
+        if self.select == Select.EXPLICIT and not self.blocks:
             raise ConfigError("repl.select=explicit needs repl.blocks=[i,j,...] (block indices)")
-        if self.blocks is not None and self.select != "explicit":
+        if self.blocks is not None and self.select != Select.EXPLICIT:
             raise ConfigError("repl.blocks is only used with repl.select=explicit")
-        if self.similarity != _default("similarity") and self.select != "similarity":
+        if self.similarity != _default("similarity") and self.select != Select.SIMILARITY:
             raise ConfigError(f"repl.similarity={self.similarity} is only used with repl.select=similarity")
-        if self.init != "half":
+        if self.init != Init.HALF:
             for key in ("init_a", "init_b"):
                 if getattr(self, key) != _default(key):
                     raise ConfigError(f"repl.{key}={getattr(self, key)} applies to repl.init=half only; "
@@ -96,7 +146,7 @@ class ReplConfig:
         record = self.record
         if record.selection is Selection.NONE:
             return True
-        return record.uses_ratio and self.select != "explicit" and float(self.ratio) == 0.0
+        return record.uses_ratio and self.select != Select.EXPLICIT and float(self.ratio) == 0.0
 
     @property
     def skips_blocks(self) -> bool:

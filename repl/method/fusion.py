@@ -40,7 +40,7 @@ from torch.nn.utils import parametrize
 from repl.errors import UnsupportedModelError
 from repl.families.contract import DEFAULT_LAYOUT, BlockInfo, TensorLayout
 from repl.method.blend import blend, blendable, pays
-from repl.method.config import ReplConfig
+from repl.method.config import Adapt, FusionMode, ReplConfig
 
 SLOTS = ("prev", "next")  # neighbour i-1 (coefficients `a`) and i+1 (coefficients `b`)
 
@@ -202,22 +202,22 @@ class Fusion(nn.Module):
             if not slots:
                 continue
             self.sources[name] = tuple(SLOTS[i] for i in slots)
-            key = "block" if self.mode == "scalar" else _key(name)
+            key = "block" if self.mode == FusionMode.SCALAR else _key(name)
             terms = []
             for i in slots:
                 coefficients = (self.a, self.b)[i]
                 if key not in coefficients:
-                    shape = _out_shape(target, layout) if self.mode == "channel" else ()
+                    shape = _out_shape(target, layout) if self.mode == FusionMode.CHANNEL else ()
                     init = (cfg.init_a, cfg.init_b)[i]
                     coefficients[key] = nn.Parameter(torch.full(shape, init, device=target.device, dtype=target.dtype))
                 adapter = ""
                 if available[i][name].shape != target.shape:
                     adapter = f"{SLOTS[i]}_{_key(name)}"
                     self.adapters[adapter] = ChannelAdapter(available[i][name].shape, target.shape,
-                                                            cfg.adapt == "learned", target, layout)
+                                                            cfg.adapt == Adapt.LEARNED, target, layout)
                 terms.append((i, key, adapter))
             self._terms[name] = tuple(terms)
-            if (len(terms) == 2 and not any(adapter for _, _, adapter in terms) and self.mode != "channel"
+            if (len(terms) == 2 and not any(adapter for _, _, adapter in terms) and self.mode != FusionMode.CHANNEL
                     and pays(target.numel())):
                 self._blended.add(name)
             self.elements += target.numel()

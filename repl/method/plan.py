@@ -36,7 +36,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from repl.errors import CheckpointError, ConfigError
 from repl.families import BlockInfo
-from repl.method.config import ReplConfig
+from repl.method.config import Boundary, ReplConfig, Select
 from repl.method.fusion import pairable
 from repl.method.registry import Selection, get_method
 
@@ -173,12 +173,12 @@ def make_plan(blocks: Sequence[BlockInfo], cfg: ReplConfig, scorer: Optional[Sco
         chosen = list(range(n))
         if not record.uses_ratio:
             ratio = 1.0 if n else 0.0
-    elif cfg.select == "explicit":
+    elif cfg.select == Select.EXPLICIT:
         chosen = _checked_explicit(list(cfg.blocks), n, family, blocks, allowed)
         ratio = len(chosen) / n if n else 0.0
     else:
         k = _checked_count(ratio, n, family, allowed)
-        if cfg.select == "similarity":
+        if cfg.select == Select.SIMILARITY:
             if scorer is None:
                 raise ConfigError("repl.select=similarity needs block scores: call repl.apply_replacement, "
                                   "or pass make_plan a scorer (repl.method.similarity.block_scores)")
@@ -261,13 +261,13 @@ def _choose(k: int, blocks: Sequence[BlockInfo], cfg: ReplConfig, allowed: Seque
         return []
     shapes = [b.param_shapes for b in blocks]
     preferred = [
-        cfg.boundary == "allow" or (0 < i < n - 1 and shapes[i - 1] == shapes[i] == shapes[i + 1]) for i in range(n)
+        cfg.boundary == Boundary.ALLOW or (0 < i < n - 1 and shapes[i - 1] == shapes[i] == shapes[i + 1]) for i in range(n)
     ]
-    if cfg.select == "uniform":
+    if cfg.select == Select.UNIFORM:
         def cost(slot: int, i: int) -> Tuple[int, float]:  # |i - target| scaled by 2k to stay integer
             return (not preferred[i], abs(2 * k * i - ((2 * slot + 1) * n - k)))
     else:
-        if cfg.select == "similarity":  # least total -score: the largest total score (the most alike neighbours)
+        if cfg.select == Select.SIMILARITY:  # least total -score: the largest total score (the most alike neighbours)
             weight = [-(scores or {}).get(i, 0.0) for i in range(n)]
         else:
             rng = random.Random(cfg.seed)

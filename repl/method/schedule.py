@@ -27,7 +27,7 @@ from repl.errors import ConfigError
 from repl.families import set_module
 from repl.method.apply import apply_plan, plan_replacement
 from repl.method.bake import materialize
-from repl.method.config import ReplConfig
+from repl.method.config import ReplConfig, Select
 from repl.method.plan import Plan
 from repl.method.surrogates import Surrogate
 
@@ -107,7 +107,7 @@ def plans_after_warmup(repl: ReplConfig) -> bool:
     """Whether the plan is made at the start of the method phase rather than when the run is built: repl.select=
     similarity with repl.start > 0 scores the blocks on the weights the warm-up trained (the plan made at build
     time only validates the config, and a checkpoint past the warm-up carries the plan that was chosen)."""
-    return repl.select == "similarity" and int(repl.start) > 0
+    return repl.select == Select.SIMILARITY and int(repl.start) > 0
 
 
 def check_schedule(repl: ReplConfig, trainer: "TrainerConfig") -> None:

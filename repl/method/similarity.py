@@ -31,10 +31,11 @@ from torch import nn
 
 from repl.errors import ConfigError
 from repl.families import BlockInfo, get_module
+from repl.method.config import CHOICES, Similarity
 from repl.method.fusion import ChannelAdapter, compatible
 from repl.method.plan import considered
 
-MEASURES = ("weight", "cka")  # the values of repl.similarity (ReplConfig.CHOICES lists them for validation)
+MEASURES = CHOICES["similarity"]  # the values of repl.similarity
 MIN_BATCH = 4  # the unbiased HSIC estimator divides by n - 3
 
 
@@ -50,9 +51,9 @@ def block_scores(model: nn.Module, blocks: Sequence[BlockInfo], measure: str,
                           "model is on the meta device: build it with its weights, or use another repl.select")
     chosen = [i for i, ok in enumerate(considered(blocks)) if ok]
     modules = [get_module(model, info.path) for info in blocks]
-    if measure == "weight":
+    if measure == Similarity.WEIGHT:
         return {i: weight_score(modules[i - 1], modules[i + 1], blocks[i]) for i in chosen}
-    if measure == "cka":
+    if measure == Similarity.CKA:
         if not inputs:
             raise ConfigError("repl.similarity=cka needs model inputs: pass apply_replacement(..., inputs=[batch, ...])")
         return _cka_scores(model, {i: modules[i] for i in chosen}, {i: blocks[i] for i in chosen}, inputs)

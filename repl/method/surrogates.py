@@ -16,7 +16,7 @@ from torch.utils.checkpoint import checkpoint
 
 from repl.errors import ConfigError
 from repl.families.contract import BlockInfo
-from repl.method.config import ReplConfig
+from repl.method.config import Init, ReplConfig, SurrogateKind
 from repl.method.fusion import Fusion
 from repl.method import recompute as rebuilt
 
@@ -79,7 +79,7 @@ class Surrogate(nn.Module):
 
 def check_operator(info: BlockInfo, cfg: ReplConfig) -> None:
     """ConfigError if the configured operator cannot stand in for this block (checked before any surgery)."""
-    if cfg.surrogate != "lite":
+    if cfg.surrogate != SurrogateKind.LITE:
         return
     if info.lite is None:
         raise ConfigError(f"repl.surrogate=lite has no operator for {info.kind} blocks ({info.path}); use repl.surrogate=full")
@@ -99,11 +99,11 @@ def make_surrogate(block: nn.Module, info: BlockInfo, neighbours: Sequence[nn.Mo
     """Replace `block` by a surrogate: its synthesizable tensors (BlockInfo.synthesizable) that a neighbour has
     become synthesized, the rest stay its own. With `repl.init=lstsq` the coefficients are fitted to the body's
     own tensors (the block's, for the parts `lite` keeps) before those are removed."""
-    lite = cfg.surrogate == "lite"
+    lite = cfg.surrogate == SurrogateKind.LITE
     body = lite_body(block, info) if lite else block
     params = {name: p for name, p in body.named_parameters() if info.may_synthesize(name)}
     fusion = Fusion(params, neighbours, cfg, layouts={name: info.layout(name) for name in params}, block=info.path)
-    if cfg.init == "lstsq":
+    if cfg.init == Init.LSTSQ:
         fusion.fit(params, neighbours)
     for name in fusion.sources:
         owner, _, leaf = name.rpartition(".")

@@ -10,7 +10,7 @@ from repl import ReplConfig, apply_replacement, bake
 from repl.baselines import EvalBatchNorm2d
 from repl.errors import ConfigError, RegistrationError, ReplError
 from repl.families import FAMILIES, BlockInfo, FamilyAdapter, register_family
-from repl.method.config import check_types
+from repl.method.config import CHOICES, check_types
 from repl.models import CifarResNet
 
 METHODS = [  # every method, and repl composed with stochastic depth
@@ -169,3 +169,12 @@ def test_registering_a_family_again():
         assert len(FAMILIES) == count + 1 and FAMILIES[-1] is redefined
     finally:
         FAMILIES[:] = [f for f in FAMILIES if f.name != "toy_api"]
+
+
+def test_choice_values_are_plain_strings_and_the_message_lists_them():
+    defaults = ReplConfig()
+    for key, allowed in CHOICES.items():  # built from the enums: members there would print as Select.UNIFORM
+        assert all(type(value) is str for value in allowed), key
+        assert type(getattr(defaults, key)) is str and getattr(defaults, key) in allowed, key
+    with pytest.raises(ConfigError, match=r"repl.select='best' is not supported; choose one of uniform, random, explicit, similarity$"):
+        ReplConfig(select="best").validate()
