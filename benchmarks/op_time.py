@@ -44,6 +44,7 @@ from repl.engine import measure  # noqa: E402
 from repl.engine.measure.flops import flop_counter  # noqa: E402
 from repl.families import discover_blocks  # noqa: E402
 from repl.method.bake import bake  # noqa: E402
+from repl.method.config import CHOICES  # noqa: E402
 from repl.method.recompute import in_backward  # noqa: E402
 
 aten = torch.ops.aten
@@ -212,7 +213,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Time and FLOPs per kind of op of a training step, BP against RepL.")
     parser.add_argument("--models", default="resnet50", help=f"comma-separated, from {', '.join(SPECS)} (default resnet50)")
     parser.add_argument("--ratio", type=ratio_arg, default="max", help="RepL's ratio; 'max' = the model's largest (default)")
-    parser.add_argument("--surrogate", default="lite", choices=["lite", "full"], help="default lite")
+    parser.add_argument("--surrogate", default="lite", choices=CHOICES["surrogate"], help="default lite")
     parser.add_argument("--kept", action="store_true",
                         help="also RepL with the other settings of repl.recompute (default auto): 'kept' keeps the "
                              "synthesized weights for backward, 'rebuilt' always rebuilds them there; to see what "

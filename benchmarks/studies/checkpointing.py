@@ -34,13 +34,14 @@ from repl import ReplConfig, apply_replacement  # noqa: E402
 from repl.engine import measure  # noqa: E402
 from repl.engine.trainer import enable_activation_checkpointing  # noqa: E402
 from repl.families import discover_blocks  # noqa: E402
+from repl.method.config import CHOICES  # noqa: E402
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="RepL x activation checkpointing: memory, FLOPs, time, gradient parity.")
     parser.add_argument("--model", default="resnet32", choices=sorted(SPECS))
     parser.add_argument("--ratio", type=ratio_arg, default="max", help="RepL ratio, or 'max' = the model's largest (default)")
-    parser.add_argument("--surrogate", default="lite", choices=["lite", "full"])
+    parser.add_argument("--surrogate", default="lite", choices=CHOICES["surrogate"])
     parser.add_argument("--batch", type=at_least(1), default=None, help="default: the cost benchmark's batch for the device")
     parser.add_argument("--rounds", type=at_least(1), default=3, help="interleaved timing rounds (default 3)")
     parser.add_argument("--steps", type=at_least(1), default=2, help="timed steps per configuration per round (default 2)")

@@ -30,6 +30,7 @@ from benchmarks.cost import SPECS, check_ratios, model_names, per_model, ratio_a
 from repl import ReplConfig, apply_replacement, bake  # noqa: E402
 from repl.engine import measure  # noqa: E402
 from repl.families import discover_blocks  # noqa: E402
+from repl.method.config import CHOICES  # noqa: E402
 
 DEFAULT_MODELS = "resnet32,resnet110,resnet50,vit_b,lm"
 
@@ -38,7 +39,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Eval throughput: BP vs RepL (surrogates) vs RepL baked.")
     parser.add_argument("--models", default=DEFAULT_MODELS, help=f"comma-separated, from {', '.join(SPECS)}")
     parser.add_argument("--ratio", type=ratio_arg, default="max", help="RepL ratio, or 'max' = the model's largest (default)")
-    parser.add_argument("--surrogate", default="lite", choices=["lite", "full"])
+    parser.add_argument("--surrogate", default="lite", choices=CHOICES["surrogate"])
     parser.add_argument("--batch", action="append", default=[], metavar="MODEL=B", help="default: cost.py's batch")
     parser.add_argument("--rounds", type=at_least(1), default=3, help="interleaved timing rounds (default 3)")
     parser.add_argument("--steps", type=at_least(1), default=3, help="timed forwards per configuration per round (default 3)")

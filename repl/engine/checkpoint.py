@@ -12,7 +12,7 @@ from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 import numpy as np
 import torch
 
-from repl.engine.measure._tensors import distinct_storage_bytes
+from repl.engine.measure.storage import distinct_storage_bytes
 from repl.errors import CheckpointError
 
 

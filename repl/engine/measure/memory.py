@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from repl.engine.measure._tensors import distinct_storage_bytes, storage_key, storage_nbytes
+from repl.engine.measure.storage import distinct_storage_bytes, storage_key, storage_nbytes
 from repl.engine.measure.params import distinct_parameters, unwrap_model
 
 

@@ -6,7 +6,7 @@ from collections.abc import Hashable
 import torch
 from torch import nn
 
-from repl.engine.measure._tensors import storage_key
+from repl.engine.measure.storage import storage_key
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
