@@ -24,3 +24,11 @@ class UnsupportedModelError(ReplError):
 class RegistrationError(ReplError, ValueError):
     """A model family or a method cannot be registered: another one has its name. (Also a ValueError, as it was
     before.)"""
+
+
+DISTRIBUTION = "replacement-learning"  # the name on the package registry; the import name is `repl`
+
+
+def install_hint(extra: str) -> str:
+    """How to install an optional extra, for a wheel user and for a checkout (error messages end with it)."""
+    return f"pip install '{DISTRIBUTION}[{extra}]' (from a checkout: pip install -e '.[{extra}]')"

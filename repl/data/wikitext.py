@@ -32,7 +32,7 @@ from types import ModuleType
 
 import torch
 
-from repl.errors import ConfigError, DataError
+from repl.errors import ConfigError, DataError, install_hint
 
 SPLITS = ("train", "valid", "test")
 HF_SPLITS = {"train": "train", "valid": "validation", "test": "test"}
@@ -80,7 +80,7 @@ def _hf() -> ModuleType:
     try:
         import datasets
     except ImportError:
-        raise ConfigError("dataset=wikitext2 needs Hugging Face datasets: pip install -e '.[text]'") from None
+        raise ConfigError(f"dataset=wikitext2 needs Hugging Face datasets: {install_hint('text')}") from None
     return datasets
 
 
@@ -183,7 +183,7 @@ class BPEVocab:
         try:
             from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
         except ImportError:
-            raise ConfigError("dataset.tokenizer=bpe needs tokenizers: pip install -e '.[text]'") from None
+            raise ConfigError(f"dataset.tokenizer=bpe needs tokenizers: {install_hint('text')}") from None
         tokenizer = Tokenizer(models.BPE())
         tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
         tokenizer.decoder = decoders.ByteLevel()

@@ -22,7 +22,7 @@ from typing import Any, Dict, Mapping, Optional, Set, Tuple
 import torch
 from torch import nn
 
-from repl.errors import ConfigError
+from repl.errors import ConfigError, install_hint
 from repl.models.zoo import ModelSource
 
 CONTEXT = "max_position_embeddings"  # every causal LM config answers to it (GPT-2 maps it to n_positions)
@@ -54,7 +54,7 @@ def _transformers() -> Any:
     try:
         import transformers
     except ImportError:
-        raise ConfigError("model.source=hf_causal_lm needs transformers: pip install -e '.[test]'") from None
+        raise ConfigError(f"model.source=hf_causal_lm needs transformers: {install_hint('hf')}") from None
     return transformers
 
 
