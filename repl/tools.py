@@ -1,4 +1,5 @@
-"""Console scripts `repl-collect` and `repl-tables`: scripts/collect.py and scripts/make_tables.py, installed.
+"""Console scripts `repl-collect`, `repl-tables` and `repl-plots`: scripts/collect.py, make_tables.py and plots.py,
+installed.
 
 The scripts keep their code (and `python scripts/collect.py` keeps working); these entries load them
 from wherever repl.resources finds them (the checkout's scripts/ or the wheel's repl/scripts). From
@@ -12,6 +13,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import List, Optional
 
+from repl.errors import install_hint
 from repl.resources import paper_csv, shipped_dir
 
 
@@ -45,8 +47,18 @@ def make_tables(argv: Optional[List[str]] = None) -> int:
     return module.main(args)
 
 
+def plots(argv: Optional[List[str]] = None) -> int:
+    """repl-plots [--runs CSV] [--out DIR]: the figures of the collected runs (needs the plots extra, matplotlib)."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        sys.exit(f"error: repl-plots needs matplotlib: {install_hint('plots')}")
+    return load_script("plots").main(argv)
+
+
+COMMANDS = {"collect": collect, "tables": make_tables, "plots": plots}
+
 if __name__ == "__main__":
-    commands = {"collect": collect, "tables": make_tables}
-    if len(sys.argv) < 2 or sys.argv[1] not in commands:
-        sys.exit("usage: python -m repl.tools {collect|tables} [args...]")
-    sys.exit(commands[sys.argv[1]](sys.argv[2:]))
+    if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:
+        sys.exit(f"usage: python -m repl.tools {{{'|'.join(COMMANDS)}}} [args...]")
+    sys.exit(COMMANDS[sys.argv[1]](sys.argv[2:]))
