@@ -135,7 +135,7 @@ def read_csv(path: Path, needed: Iterable[str], flag: str = "--runs") -> list[di
     if path.is_dir():
         fail(f"{accepted}; {path} is a directory")
     if not path.exists():
-        fail(f"{accepted}; {path} does not exist" + (" (run python scripts/collect.py first)" if flag == "--runs" else ""))
+        fail(f"{accepted}; {path} does not exist" + (" (run repl-collect first, or python scripts/collect.py from a checkout)" if flag == "--runs" else ""))
     try:
         with path.open(newline="") as f:
             reader = csv.DictReader(f)

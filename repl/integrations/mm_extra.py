@@ -5,7 +5,10 @@ from typing import Optional
 
 from repl.errors import ConfigError
 
-INSTALL_HINT = "the openmmlab extra is not installed; run `make openmmlab` (builds mmcv once, then pip install -e .[openmmlab])"
+# mmcv 2.1 has only an sdist (its compiled ops must be built), so `pip install ...[openmmlab]` alone is not enough.
+INSTALL_HINT = ("the openmmlab extra is not installed; mmcv must be built from source first: from a checkout run "
+                "`make openmmlab` (builds mmcv once, then installs the extra), elsewhere follow docs/openmmlab.md, "
+                "\"Building mmcv\"")
 
 try:
     import mmdet.models  # noqa: F401  (registers mmdet's modules)
