@@ -20,9 +20,10 @@ from hydra.errors import HydraException, MissingConfigException, OverrideParseEx
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from repl.config import unknown_key_error
-from repl.errors import ConfigError
+from repl.errors import ConfigError, install_hint
 
 FULL_ERROR = "HYDRA_FULL_ERROR"
+SUBMITIT_LAUNCHER = "submitit_"  # configs/launcher/{local,slurm}.yaml pick hydra/launcher=submitit_{local,slurm}
 
 
 @contextmanager
@@ -84,9 +85,13 @@ def composition_error(err: BaseException) -> Optional[ConfigError]:
 
 
 def _missing_option(err: MissingConfigException) -> ConfigError:
-    """`dataset=nope`: name the group, the option and the options there are."""
+    """`dataset=nope`: name the group, the option and the options there are; launcher=local|slurm without the
+    submitit launcher plugin (the slurm extra): say how to install it."""
     missing = err.missing_cfg_file or ""
     group, _, option = missing.rpartition("/")
+    if group == "hydra/launcher" and option.startswith(SUBMITIT_LAUNCHER):  # the plugin is not installed
+        return ConfigError(f"launcher={option[len(SUBMITIT_LAUNCHER):]} needs submitit (hydra-submitit-launcher): "
+                           f"{install_hint('slurm')}")
     if group and err.options:
         return ConfigError(f"{group}={option} is not an option of {group}; choose one of {', '.join(err.options)}")
     if group:

@@ -163,3 +163,16 @@ def test_a_real_process_prints_one_line_for_a_misspelt_key(tmp_path):
                             cwd=ROOT, capture_output=True, text=True, timeout=300,
                             env={k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"})
     _assert_one_line(result.returncode, result.stderr, "did you mean trainer.epochs?")
+
+
+def test_local_launcher_without_submitit_says_how_to_install_it(tmp_path):
+    """Without the slurm extra Hydra finds no submitit launcher plugin and would list `basic` as the only option of
+    hydra/launcher: the line names the user's launcher= and the extra instead (a fresh process: Hydra caches plugins)."""
+    code = ("import sys; sys.modules['hydra_plugins.hydra_submitit_launcher'] = None; "
+            f"sys.argv = ['train.py', '-m', 'launcher=local', 'trainer=debug', 'hydra.sweep.dir={tmp_path}']; "
+            "from repl.cli import main; main()")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                            env={k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"})
+    _assert_one_line(result.returncode, result.stderr, "launcher=local needs submitit")
+    assert "pip install 'replacement-learning[slurm]'" in result.stderr
+    assert _nothing_trained(tmp_path)
