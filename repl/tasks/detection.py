@@ -11,6 +11,23 @@ _NAMES = {"bbox_mAP": "box_mAP", "bbox_mAP_50": "box_mAP_50", "bbox_mAP_75": "bo
           "bbox_mAP_s": "box_mAP_s", "bbox_mAP_m": "box_mAP_m", "bbox_mAP_l": "box_mAP_l"}
 
 
+def evaluated_images_metric() -> type:
+    """mmdet's CocoMetric scoring exactly the images it was given predictions for.
+
+    CocoMetric scores every image id of its ann_file, so with dataset.num_eval below the split's size the
+    ground truth of images never evaluated would count as misses; here its img_ids are those of the results
+    (gathered from every rank), which is COCOeval's params.imgIds over the evaluated subset.
+    """
+    from mmdet.evaluation import CocoMetric
+
+    class EvaluatedImagesCocoMetric(CocoMetric):
+        def compute_metrics(self, results: list) -> Dict[str, float]:
+            self.img_ids = sorted({int(gt["img_id"]) for gt, _ in results})
+            return super().compute_metrics(results)
+
+    return EvaluatedImagesCocoMetric
+
+
 class DetectionTask(MMTask):
     """Detectors built by repl.integrations.openmmlab; the primary metric is COCO box mAP@[.5:.95] in percent."""
 
@@ -18,9 +35,8 @@ class DetectionTask(MMTask):
     scope = "mmdet"
 
     def metric(self, dataset_meta: Dict[str, Any]) -> Any:
-        from mmdet.evaluation import CocoMetric
-
-        return CocoMetric(ann_file=dataset_meta.get("ann_file"), metric="bbox")
+        """mmdet's CocoMetric over the images evaluated (dataset.num_eval may keep part of the json's images)."""
+        return evaluated_images_metric()(ann_file=dataset_meta.get("ann_file"), metric="bbox")
 
     def rename(self, results: Dict[str, float]) -> Dict[str, float]:
         """Percent. A model with no detection at all (CocoMetric then returns nothing) scores 0; a metric
