@@ -16,6 +16,9 @@ CONFIG_GROUPS = sorted(f"repl.configs.{d.name}" for d in Path(__file__).parent.j
 setup(
     packages=find_packages(include=["repl", "repl.*"]) + list(SHIPPED) + CONFIG_GROUPS,
     package_dir=SHIPPED,
+    # MANIFEST.in puts the whole checkout (tests, results/, shell scripts) into the sdist; the wheel keeps only the
+    # package_data below (without this, every file MANIFEST.in names under a package dir would go into the wheel).
+    include_package_data=False,
     package_data={"repl.configs": ["*.yaml"], **{group: ["*.yaml"] for group in CONFIG_GROUPS},
                   "repl.reference": ["paper.csv"]},  # configs/mm/*.py (mmengine configs) are modules of repl.configs.mm
 )
