@@ -67,6 +67,11 @@ class _PresentFiles:
         raise NotImplementedError
 
     @classmethod
+    def image_files(cls, train: bool) -> Tuple[str, ...]:
+        """The paths under root that hold the split's images and labels (split_files less any shared metadata)."""
+        return cls.split_files(train)
+
+    @classmethod
     def read_labels(cls, path: str) -> Optional[np.ndarray]:
         """Read one file of a split alone, as the dataset would; its labels as class indices (None for a file of
         images only). Raises one of MALFORMED when the file is not in the expected format."""
@@ -130,6 +135,10 @@ class LocalCIFAR10(_PresentFiles, datasets.CIFAR10):
         batches = cls.train_list if train else cls.test_list
         return tuple(os.path.join(cls.base_folder, name) for name, _ in batches) + \
             (os.path.join(cls.base_folder, cls.meta["filename"]),)
+
+    @classmethod
+    def image_files(cls, train: bool) -> Tuple[str, ...]:
+        return cls.split_files(train)[:-1]  # not batches.meta (the class names)
 
     @classmethod
     def read_labels(cls, path: str) -> Optional[np.ndarray]:
@@ -328,15 +337,28 @@ def open_vision(cfg: ImageDataConfig, spec: VisionSpec, *, streaming: bool) -> T
     return train, evaluation
 
 
+def _split_location(spec: VisionSpec, root: str, train: bool) -> str:
+    """Where the split's images are, for messages: its files, or its folder (ImageNet's train/ or val/)."""
+    if spec.files is not None:
+        return ", ".join(os.path.join(root, f) for f in spec.files.image_files(train))
+    return os.path.join(root, "train" if train else "val")
+
+
 def _open_split(spec: VisionSpec, root: str, train: bool, transform: Optional[Callable]) -> Dataset:
-    """One split of a dataset present under `root`, its labels checked; DataError naming the file at fault."""
+    """One split of a dataset present under `root`, its labels checked and at least one image in it (an empty
+    evaluation split would score 0, an empty training split train nothing); DataError naming the file at fault."""
+    split = "training" if train else "evaluation"
     try:
         dataset = spec.open_split(root, train, transform, False)
     except MALFORMED as err:
         problem = spec.files.bad_file(root, train, spec.num_classes) if spec.files is not None else None
+        if spec.files is None and isinstance(err, FileNotFoundError):  # ImageFolder: no class folder, or no image
+            problem = f"the {split} split {_split_location(spec, root, train)} has no images in class folders ({_first_line(err)})"
         problem = problem or f"the files under {root} are malformed or incomplete ({_first_line(err)})"
         raise DataError(f"{spec.title}: {problem}; {spec.where} {root}") from None
     problem = dataset.label_problem(train, spec.num_classes) if spec.files is not None else None
+    if problem is None and len(dataset) == 0:
+        problem = f"the {split} split {_split_location(spec, root, train)} has no images"
     if problem is not None:
         raise DataError(f"{spec.title}: {problem}; {spec.where} {root}")
     return dataset

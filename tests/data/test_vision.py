@@ -199,6 +199,33 @@ def test_labels_out_of_range_are_refused_naming_the_file(name, file, damage, fou
     assert f"but {accepted} are accepted (10 classes); " in message and message.endswith(f" {tmp_path}")
 
 
+@pytest.mark.parametrize("name, split, files", [
+    ("cifar10", "n_test", "cifar-10-batches-py/test_batch"),
+    ("svhn", "n_test", "test_32x32.mat"),
+    ("stl10", "n_test", "stl10_binary/test_X.bin"),
+    ("imagenet", "n_val", "val"),
+    ("svhn", "n_train", "train_32x32.mat"),
+])
+def test_an_empty_split_is_refused_naming_its_files(name, split, files, tmp_path):
+    """An empty evaluation split would end the run 'completed' with top-1 0.00; one line before training instead."""
+    {**FABRICATE, "imagenet": make_imagenet}[name](tmp_path, **{split: 0})
+    with pytest.raises(DataError) as err:
+        build_data(config(name, tmp_path, num_classes=3 if name == "imagenet" else 10), seed=0, device=CPU)
+    message = str(err.value)
+    which = "training" if split == "n_train" else "evaluation"
+    assert "\n" not in message and f"the {which} split {tmp_path / files}" in message and "has no images" in message
+
+
+def test_classification_evaluate_refuses_no_sample():
+    from contextlib import nullcontext
+
+    from repl.engine.config import TaskConfig
+    from repl.tasks.classification import ClassificationTask
+
+    with pytest.raises(DataError, match="no sample"):
+        ClassificationTask(TaskConfig()).evaluate(torch.nn.Linear(2, 2), [], nullcontext())
+
+
 def test_stl10_labels_one_short_are_refused_naming_the_files(tmp_path):
     make_stl10(tmp_path)
     labels = tmp_path / "stl10_binary" / "train_y.bin"
