@@ -55,6 +55,17 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+def agree_any(flags, world_size: int, device: torch.device) -> tuple:
+    """Each flag as every rank sees it: True where any rank raised it. One all-reduce of a tiny tensor carries all
+    the flags (none in a single process), so decisions that lead to a collective (an FSDP checkpoint gathers the
+    model) are taken at the same step by every rank. Every rank calls this at the same points, with as many flags."""
+    flags = tuple(bool(f) for f in flags)
+    if world_size == 1:
+        return flags
+    tensor = torch.tensor([1.0 if f else 0.0 for f in flags], device=device)
+    return tuple(bool(v > 0) for v in all_reduce_sum(tensor).tolist())
+
+
 def broadcast_buffers(module: torch.nn.Module) -> None:
     """Give every rank rank 0's buffers (e.g. BatchNorm statistics, which each rank updates on its own shard)."""
     if dist.is_available() and dist.is_initialized():

@@ -6,7 +6,7 @@ from typing import Optional
 
 import torch
 
-from repl.engine.distributed import all_reduce_sum
+from repl.engine.distributed import agree_any
 
 
 class StopRequest:
@@ -27,9 +27,12 @@ class StopRequest:
     def agreed(self, world_size: int, device: torch.device) -> bool:
         """Stop after this step? Under DDP a request at any rank stops every rank at the same step (else a hang);
         a rank stopped by another one's request stops as preempted (SIGTERM). Every rank calls this at every step."""
-        if world_size == 1:
-            return self.requested
-        flag = torch.tensor([1.0 if self.requested else 0.0], device=device)
-        if all_reduce_sum(flag).item() > 0 and not self.requested:
+        return self.agreed_with(world_size, device)[0]
+
+    def agreed_with(self, world_size: int, device: torch.device, *flags: bool) -> tuple:
+        """`agreed` and, in the same all-reduce, further per-rank flags made common (True where any rank's is):
+        (stop, *flags). What lets the trainer agree on a time-based checkpoint at no extra communication."""
+        stop, *agreed = agree_any((self.requested, *flags), world_size, device)
+        if stop and not self.requested:
             self.signum = signal.SIGTERM
-        return self.requested
+        return (self.requested, *agreed)

@@ -107,6 +107,7 @@ class Trainer:
         self.log = MetricsLog(self.run_dir / "metrics.jsonl", cfg.logger, self.config_dict) if dist.is_main else None
         self.stop = StopRequest()
         self._last_ckpt_time = time.monotonic()
+        self._checkpoint_due, self._agreed_at = False, -1  # the interval check all ranks agreed on, and its step
         self.timer = measure.StepTimer(self.device, warmup_steps=self.tcfg.timing_warmup, unit=task.unit)
         self._note_phase()
 
@@ -389,18 +390,33 @@ class Trainer:
         return self.step_in_epoch % self.tcfg.log_every == 0 or self.step_in_epoch == self.data.steps_per_epoch
 
     def should_stop(self) -> bool:
-        """Whether training ends after the step just taken: the last step, or a stop request (agreed by all ranks)."""
-        return self.step >= self.total_steps or self.stop.agreed(self.dist.world_size, self.device)
+        """Whether training ends after the step just taken: the last step, or a stop request (agreed by all ranks).
+        The same all-reduce agrees on whether checkpoint_interval_s has passed (see should_checkpoint)."""
+        if self.step >= self.total_steps:
+            return True
+        return self._agree()
+
+    def _agree(self) -> bool:
+        """Once per step, every rank: one tiny all-reduce makes the stop request and the time-based checkpoint
+        common to all ranks (each rank's clock and last save differ; under FSDP a save is a collective, so ranks
+        that disagreed would run mismatched collectives). Returns whether to stop."""
+        elapsed = time.monotonic() - self._last_ckpt_time >= self.tcfg.checkpoint_interval_s
+        stop, self._checkpoint_due = self.stop.agreed_with(self.dist.world_size, self.device, elapsed)
+        self._agreed_at = self.step
+        return stop
 
     def should_checkpoint(self) -> bool:
         """A mid-epoch checkpoint after this step: every trainer.checkpoint_every steps or checkpoint_interval_s
-        seconds (an epoch's end always checkpoints)."""
+        seconds (an epoch's end always checkpoints). The interval is agreed by all ranks: it has passed when it
+        has at any rank (decided with the stop request in should_stop, or here if that was not asked this step)."""
         if self.step_in_epoch >= self.data.steps_per_epoch:
             return False
         every = self.tcfg.checkpoint_every
         if every and self.step % every == 0:
             return True
-        return time.monotonic() - self._last_ckpt_time >= self.tcfg.checkpoint_interval_s
+        if self._agreed_at != self.step:
+            self._agree()
+        return self._checkpoint_due
 
     def should_evaluate(self) -> bool:
         """Evaluate at the end of the epoch just completed: every trainer.eval_every epochs and after the last."""

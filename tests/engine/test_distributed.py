@@ -1,5 +1,5 @@
 """Trainer decisions every DDP rank must share: a signal at one rank stops all ranks at the same step,
-and evaluation sees rank 0's buffers. Two gloo processes on this machine."""
+a time-based checkpoint due at one rank is due at all, and evaluation sees rank 0's buffers. Two gloo processes on this machine."""
 from __future__ import annotations
 
 import signal
@@ -25,10 +25,12 @@ def _worker(rank: int, store: str, results) -> None:
             if stop.agreed(2, torch.device("cpu")):
                 stopped_at = step
                 break
+        # a time-based checkpoint due at one rank only (each rank's clock) is due at both, in the stop's all-reduce
+        due = [StopRequest().agreed_with(2, torch.device("cpu"), rank == 1 and step == 2)[1] for step in range(1, 4)]
         bn = nn.BatchNorm1d(3)
         bn.running_mean.fill_(float(rank + 1))
         broadcast_buffers(bn)
-        results[rank] = (stopped_at, stop.signum, bn.running_mean.tolist())
+        results[rank] = (stopped_at, stop.signum, bn.running_mean.tolist(), due)
     finally:
         dist.destroy_process_group()
 
@@ -39,3 +41,4 @@ def test_a_signal_at_one_rank_stops_every_rank_at_the_same_step(tmp_path):
     assert results[0][0] == results[1][0] == 3
     assert results[1][1] == signal.SIGUSR1 and results[0][1] == signal.SIGTERM  # the other rank stops as preempted
     assert results[0][2] == results[1][2] == [1.0, 1.0, 1.0]  # rank 0's statistics everywhere
+    assert results[0][3] == results[1][3] == [False, True, False]  # FSDP checkpoints gather: every rank at one step
