@@ -158,10 +158,16 @@ def build_segmentation_data(cfg: ImageDataConfig, *, seed: int, device: torch.de
     init_default_scope("mmseg")
 
     def dataset(split: str, pipeline: List[Dict[str, Any]]) -> CityscapesDataset:
+        if not any((root / "leftImg8bit" / split).rglob(f"*{IMG_SUFFIX}")):  # mmengine fails on an empty split
+            raise DataError(f"the {split} split is empty: dataset.root={str(root)!r} has no *{IMG_SUFFIX} image under "
+                            f"leftImg8bit/{split}")
         found = CityscapesDataset(data_root=str(root), data_prefix=dict(img_path=f"leftImg8bit/{split}",
                                   seg_map_path=f"gtFine/{split}"), seg_map_suffix=SEG_SUFFIX, pipeline=pipeline)
-        if len(found) == 0:
-            raise DataError(f"dataset.root={str(root)!r}: no *{IMG_SUFFIX} images under leftImg8bit/{split}")
+        for index in range(len(found)):  # every image has its labels (else: a failure after an epoch, at evaluation)
+            labels = found.get_data_info(index)["seg_map_path"]
+            if not Path(labels).is_file():
+                raise DataError(f"{labels} does not exist: each leftImg8bit/{split} image needs its gtFine "
+                                f"*{SEG_SUFFIX}; unpack gtFine_trainvaltest.zip in {str(root)!r} again")
         return found
 
     train, evaluation = dataset("train", train_pipeline), dataset("val", test_pipeline)

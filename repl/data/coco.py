@@ -139,6 +139,27 @@ def _check_layout(root: Path) -> None:
                                 "(train2017, val2017, annotations_trainval2017 from cocodataset.org) and unpack it there")
 
 
+def _annotation_problem(root: Path, split: str, err: Exception) -> Exception:
+    """What is wrong with a split's annotation file when mmdet's CocoDataset failed on it (read again only then):
+    not JSON, no image listed, no image with a box to train on; else mmdet's own error, unchanged."""
+    ann_file = root / SPLITS[split][0]
+    try:
+        content = json.loads(ann_file.read_text())
+    except (OSError, ValueError) as parse:
+        reason = (str(parse).strip() or type(parse).__name__).splitlines()[0]
+        return DataError(f"{ann_file} is not readable COCO json ({reason}); download annotations_trainval2017.zip "
+                         "from cocodataset.org and unpack it there again")
+    images = content.get("images") if isinstance(content, dict) else None
+    if not images:
+        return DataError(f"the {split} split is empty: {ann_file} lists no image")
+    listed = {image.get("id") for image in images if isinstance(image, dict)}
+    boxed = {a.get("image_id") for a in content.get("annotations") or () if isinstance(a, dict) and not a.get("iscrowd")}
+    if split == "train" and not listed & boxed:  # CocoDataset trains on images with a non-crowd box only
+        return DataError(f"the {split} split has nothing to train on: none of the {len(images)} images of {ann_file} "
+                         "has a (non-crowd) box")
+    return err
+
+
 def check_detection_files(cfg: ImageDataConfig) -> None:
     """DataError when COCO's files are not under dataset.root (read nothing); the synthetic set is generated."""
     if cfg.name == "coco":
@@ -171,9 +192,12 @@ def build_detection_data(cfg: ImageDataConfig, *, seed: int, device: torch.devic
 
     def dataset(split: str, pipeline: List[Dict[str, Any]], test_mode: bool) -> CocoDataset:
         ann_file, img_dir = SPLITS[split]
-        return CocoDataset(data_root=str(root), ann_file=ann_file, data_prefix=dict(img=img_dir), metainfo=metainfo,
-                           filter_cfg=None if test_mode else dict(filter_empty_gt=True, min_size=0),
-                           pipeline=pipeline, test_mode=test_mode)
+        try:
+            return CocoDataset(data_root=str(root), ann_file=ann_file, data_prefix=dict(img=img_dir),
+                               metainfo=metainfo, filter_cfg=None if test_mode else dict(filter_empty_gt=True, min_size=0),
+                               pipeline=pipeline, test_mode=test_mode)
+        except (ValueError, KeyError, TypeError) as err:  # json's, or numpy's on a split without a sample
+            raise _annotation_problem(root, split, err) from None
 
     train, evaluation = dataset("train", train_pipeline, False), dataset("val", test_pipeline, True)
     meta = {**evaluation.metainfo, "ann_file": str(root / SPLITS["val"][0])}

@@ -226,15 +226,23 @@ class SkippingImageFolder(datasets.ImageFolder):
     """
 
     def __getitem__(self, index: int):
-        for offset in range(MAX_SKIPPED_IN_A_ROW + 1):
-            position = (index + offset) % len(self.samples)
-            try:
-                return super().__getitem__(position)
-            except UNREADABLE_IMAGE as err:
-                path = self.samples[position][0]
-                print(f"warning: skipping unreadable image {path} ({_first_line(err)})", file=sys.stderr)
-        raise DataError(f"{MAX_SKIPPED_IN_A_ROW + 1} images in a row from {self.samples[index][0]} on cannot be read; "
-                        f"check the files under {self.root}")
+        return read_skipping(index, len(self.samples), super().__getitem__, lambda i, _: self.samples[i][0], self.root)
+
+
+def read_skipping(index: int, count: int, read: Callable[[int], Any], path: Callable[[int, Exception], str],
+                  root: str) -> Any:
+    """`read(index)`, or when that image cannot be decoded (UNREADABLE_IMAGE) the next readable one of the `count`
+    (wrapping around), with a one-line warning naming `path(position, error)`, the file at fault; a DataError after
+    more than MAX_SKIPPED_IN_A_ROW unreadable ones in a row. The project's policy for an unreadable image met
+    while training (SkippingImageFolder; repl.integrations.mm_data for COCO and CityScapes)."""
+    for offset in range(MAX_SKIPPED_IN_A_ROW + 1):
+        position = (index + offset) % count
+        try:
+            return read(position)
+        except UNREADABLE_IMAGE as err:
+            print(f"warning: skipping unreadable image {path(position, err)} ({_first_line(err)})", file=sys.stderr)
+    raise DataError(f"{MAX_SKIPPED_IN_A_ROW + 1} images in a row from {path(index, None)} on cannot be read; "
+                    f"check the files under {root}")
 
 
 def _open_imagenet(root: str, train: bool, transform: Optional[Callable], download: bool) -> Dataset:

@@ -13,6 +13,8 @@ from typing import Any, Dict, Iterator, List
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from PIL import Image
+
 from repl.data.batching import batching_args, subset_size
 from repl.data.config import ImageDataConfig
 from repl.data.module import DataModule
@@ -22,6 +24,8 @@ from repl.data.order import (
     eval_shards,
     subset_indices,
 )
+from repl.data.vision import UNREADABLE_IMAGE, read_skipping
+from repl.errors import DataError
 
 MMBatch = Dict[str, Any]
 
@@ -29,6 +33,52 @@ MMBatch = Dict[str, Any]
 def _collate(samples: List[Dict[str, Any]]) -> MMBatch:
     """mm's pseudo-collate: lists of the per-sample inputs and data samples, nothing stacked."""
     return {"inputs": [s["inputs"] for s in samples], "data_samples": [s["data_samples"] for s in samples]}
+
+
+class Readable(Dataset):
+    """An mm dataset whose unreadable images are the project's one-line messages, not a worker's traceback.
+
+    Training (`skip`): the next readable sample takes its place with a warning naming the file, as
+    SkippingImageFolder does for ImageNet (repl.data.vision.read_skipping). Evaluation: a DataError naming the
+    file, since a substitute would be scored under another image's id (COCO mAP keys its ground truth by id).
+    """
+
+    def __init__(self, dataset: Dataset, *, skip: bool) -> None:
+        self.dataset, self.skip = dataset, skip
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> Any:
+        if self.skip:
+            return read_skipping(index, len(self.dataset), self._read, self._unreadable_file, self.dataset.data_root)
+        try:
+            return self._read(index)
+        except UNREADABLE_IMAGE as err:
+            raise DataError(f"{self._unreadable_file(index, err)} cannot be read ({(str(err).strip() or type(err).__name__).splitlines()[0]}); "
+                            "an evaluation image is not skipped (its ground truth is scored by its id): "
+                            "replace the file") from None
+
+    def _read(self, index: int) -> Any:
+        try:
+            return self.dataset[index]
+        except AssertionError as err:  # mmcv's LoadImageFromFile when the image does not decode
+            if str(err).startswith("failed to load image"):
+                raise OSError(str(err)) from None
+            raise
+
+    def _unreadable_file(self, index: int, err: Any) -> str:
+        """The first file of sample `index` (the image, then its label map) that PIL cannot decode; the image if
+        each can (the decoder that failed was stricter)."""
+        info = self.dataset.get_data_info(index)
+        paths = [info[key] for key in ("img_path", "seg_map_path") if info.get(key)]
+        for path in paths:
+            try:
+                with Image.open(path) as image:
+                    image.load()
+            except UNREADABLE_IMAGE:
+                return path
+        return paths[0]
 
 
 class MMData(DataModule):
@@ -46,9 +96,10 @@ class MMData(DataModule):
         shards = [indices.tolist() for indices in eval_shards(self.num_eval, self.eval_batch_size, rank, world_size)]
         options = dict(num_workers=cfg.num_workers, persistent_workers=cfg.num_workers > 0, collate_fn=_collate)
         workers_seed = torch.Generator().manual_seed(derive_seed(seed, "workers", rank))
-        self.train_loader = DataLoader(Subset(train, keep_train.tolist()), batch_sampler=self.sampler,
-                                       generator=workers_seed, **options)
-        self.eval_loader = DataLoader(Subset(evaluation, keep_eval.tolist()), batch_sampler=shards, **options)
+        self.train_loader = DataLoader(Subset(Readable(train, skip=True), keep_train.tolist()),
+                                       batch_sampler=self.sampler, generator=workers_seed, **options)
+        self.eval_loader = DataLoader(Subset(Readable(evaluation, skip=False), keep_eval.tolist()),
+                                      batch_sampler=shards, **options)
 
     def train_batches(self, epoch: int, start_step: int = 0) -> Iterator[MMBatch]:
         self.sampler.set_epoch(epoch, start_step)

@@ -85,3 +85,81 @@ def test_box_map_scores_only_the_evaluated_images(tmp_path):
     assert got["box_mAP"] == pytest.approx(100 * reference.stats[0])
     assert got["box_mAP_50"] == pytest.approx(100 * reference.stats[1])
     assert got["box_mAP_75"] == pytest.approx(100 * reference.stats[2])
+
+
+def _cityscapes_data(root, *overrides):
+    cfg = to_config(compose(SMALL + ["task=segmentation", "dataset=cityscapes", f"dataset.root={root}",
+                                     "dataset.image_size=16", *overrides])).dataset
+    return build_data(cfg, seed=0, device="cpu", task="segmentation")
+
+
+def _one_line(err) -> str:
+    message = str(err.value)
+    assert "\n" not in message
+    return message
+
+
+@pytest.mark.parametrize("damage, expected", [
+    (lambda path: path.write_text(path.read_text()[:200]), "instances_val2017.json is not readable COCO json"),
+    (lambda path: path.write_text(json.dumps({**json.loads(path.read_text()), "images": [], "annotations": []})),
+     "the val split is empty: {root}/annotations/instances_val2017.json lists no image"),
+])
+def test_a_bad_coco_annotation_file_is_one_line_naming_it(tmp_path, damage, expected):
+    from repl.errors import DataError
+
+    make_coco(tmp_path, list(CocoDataset.METAINFO["classes"]), n_train=3, n_val=2)
+    damage(tmp_path / "annotations" / "instances_val2017.json")
+    with pytest.raises(DataError) as err:
+        _coco_data(tmp_path)
+    assert expected.format(root=tmp_path) in _one_line(err)
+
+
+def test_an_empty_cityscapes_split_or_missing_labels_are_one_line_before_training(tmp_path):
+    from repl.errors import DataError
+
+    from tests.data.fabricate_mm import make_cityscapes
+
+    make_cityscapes(tmp_path, n_train=2, n_val=2, height=16)
+    missing = next((tmp_path / "gtFine" / "val").rglob("*_gtFine_labelIds.png"))
+    missing.unlink()
+    with pytest.raises(DataError) as err:
+        _cityscapes_data(tmp_path)
+    assert _one_line(err).startswith(f"{missing} does not exist")
+    for image in (tmp_path / "leftImg8bit" / "val").rglob("*.png"):
+        image.unlink()
+    with pytest.raises(DataError) as err:
+        _cityscapes_data(tmp_path)
+    assert _one_line(err).startswith("the val split is empty") and "leftImg8bit/val" in str(err.value)
+
+
+@pytest.mark.parametrize("task", ["detection", "segmentation"])
+def test_an_unreadable_image_is_skipped_in_training_and_named_in_evaluation(tmp_path, task, capfd):
+    """As SkippingImageFolder does for ImageNet: a training sample that does not decode gives way to the next with a
+    one-line warning naming the file; an evaluation image is not replaced (it is scored by its id): one line."""
+    from repl.errors import DataError
+
+    from tests.data.fabricate_mm import make_cityscapes
+
+    if task == "detection":
+        make_coco(tmp_path, list(CocoDataset.METAINFO["classes"]), n_train=3, n_val=2)
+        data = _coco_data(tmp_path)
+    else:
+        make_cityscapes(tmp_path, n_train=2, n_val=2, height=16)
+        data = _cityscapes_data(tmp_path)
+    # the first training sample's file (its label map for CityScapes: a PNG that PIL reads lazily)
+    info = data.train_loader.dataset.dataset.dataset.get_data_info(int(data.train_loader.dataset.indices[0]))
+    bad = info["img_path"] if task == "detection" else info["seg_map_path"]
+    with open(bad, "r+b") as f:
+        f.truncate(100)
+    batches = list(data.train_batches(0))
+    assert sum(len(b["inputs"]) for b in batches) == data.num_train  # a whole epoch, no traceback
+    warnings = [line for line in capfd.readouterr().err.splitlines() if "unreadable" in line]
+    assert warnings and all(line.startswith(f"warning: skipping unreadable image {bad} ") for line in warnings)
+
+    info = data.eval_loader.dataset.dataset.dataset.get_data_info(int(data.eval_loader.dataset.indices[0]))
+    bad = info["img_path"]
+    with open(bad, "r+b") as f:
+        f.truncate(100)
+    with pytest.raises(DataError) as err:
+        list(data.eval_batches())
+    assert _one_line(err).startswith(f"{bad} cannot be read")
