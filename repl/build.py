@@ -2,7 +2,7 @@
 
 `build_run` is the one place that assembles a run, used by `repl.run.train` (train.py), the studies
 (benchmarks/studies/harness.py), benchmarks/trainer_overhead.py and the tests. The order is fixed
-(docs/extending.md, "The builder"): seed, build the model, note the blocks to checkpoint, apply the method (the plan is
+(docs/extending.md, "The builder"): seed, look for the data's files (check_present, reading none), build the model, note the blocks to checkpoint, apply the method (the plan is
 validated before any data is read; under repl.start the Trainer applies it later), then data, task and the Trainer (which moves, compiles and wraps
 the model). Callers may hand in their own method (`apply`), model, data or task.
 """
@@ -22,6 +22,7 @@ from torch import nn
 from repl import apply_replacement
 from repl.config import TrainConfig
 from repl.data import build_data, model_inputs
+from repl.data.build import check_present
 from repl.engine import measure
 from repl.engine.checkpoint import atomic_write_json
 from repl.engine.distributed import DistInfo
@@ -100,6 +101,8 @@ def build_run(cfg: TrainConfig, run_dir: Path, dist: DistInfo, *, apply: Optiona
         torch.use_deterministic_algorithms(True)
     seed_everything(cfg.seed)
     data_cfg = cfg.dataset
+    if data is None:  # the dataset's files are looked for (reading none) before the model is built: one line, not
+        check_present(data_cfg, cfg.task.name)  # a failure after the model's (mm's: long) init; as a sweep checks
     if model is None:
         model = build_model(cfg.model, **model_inputs(data_cfg, cfg.task.name))
     block_paths = _block_paths(model, cfg.trainer.checkpointing) if cfg.trainer.checkpointing or cfg.trainer.strategy == "fsdp" else None

@@ -61,3 +61,17 @@ def test_a_stop_request_checkpoints_and_exits_with_the_signal(tmp_path):
     state = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
     assert state["progress"]["step"] == 1
     assert torch.equal(state["model"]["fc.weight"], trainer.model.fc.weight.detach())
+
+
+@pytest.mark.parametrize("task, dataset", [("classification", "cifar10"), ("detection", "coco")])
+def test_missing_data_is_found_before_the_model_is_built(tmp_path, monkeypatch, task, dataset):
+    """A single run looks for its files first (as a sweep's pre-check does), not after the model (and mm's init)."""
+    import repl.build
+    from repl.errors import DataError
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was built before the data's files were looked for")
+
+    monkeypatch.setattr(repl.build, "build_model", no_model)
+    with pytest.raises(DataError, match=str(tmp_path / "none")):
+        build(tmp_path, f"task={task}", f"dataset={dataset}", f"dataset.root={tmp_path / 'none'}")
