@@ -43,7 +43,8 @@ class DetectionTask(MMTask):
         COCO leaves undefined (-1: no ground-truth box of that size) is left out."""
         if not results:
             return {ours: 0.0 for ours in _NAMES.values()}
-        metrics = {ours: 100.0 * float(results[f"coco/{theirs}"]) for theirs, ours in _NAMES.items()}
+        # CocoMetric rounds fractions to 3 decimals: 1 in percent (100 * 0.07 is 7.000000000000001 as a float)
+        metrics = {ours: round(100.0 * float(results[f"coco/{theirs}"]), 1) for theirs, ours in _NAMES.items()}
         if metrics[self.primary] < 0:
             raise DataError("the evaluation split has no ground-truth box: COCO mAP is undefined")
         return {name: value for name, value in metrics.items() if value >= 0}

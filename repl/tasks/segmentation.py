@@ -5,6 +5,9 @@ from typing import Any, Dict
 
 from repl.integrations.mm_task import MMTask
 
+_NAMES = {"aAcc": "pixel_acc", "mIoU": "mIoU", "mAcc": "mAcc"}  # mmseg's IoUMetric names -> ours
+DECIMALS = 2  # IoUMetric's own rounding
+
 
 class SegmentationTask(MMTask):
     """Segmentors built by repl.integrations.openmmlab; the primary metric is overall pixel accuracy in percent."""
@@ -18,5 +21,6 @@ class SegmentationTask(MMTask):
         return IoUMetric(iou_metrics=["mIoU"])
 
     def rename(self, results: Dict[str, float]) -> Dict[str, float]:
-        """IoUMetric already reports percent: aAcc (overall pixel accuracy), mIoU, mAcc (mean class accuracy)."""
-        return {"pixel_acc": float(results["aAcc"]), "mIoU": float(results["mIoU"]), "mAcc": float(results["mAcc"])}
+        """IoUMetric already reports percent, rounded to 2 decimals: aAcc (overall pixel accuracy), mIoU, mAcc (mean
+        class accuracy). Its values are float32 (5.11 reads 5.110000133514404 as a float64): rounded again here."""
+        return {ours: round(float(results[theirs]), DECIMALS) for theirs, ours in _NAMES.items()}
