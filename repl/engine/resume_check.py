@@ -54,6 +54,12 @@ def changed_keys(saved: Dict[str, Any], current: Dict[str, Any]) -> List[Tuple[s
             if _fixed(key) and old[key] != new[key]]
 
 
+def differences(saved: Dict[str, Any], current: Dict[str, Any]) -> Dict[str, List[Any]]:
+    """{dotted key: [saved value, current value]} for every key whose value differs (absent on a side: None)."""
+    old, new = dict(_flatten(saved)), dict(_flatten(current))
+    return {key: [old.get(key), new.get(key)] for key in sorted(old.keys() | new.keys()) if old.get(key) != new.get(key)}
+
+
 def _fixed(key: str) -> bool:
     def under(prefixes: Tuple[str, ...]) -> bool:
         return any(key == p or key.startswith(f"{p}.") for p in prefixes)

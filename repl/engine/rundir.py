@@ -26,6 +26,8 @@ from repl.errors import CheckpointError, ConfigError
 SUMMARY = "summary.json"
 METRICS = "metrics.jsonl"
 ENV = "env.json"
+PATCH = "env.patch"  # with a dirty checkout: `git diff HEAD` and the untracked files (repl/engine/measure/env.py)
+HISTORY = "history.jsonl"  # one line per process that trained in the directory (append_history)
 RECORD = ".hydra"  # the composed config, Hydra's config and the overrides, as Hydra names them (begin)
 CHECKPOINTS = "checkpoints"
 LAST = "last.pt"
@@ -135,10 +137,43 @@ def begin(state: RunDirState, record: Optional[Dict[str, str]] = None) -> None:
     and write `record` ({file name: text}: the config as composed for this run) into .hydra/."""
     remove_stale_tmp(state.path)
     if state.state == FRESH:
-        for path in (SUMMARY, METRICS, Path(CHECKPOINTS) / LAST, Path(CHECKPOINTS) / BEST):
+        for path in (SUMMARY, METRICS, HISTORY, Path(CHECKPOINTS) / LAST, Path(CHECKPOINTS) / BEST):
             (state.path / path).unlink(missing_ok=True)
     for name, text in (record or {}).items():
         atomic_write_text(state.path / RECORD / name, text)
+
+
+def append_history(run_dir: Path, record: Dict[str, Any]) -> None:
+    """Append one JSON line to history.jsonl (never rewritten): one write of the whole line, then fsync. A line a
+    kill cut short is left as it is and the next record starts on a line of its own; readers skip what is not JSON."""
+    path = Path(run_dir) / HISTORY
+    line = json.dumps(record) + "\n"
+    with path.open("a+b") as handle:
+        handle.seek(0, os.SEEK_END)
+        if handle.tell():
+            handle.seek(-1, os.SEEK_END)
+            if handle.read(1) != b"\n":
+                line = "\n" + line
+        handle.write(line.encode())
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def read_history(run_dir: Path) -> list:
+    """The records of history.jsonl, oldest first (lines that are not JSON objects skipped); [] without one."""
+    try:
+        lines = (Path(run_dir) / HISTORY).read_text().splitlines()
+    except OSError:
+        return []
+    records = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records
 
 
 def remove_stale_tmp(run_dir: Path) -> list:

@@ -18,6 +18,7 @@ import signal
 import sys
 import time
 from contextlib import nullcontext
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Dict, Optional
 
@@ -39,7 +40,7 @@ from repl.engine.optim import build_optimizer, build_schedule
 from repl.engine.phases import carry_state, continue_schedule
 from repl.engine.recalibrate import calibration_batches, recalibrate_batchnorm
 from repl.engine.scoring import scoring_inputs
-from repl.engine.resume_check import check_resume_config, check_resume_plan
+from repl.engine.resume_check import check_resume_config, check_resume_plan, differences
 from repl.engine.stop import StopRequest
 from repl.engine.summary import RunSummary
 from repl.errors import CheckpointError, ConfigError
@@ -107,6 +108,7 @@ class Trainer:
         self.log = MetricsLog(self.run_dir / "metrics.jsonl", cfg.logger, self.config_dict) if dist.is_main else None
         self.stop = StopRequest()
         self._last_ckpt_time = time.monotonic()
+        self.resumed_config: Optional[Dict[str, Any]] = None  # the config the resumed checkpoint was trained with
         self._checkpoint_due, self._agreed_at = False, -1  # the interval check all ranks agreed on, and its step
         self.timer = measure.StepTimer(self.device, warmup_steps=self.tcfg.timing_warmup, unit=task.unit)
         self._note_phase()
@@ -343,6 +345,12 @@ class Trainer:
         set_rng_state(state["rng"])
         if self.log is not None:
             self.log.truncate_after(self.step)
+        self.resumed_config = state.get("config")
+        old_epochs = ((self.resumed_config or {}).get("trainer") or {}).get("epochs")
+        if self.dist.is_main and old_epochs is not None and old_epochs != self.tcfg.epochs:
+            echo(f"trainer.epochs {old_epochs} -> {self.tcfg.epochs}: the LR schedule restarts from the new horizon "
+                 f"({self.horizon} steps) at step {self.step}, so its lr from here differs from the checkpoint's run "
+                 "and from a run started with this length", warning=True)
         return True
 
     # ------------------------------------------------------------------ the public surface
@@ -350,6 +358,8 @@ class Trainer:
         """Train to the configured length (resuming if possible) and return the final summary."""
         resumed = self.resume()
         self._print_start(resumed)
+        if self.dist.is_main:
+            rundir.append_history(self.run_dir, self.segment_record(resumed))
         handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGUSR1)}
         measure.reset_peak_memory(self.device)
         try:
@@ -359,8 +369,8 @@ class Trainer:
                 signal.signal(s, h)
         if self.stop.requested:
             self._exit_stopped()
-        if self.eval_step != self.step:
-            self._record_eval()
+        if self.eval_step != self.step:  # a trainer.max_steps stop: measured, but no epoch's eval (never the best)
+            self._record_eval(scheduled=self.step_in_epoch == 0 and self.should_evaluate())
         self._write_summary("running")  # a death after the save below leaves these measurements to a rerun
         self.save()
         summary = self._write_summary("completed")
@@ -370,6 +380,18 @@ class Trainer:
             echo(self.summary.table(summary))
             echo(f"  results in {self.run_dir}/summary.json")
         return summary
+
+    def segment_record(self, resumed: bool) -> Dict[str, Any]:
+        """This process's line of history.jsonl: when, from where (a fresh start, or the checkpoint's step and
+        epoch), what changed from the config the checkpoint was trained with, and where it ran."""
+        env = measure.environment_info(self.device)
+        changed = differences(self.resumed_config, self.config_dict) if resumed and self.resumed_config else None
+        return {"time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "start": "resume" if resumed else "fresh", "step": self.step,
+                "epoch": self.epoch + self.step_in_epoch / self.data.steps_per_epoch,
+                "changed": changed, "epochs": self.tcfg.epochs, "max_steps": self.tcfg.max_steps,
+                "world_size": self.dist.world_size, "strategy": self.tcfg.strategy, "argv": sys.argv[1:],
+                **{k: env[k] for k in ("hostname", "device", "torch", "cuda", "python", "git_sha", "git_dirty")}}
 
     def run_steps(self, steps: int) -> None:
         """Train `steps` more optimizer steps through the normal loop (logging, checkpoint checks, timer),
@@ -528,20 +550,24 @@ class Trainer:
         except Exception as err:  # noqa: BLE001 - never hide the error that ended the run
             echo(f"could not finish the metric log: {type(err).__name__}: {err}", warning=True)
 
-    def _record_eval(self) -> None:
+    def _record_eval(self, scheduled: bool = True) -> None:
+        """Evaluate and log. `scheduled`: an epoch's eval, which counts toward the best (`<primary>_best`, best.pt);
+        the eval after a trainer.max_steps stop mid-epoch does not (an uninterrupted run never makes it, so a run
+        extended from there reports the same best), and is logged at its fractional epoch."""
         metrics = self.evaluate()
         value = metrics[self.task.primary]
-        better = self.best is None or (value > self.best if self.task.higher_is_better else value < self.best)
+        better = scheduled and (self.best is None or (value > self.best if self.task.higher_is_better else value < self.best))
         if better:
             self.best = value
         self.eval_metrics, self.eval_step = metrics, self.step
         if better and self.tcfg.save_best:
             self.save_best()
+        epoch = self.epoch + self.step_in_epoch / self.data.steps_per_epoch if self.step_in_epoch else self.epoch
         if self.log is not None:
-            self.log.log({"step": self.step, "epoch": self.epoch, **{f"eval/{k}": v for k, v in metrics.items()}})
+            self.log.log({"step": self.step, "epoch": epoch, **{f"eval/{k}": v for k, v in metrics.items()}})
         if self.dist.is_main and self.tcfg.progress:
             text = " ".join(f"{k}={v:.4g}" for k, v in metrics.items())
-            echo(f"epoch {self.epoch}: {text}")
+            echo(f"epoch {epoch:.4g}: {text}")
 
     def _write_summary(self, status: str) -> Dict[str, Any]:
         metrics = dict(self.eval_metrics)

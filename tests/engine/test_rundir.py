@@ -187,3 +187,26 @@ def test_best_checkpoint_is_the_state_at_the_best_eval(tmp_path):
     last = torch.load(tmp_path / "on" / "checkpoints" / "last.pt", weights_only=True)
     if best_step != last["progress"]["step"]:  # an earlier eval was best: its weights, not the last ones
         assert any(not torch.equal(best["model"][k], v) for k, v in last["model"].items())
+    # Stopped by trainer.max_steps mid-epoch, then continued: the stop's eval is logged at its fractional epoch,
+    # is not an epoch's eval (no best), so the continued run reports what the uninterrupted one does.
+    run(tmp_path / "split", "trainer.epochs=3", "trainer.save_best=true", "optim.lr=0.05", "trainer.max_steps=6")
+    stop_eval = [json.loads(line) for line in (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()
+                 if "eval/top1" in line][-1]
+    assert (stop_eval["step"], stop_eval["epoch"]) == (6, 1.5)
+    split = run(tmp_path / "split", "trainer.epochs=3", "trainer.save_best=true", "optim.lr=0.05")
+    assert split["metrics"] == summary["metrics"]
+    split_best = torch.load(tmp_path / "split" / "checkpoints" / "best.pt", weights_only=True)
+    assert split_best["progress"]["step"] == best_step
+    history = rundir.read_history(tmp_path / "split")  # one line per process, what changed between them
+    assert [(h["start"], h["step"], h["changed"]) for h in history] == [
+        ("fresh", 0, None), ("resume", 6, {"trainer.max_steps": [6, None]})]
+    assert history[1]["world_size"] == 1 and {"time", "hostname", "torch", "git_sha", "git_dirty"} <= history[1].keys()
+
+
+def test_history_lines_are_appended_whole_after_a_cut_one(tmp_path):
+    rundir.append_history(tmp_path, {"step": 0})
+    with (tmp_path / rundir.HISTORY).open("a") as handle:
+        handle.write('{"step": 5, "cut')  # a kill mid-write
+    rundir.append_history(tmp_path, {"step": 5})
+    assert rundir.read_history(tmp_path) == [{"step": 0}, {"step": 5}]
+    assert rundir.read_history(tmp_path / "absent") == []
