@@ -33,7 +33,7 @@ CHECKPOINTS = "checkpoints"
 LAST = "last.pt"
 BEST = "best.pt"
 # Files the run writes atomically, through ".<name>.<random>.tmp" beside them (checkpoint._atomic_write).
-ATOMIC = {".": (SUMMARY, METRICS, ENV), CHECKPOINTS: (LAST, BEST)}
+ATOMIC = {".": (SUMMARY, METRICS, ENV, PATCH), CHECKPOINTS: (LAST, BEST)}
 # (section, field) of summary.json that one process measures; 0 means this process measured nothing.
 MEASURED = (("flops", "train_step", ()), ("memory", "estimate_bytes", ("estimate_breakdown",)),
             ("memory", "peak_bytes", ("peak_source",)), ("time", "step_s", ()), ("time", "epoch_s", ()),

@@ -264,6 +264,36 @@ def test_environment_info(monkeypatch, tmp_path) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))  # no git executable at all
     monkeypatch.setattr(env_module, "_PACKAGE_DIR", env_module.Path(measure.__file__).parents[2])
     assert measure.git_revision() == ("unknown", False)
+    assert env_module.git_patch() == ""
+
+
+def test_an_untracked_module_is_dirty_and_the_patch_recreates_the_checkout(monkeypatch, tmp_path) -> None:
+    import subprocess
+
+    def git(*args, cwd=tmp_path / "repo"):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=cwd, check=True,
+                       capture_output=True)
+    package = tmp_path / "repo" / "pkg"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("x = 1\n")
+    (tmp_path / "repo" / ".gitignore").write_text("*.log\n")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "c")
+    monkeypatch.setattr(env_module, "_PACKAGE_DIR", package)
+    assert measure.git_revision()[1] is False and env_module.git_patch() == ""
+    (package / "run.log").write_text("ignored\n")
+    assert measure.git_revision()[1] is False  # ignored files are not part of the code
+    (package / "new_module.py").write_text("y = 2\n")
+    (package / "__init__.py").write_text("x = 3\n")
+    assert measure.git_revision()[1] is True
+    patch = env_module.git_patch()
+    assert "# untracked: pkg/new_module.py" in patch and "run.log" not in patch
+    git("clone", "-q", str(tmp_path / "repo"), str(tmp_path / "copy"), cwd=tmp_path)
+    (tmp_path / "copy.patch").write_text(patch)
+    git("apply", str(tmp_path / "copy.patch"), cwd=tmp_path / "copy")
+    for name in ("__init__.py", "new_module.py"):
+        assert (tmp_path / "copy" / "pkg" / name).read_text() == (package / name).read_text()
 
 
 @pytest.mark.parametrize("groups", [1, 4, 16])

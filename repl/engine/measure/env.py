@@ -14,24 +14,51 @@ from repl.engine.measure.device import DeviceLike, device_name
 _PACKAGE_DIR = Path(__file__).resolve().parents[2]  # .../repl
 
 
-def _git(*args: str) -> str:
-    """Output of a git command run in the package's directory (raises if it fails)."""
-    done = subprocess.run(
-        ["git", "-C", str(_PACKAGE_DIR), *args],
-        capture_output=True, text=True, timeout=10, check=True,
-    )
-    return done.stdout.strip()
+def _git(*args: str, ok: tuple = (0,)) -> str:
+    """Output of a git command run in the package's directory (raises if it fails: an exit status not in `ok`)."""
+    done = subprocess.run(["git", "-C", str(_PACKAGE_DIR), *args], capture_output=True, text=True, timeout=10)
+    if done.returncode not in ok:
+        raise subprocess.CalledProcessError(done.returncode, done.args, done.stdout, done.stderr)
+    return done.stdout.strip() if ok == (0,) else done.stdout
 
 
 def git_revision() -> tuple[str, bool]:
-    """(commit sha, tracked files modified) of the checkout holding this package, or ("unknown",
-    False) when the package is not tracked by git (e.g. installed into site-packages)."""
+    """(commit sha, checkout differs from it) of the checkout holding this package, or ("unknown", False) when
+    the package is not tracked by git (e.g. installed into site-packages). Dirty: a tracked file modified, or an
+    untracked file that .gitignore does not ignore (a new module the run imports is part of what ran)."""
     try:
         _git("ls-files", "--error-unmatch", "__init__.py")  # our checkout, not an enclosing repo
         sha = _git("rev-parse", "HEAD")
-        return sha, bool(_git("status", "--porcelain", "--untracked-files=no"))
+        return sha, bool(_git("status", "--porcelain"))
     except (OSError, subprocess.SubprocessError):
         return "unknown", False
+
+
+UNTRACKED_MAX_BYTES = 1 << 20  # an untracked file larger than this is listed in the patch, not included
+
+
+def git_patch() -> str:
+    """What a dirty checkout adds to its commit, as text `git apply` takes (from the repository's root):
+    `git diff HEAD` and each untracked, not ignored file as a new file (larger ones only named, in a comment
+    line at the top). "" when clean or outside a git checkout."""
+    try:
+        _git("ls-files", "--error-unmatch", "__init__.py")
+        root = _git("rev-parse", "--show-toplevel")
+        tracked = _git("-C", root, "diff", "--binary", "HEAD", ok=(0,))
+        untracked = [p for p in _git("-C", root, "ls-files", "-z", "--others", "--exclude-standard", ok=(0,)).split("\0") if p]
+        header, parts = [], [tracked + "\n" if tracked and not tracked.endswith("\n") else tracked]
+        for path in untracked:
+            try:
+                size = (Path(root) / path).stat().st_size
+            except OSError:
+                continue
+            header.append(f"# untracked: {path}" + ("" if size <= UNTRACKED_MAX_BYTES else f" ({size} bytes, not included)"))
+            if size <= UNTRACKED_MAX_BYTES:
+                parts.append(_git("-C", root, "diff", "--binary", "--no-index", "--", "/dev/null", path, ok=(0, 1)))
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return ""
+    body = "".join(parts)
+    return ("\n".join(header) + "\n" if header else "") + body if body or header else ""
 
 
 def cpu_model() -> str:
