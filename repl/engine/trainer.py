@@ -282,7 +282,7 @@ class Trainer:
             "optimizer": optimizer_state,
             "schedule": self.schedule.state_dict(),
             "progress": {"epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "step": self.step,
-                         "train_s": self.train_s, "best": self.best, "eval_metrics": dict(self.eval_metrics),
+                         "train_s": self.train_s + self.timer.epoch_elapsed(), "best": self.best, "eval_metrics": dict(self.eval_metrics),
                          "eval_step": self.eval_step, "phase": self.phase.value,
                          "phases_entered": [dict(t) for t in self.phases_entered]},
             "plan": self.plan.to_dict(),

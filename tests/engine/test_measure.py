@@ -219,14 +219,18 @@ class FakeClock:
 def test_timer_excludes_warmup_and_paused_time() -> None:
     clock = FakeClock()
     timer = measure.StepTimer(device="cpu", warmup_steps=2, clock=clock)
+    assert timer.epoch_elapsed() == 0.0
     timer.start_epoch()
     for duration in (5.0, 3.0, 0.1, 0.3, 0.2):  # two slow warm-up steps
         clock.now += duration
         timer.step(items=10)
         if duration == 0.3:
             with timer.paused():
-                clock.now += 100.0  # e.g. evaluation
+                clock.now += 100.0  # e.g. evaluation, or a mid-epoch checkpoint, which stores the time so far
+                assert timer.epoch_elapsed() == pytest.approx(8.4)
+            assert timer.epoch_elapsed() == pytest.approx(8.4)
     assert timer.end_epoch() == pytest.approx(8.6)
+    assert timer.epoch_elapsed() == 0.0  # between epochs: all of it is in the epoch times
     summary = timer.summary()
     assert summary["warmup_steps"] == 2 and summary["steps"] == 5
     assert summary["step_s"] == pytest.approx(0.2)

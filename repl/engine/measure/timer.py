@@ -35,6 +35,8 @@ class StepTimer:
         self.step_items: list[int] = []
         self.epoch_times: list[float] = []
         self._epoch_start = self._last = 0.0
+        self._in_epoch = False
+        self._paused_at: float | None = None
 
     def _now(self) -> float:
         synchronize(self.device)
@@ -43,6 +45,7 @@ class StepTimer:
     def start_epoch(self) -> None:
         """Mark the start of an epoch's training loop."""
         self._epoch_start = self._last = self._now()
+        self._in_epoch = True
 
     def step(self, items: int) -> None:
         """Mark the end of one step that processed `items` samples (or tokens)."""
@@ -59,15 +62,25 @@ class StepTimer:
         if self.step_times:
             self.step_times[-1] += now - self._last
         self.epoch_times.append(now - self._epoch_start)
+        self._in_epoch = False
         return self.epoch_times[-1]
+
+    def epoch_elapsed(self) -> float:
+        """Seconds of the epoch under way so far, pauses excluded (inside `paused()`: up to its start); 0 between
+        epochs. What a mid-epoch checkpoint adds to the finished epochs' time. No device sync."""
+        if not self._in_epoch:
+            return 0.0
+        now = self._paused_at if self._paused_at is not None else self._clock()
+        return max(now - self._epoch_start, 0.0)
 
     @contextmanager
     def paused(self) -> Iterator[None]:
         """Exclude the enclosed time from the current step and epoch."""
-        start = self._now()
+        start = self._paused_at = self._now()
         try:
             yield
         finally:
+            self._paused_at = None
             elapsed = self._now() - start
             self._last += elapsed
             self._epoch_start += elapsed
