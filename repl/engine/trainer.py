@@ -38,7 +38,7 @@ from repl.engine.loggers import MetricsLog
 from repl.engine.window import WindowStats
 from repl.engine.optim import build_optimizer, build_schedule
 from repl.engine.phases import carry_state, continue_schedule
-from repl.engine.recalibrate import calibration_batches, recalibrate_batchnorm
+from repl.engine.recalibrate import batchnorm_modules, calibration_batches, recalibrate_batchnorm
 from repl.engine.scoring import scoring_inputs
 from repl.engine.resume_check import check_resume_config, check_resume_plan, differences
 from repl.engine.stop import StopRequest
@@ -453,7 +453,8 @@ class Trainer:
         signum = self.stop.signum
         self._write_summary("running")  # before its checkpoint: a death between leaves the measurements
         self.save()
-        echo(f"stopped by signal {signum}; checkpoint saved, rerun the same command to resume", warning=True)
+        if self.dist.is_main:  # every rank writes into the one train.log
+            echo(f"stopped by signal {signum}; checkpoint saved, rerun the same command to resume", warning=True)
         self.close_log(128 + signum)
         sys.exit(128 + signum)
 
@@ -594,7 +595,7 @@ class Trainer:
         slow = precision_warning(self.tcfg.precision, self.device.type)
         if slow:
             echo(slow, warning=True)
-        if self.tcfg.bn_recalibrate:
+        if self.tcfg.bn_recalibrate and batchnorm_modules(self.model):  # a ViT, GPT, ... has none to recalibrate
             echo(f"BatchNorm statistics recalibrated over {self.tcfg.bn_recalibrate} training batches before each evaluation")
 
 

@@ -27,8 +27,11 @@ def run(tmp, base, *overrides: str) -> dict:
 
 
 @pytest.mark.parametrize("base", [TINY_LM, TINY_VIT], ids=["lm", "vit"])
-def test_two_steps_resume_one_step_equals_three_steps(tmp_path, base):
+def test_two_steps_resume_one_step_equals_three_steps(tmp_path, base, capsys, caplog):
+    caplog.set_level("INFO", logger="repl")
     run(tmp_path / "split", base, "trainer.max_steps=2")
+    text = capsys.readouterr().out + caplog.text
+    assert "training 2 steps" in text and "BatchNorm" not in text  # none to recalibrate: nothing announced
     resumed = run(tmp_path / "split", base, "trainer.max_steps=3")
     run(tmp_path / "whole", base, "trainer.max_steps=3")
     assert resumed["steps_done"] == 3 and resumed["plan"]["blocks"]
