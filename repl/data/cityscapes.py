@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from repl.data.config import ImageDataConfig
+from repl.data.config import SYNTHETIC, ImageDataConfig
 from repl.data.files import write_once
 from repl.data.module import DataModule
 from repl.data.order import derive_seed
@@ -147,7 +147,7 @@ def build_segmentation_data(cfg: ImageDataConfig, *, seed: int, device: torch.de
 
     from repl.integrations.mm_data import MMData
 
-    if cfg.name == "synthetic":
+    if cfg.name == SYNTHETIC:
         root = write_synthetic_cityscapes(cfg, seed)
     elif cfg.name == "cityscapes":
         root = Path(cfg.root)

@@ -9,7 +9,7 @@ from torch.utils.data import Subset
 
 from repl.data.augment import CropFlip, RandomShift
 from repl.data.batching import batching_args, subset_size
-from repl.data.config import ImageDataConfig
+from repl.data.config import SYNTHETIC, ImageDataConfig
 from repl.data.module import DataModule
 from repl.data.order import subset_indices
 from repl.data.resident import ResidentData
@@ -19,7 +19,6 @@ from repl.data.vision import VISION, VisionSpec, check_shape, open_vision, requi
 from repl.errors import ConfigError
 
 MIN_SYNTHETIC_SIZE = 8
-SYNTHETIC = "synthetic"  # the embedded set, generated from the seed
 
 
 def classification_datasets() -> tuple:

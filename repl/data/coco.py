@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from repl.data.config import ImageDataConfig
+from repl.data.config import SYNTHETIC, ImageDataConfig
 from repl.data.files import write_once
 from repl.data.module import DataModule
 from repl.data.order import derive_seed
@@ -176,7 +176,7 @@ def build_detection_data(cfg: ImageDataConfig, *, seed: int, device: torch.devic
 
     from repl.integrations.mm_data import MMData
 
-    if cfg.name == "synthetic":
+    if cfg.name == SYNTHETIC:
         root = write_synthetic_coco(cfg, seed)
     elif cfg.name == "coco":
         root = Path(cfg.root)
@@ -185,7 +185,7 @@ def build_detection_data(cfg: ImageDataConfig, *, seed: int, device: torch.devic
             raise ConfigError(f"dataset.num_classes={cfg.num_classes}: COCO detection has {COCO_CLASSES} classes")
     else:
         raise ConfigError(f"dataset.name={cfg.name!r} is not a detection dataset; choose coco or synthetic")
-    categories = json.loads((root / SPLITS["val"][0]).read_text())["categories"] if cfg.name == "synthetic" else None
+    categories = json.loads((root / SPLITS["val"][0]).read_text())["categories"] if cfg.name == SYNTHETIC else None
     metainfo = {"classes": tuple(c["name"] for c in categories)} if categories else None
     train_pipeline, test_pipeline = _pipelines(cfg.image_size, cfg.augment)
     init_default_scope("mmdet")

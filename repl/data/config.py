@@ -27,13 +27,14 @@ MIN_RESIZE = 8  # smallest side dataset.resize accepts (it may up- or downsample
 # noise mstd, bound mmax, increasing ops inc, transform set t...); timm skips a section it cannot read, so this is checked
 RANDAUGMENT_CONFIG = re.compile(r"rand(-(mstd|mmax|inc|m|n|p)\d+(\.\d+)?|-t\w+)*")
 SCHEMA_GROUP = "schema/dataset"  # the Hydra group of the kind schemas a dataset yaml names in its defaults
+SYNTHETIC = "synthetic"  # the embedded dataset of every task, generated from the seed: its one name
 
 
 @dataclass
 class DataConfig:
     """What every dataset has. Sizes and batch sizes are global (over all ranks)."""
 
-    name: str = "synthetic"  # the dataset; which names a task accepts is checked by its data builder
+    name: str = SYNTHETIC  # the dataset; which names a task accepts is checked by its data builder
     task: Optional[str] = None  # the task this dataset option is made for (set by configs/dataset/*.yaml); null = any
     root: str = "data"  # folder holding the dataset files (not used by the embedded synthetic sets)
     download: bool = False  # let the dataset's reader fetch missing files (needs internet)

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 import torch
 from omegaconf import DictConfig
 
-from repl.data.config import DataConfig, TextDataConfig, as_data_config
+from repl.data.config import SYNTHETIC, DataConfig, TextDataConfig, as_data_config
 from repl.data.module import DataModule
 from repl.data.order import BatchOrder, eval_shards
 from repl.data.text_synthetic import (
@@ -38,7 +38,7 @@ from repl.errors import ConfigError, DataError
 from repl.tasks.registry import DataKind, tasks_where
 
 IGNORE_INDEX = -100
-TEXT_DATASETS = ("synthetic", "wikitext2")
+TEXT_DATASETS = (SYNTHETIC, "wikitext2")
 EvalBatch = tuple[torch.Tensor, torch.Tensor, str]
 # (vocabulary size, split -> ids) of each tokenized file corpus, by (name, root, tokenizer, bpe size, hf name).
 _CORPORA: dict[tuple[str, str, str, int, str], tuple[int, dict[str, torch.Tensor]]] = {}
@@ -114,7 +114,7 @@ def vocabulary_size(cfg: DataConfig | DictConfig) -> int:
     """The number of token ids of the dataset (the model's vocabulary); reads and tokenizes files once."""
     cfg = _text_config(cfg)
     _check_name(cfg)
-    if cfg.name == "synthetic":
+    if cfg.name == SYNTHETIC:
         return cfg.vocab_size
     return _file_corpus(cfg)[0]
 
@@ -122,7 +122,7 @@ def vocabulary_size(cfg: DataConfig | DictConfig) -> int:
 def check_text_files(cfg: DataConfig | DictConfig) -> None:
     """DataError when WikiText-2's files are not under dataset.root (read nothing); the synthetic corpus is
     generated, and dataset.download=true fetches the corpus (a failed download stops its run)."""
-    if cfg.name != "synthetic" and not cfg.download:
+    if cfg.name != SYNTHETIC and not cfg.download:
         root = os.path.abspath(os.path.expanduser(cfg.root))
         if find_layout(root, cfg.tokenizer) is None:
             raise DataError(missing_message(root))
@@ -135,7 +135,7 @@ def build_text_data(
     cfg = _text_config(cfg, world_size)
     _check_name(cfg)
     reference_ppl = None
-    if cfg.name == "synthetic":
+    if cfg.name == SYNTHETIC:
         num_train, num_eval = cfg.num_train or DEFAULT_TRAIN_TOKENS, cfg.num_eval or DEFAULT_EVAL_TOKENS
         corpus = make_text_corpus(cfg.vocab_size, cfg.seq_len, seed, num_train, num_eval)
         vocab, splits, reference_ppl = cfg.vocab_size, corpus.splits, corpus.reference_ppl
@@ -170,9 +170,9 @@ def _check_name(cfg: TextDataConfig) -> None:
         raise ConfigError(
             f"dataset.name={cfg.name!r} is not a text dataset; task={text_task()} accepts dataset={' | '.join(TEXT_DATASETS)}"
         )
-    if cfg.name == "synthetic" and cfg.seq_len < MIN_SEQ_LEN:
+    if cfg.name == SYNTHETIC and cfg.seq_len < MIN_SEQ_LEN:
         raise ConfigError(f"dataset.seq_len={cfg.seq_len} is too short for the synthetic corpus; use {MIN_SEQ_LEN} or more")
-    if cfg.name != "synthetic" and cfg.tokenizer in RAW_TOKENIZERS and cfg.vocab_size < BPE_MIN_VOCAB:
+    if cfg.name != SYNTHETIC and cfg.tokenizer in RAW_TOKENIZERS and cfg.vocab_size < BPE_MIN_VOCAB:
         # tokenizer=hf falls back to bpe of this size when its tokenizer is not cached
         raise ConfigError(f"dataset.vocab_size={cfg.vocab_size} is too small for {cfg.tokenizer}; use {BPE_MIN_VOCAB} or more")
 
