@@ -17,7 +17,9 @@ class TensorSplit:
         return len(self.labels)
 
     def subset(self, indices: torch.Tensor) -> "TensorSplit":
+        """The samples at `indices`, in that order."""
         return TensorSplit(self.images[indices], self.labels[indices])
 
     def to(self, device: torch.device) -> "TensorSplit":
+        """The same split on `device`."""
         return TensorSplit(self.images.to(device), self.labels.to(device))

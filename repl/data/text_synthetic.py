@@ -48,6 +48,7 @@ class MarkovLanguage:
 
     @property
     def num_words(self) -> int:
+        """The vocabulary size of the chain."""
         return len(self.stationary)
 
     def entropy_rate(self, doc_len: int) -> float:

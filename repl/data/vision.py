@@ -125,6 +125,7 @@ class LocalCIFAR10(_PresentFiles, datasets.CIFAR10):
     meta = {**datasets.CIFAR10.meta, "md5": None}
 
     def tensors(self) -> TensorSplit:
+        """The whole split as uint8 NCHW images and int64 labels (what the resident path holds)."""
         return TensorSplit(torch.from_numpy(self.data).permute(0, 3, 1, 2).contiguous(), torch.tensor(self.targets))
 
     def labels_array(self) -> Sequence[int]:
@@ -161,6 +162,7 @@ class LocalSVHN(_PresentFiles, datasets.SVHN):
     stored_labels = "1 to 10 (10 for the digit 0)"
 
     def tensors(self) -> TensorSplit:
+        """The whole split as uint8 NCHW images and int64 labels (what the resident path holds)."""
         return TensorSplit(torch.from_numpy(self.data).contiguous(), torch.from_numpy(self.labels).long())
 
     @classmethod
@@ -183,6 +185,7 @@ class LocalSTL10(_PresentFiles, datasets.STL10):
     label_offset = 1
 
     def tensors(self) -> TensorSplit:
+        """The whole split as uint8 NCHW images and int64 labels (what the resident path holds)."""
         return TensorSplit(torch.from_numpy(self.data).contiguous(), torch.from_numpy(self.labels).long())
 
     @classmethod

@@ -60,6 +60,7 @@ class Layout:
         return {s: os.path.join(root, self.folder, self.pattern.format(split=names[s])) for s in SPLITS}
 
     def describe(self) -> str:
+        """The layout's files under the root, with the split as a brace list (for error messages)."""
         splits = "{train,validation,test}" if self.builder == "parquet" else "{train,valid,test}"
         return os.path.join(self.folder, self.pattern.format(split=splits))
 

@@ -33,6 +33,7 @@ class MMTask(Scored, ABC):
 
     @staticmethod
     def batch_size(batch: Dict[str, Any]) -> int:
+        """The number of images in an mm batch."""
         return len(batch["inputs"])
 
     @abstractmethod

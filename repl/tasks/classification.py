@@ -59,6 +59,7 @@ class ClassificationTask(Scored):
 
     @staticmethod
     def batch_size(batch: Batch) -> int:
+        """The number of samples in an (images, labels) batch."""
         return batch[1].shape[0]
 
     @torch.no_grad()

@@ -26,6 +26,7 @@ class BatchMixer:
 
     @property
     def active(self) -> bool:
+        """Whether mixup or cutmix is on at all."""
         return self.mixup > 0 or self.cutmix > 0
 
     def __call__(self, images: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, float]:

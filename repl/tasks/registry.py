@@ -134,12 +134,15 @@ class Scored:
 
     @property
     def primary(self) -> str:
+        """The metric a run is judged by, from the task's record."""
         return task_spec(self.name).primary
 
     @property
     def higher_is_better(self) -> bool:
+        """Whether a larger primary metric is better, from the task's record."""
         return task_spec(self.name).higher_is_better
 
     @property
     def unit(self) -> str:
+        """What throughput counts (samples or tokens), from the task's record."""
         return task_spec(self.name).unit

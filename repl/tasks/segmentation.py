@@ -16,6 +16,7 @@ class SegmentationTask(MMTask):
     scope = "mmseg"
 
     def metric(self, dataset_meta: Dict[str, Any]) -> Any:
+        """mmseg's IoU metric (mIoU, per-class IoU and accuracy, overall pixel accuracy)."""
         from mmseg.evaluation import IoUMetric
 
         return IoUMetric(iou_metrics=["mIoU"])
