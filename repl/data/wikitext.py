@@ -32,6 +32,7 @@ from types import ModuleType
 
 import torch
 
+from repl.engine.console import echo
 from repl.errors import ConfigError, DataError, install_hint
 
 SPLITS = ("train", "valid", "test")
@@ -139,18 +140,33 @@ def download(root: str, tokenizer: str) -> None:
         ) from None
 
 
+def _malformed(datasets: ModuleType, layout: Layout, files: dict[str, str], cache: str) -> str:
+    """The first of `files` its builder cannot read alone (all of them, braced, if each reads)."""
+    for split, path in files.items():
+        try:
+            datasets.load_dataset(layout.builder, data_files={split: path}, cache_dir=cache, keep_in_memory=True)
+        except _failures(datasets):
+            return path
+    return ", ".join(files.values())
+
+
 def read_lines(root: str, layout: Layout) -> dict[str, list[str]]:
     """split -> its lines, read with the packaged `datasets` builder (local files only)."""
     datasets = _hf()
     files = layout.paths(root)
-    with tempfile.TemporaryDirectory(prefix="repl-wikitext-") as cache:  # no arrow files left behind
-        try:
-            parts = datasets.load_dataset(
-                layout.builder, data_files=files, cache_dir=cache, keep_in_memory=True
-            )
-            lines = {split: list(parts[split]["text"]) for split in SPLITS}
-        except _failures(datasets) as err:
-            raise DataError(f"WikiText-2 under {root} ({layout.describe()}) is malformed: {_first_line(err)}") from None
+    bars = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()  # local files of a few MB: "Generating split" bars would only bury errors
+    try:
+        with tempfile.TemporaryDirectory(prefix="repl-wikitext-") as cache:  # no arrow files left behind
+            try:
+                parts = datasets.load_dataset(layout.builder, data_files=files, cache_dir=cache, keep_in_memory=True)
+                lines = {split: list(parts[split]["text"]) for split in SPLITS}
+            except _failures(datasets) as err:
+                raise DataError(f"WikiText-2 file {_malformed(datasets, layout, files, cache)} is malformed: "
+                                f"{_first_line(err)}") from None
+    finally:
+        if bars:
+            datasets.enable_progress_bars()
     if not any(line.strip() for line in lines["train"]):
         raise DataError(f"WikiText-2 training split {files['train']} has no text")
     return lines
@@ -257,8 +273,8 @@ def load_wikitext(root: str, tokenizer: str, vocab_size: int, allow_download: bo
     root = os.path.abspath(os.path.expanduser(root))
     hf = cached_tokenizer(hf_tokenizer) if tokenizer == "hf" else None
     if tokenizer == "hf" and hf is None:
-        print(f"dataset.tokenizer=hf: no Hugging Face tokenizer {hf_tokenizer!r} in the local cache; "
-              f"using the project's {FALLBACK} tokenizer (dataset.vocab_size={vocab_size}) instead", flush=True)
+        echo(f"dataset.tokenizer=hf: no Hugging Face tokenizer {hf_tokenizer!r} in the local cache; "
+             f"using the project's {FALLBACK} tokenizer (dataset.vocab_size={vocab_size}) instead", warning=True)
     layout = find_layout(root, tokenizer)
     if layout is None and allow_download:
         download(root, tokenizer)

@@ -164,9 +164,11 @@ def test_incomplete_layout_names_the_missing_file(tmp_path):
 
 def test_malformed_parquet_is_a_data_error(tmp_path):
     make_wikitext2(tmp_path, "raw_parquet")
-    (tmp_path / "wikitext-2-raw-v1" / "test-00000-of-00001.parquet").write_bytes(b"not parquet")
-    with pytest.raises(DataError, match="malformed"):
+    bad = tmp_path / "wikitext-2-raw-v1" / "test-00000-of-00001.parquet"
+    bad.write_bytes(b"not parquet")
+    with pytest.raises(DataError, match="malformed") as err:
         build_text_data(wiki(tmp_path), seed=0, device=CPU)
+    assert f"{bad} is malformed" in str(err.value)  # the file, not only the root
 
 
 @pytest.fixture

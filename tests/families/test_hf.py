@@ -276,14 +276,16 @@ def text_config(root: Path, hf_tokenizer: str):
                           vocab_size=300, seq_len=16, batch_size=2)
 
 
-def test_hf_tokenizer_not_cached_falls_back_to_the_projects_bpe(tmp_path, capsys):
+def test_hf_tokenizer_not_cached_falls_back_to_the_projects_bpe(tmp_path, capsys, caplog):
     from repl.data.text import build_text_data, vocabulary_size
 
     make_wikitext2(tmp_path, "raw")
     cfg = text_config(tmp_path, str(tmp_path / "no-tokenizer-here"))
     vocab = vocabulary_size(cfg)
     data = build_text_data(cfg, seed=0, device=torch.device("cpu"))
-    notice = [line for line in capsys.readouterr().out.splitlines() if "dataset.tokenizer=hf" in line]
+    printed = capsys.readouterr()  # printed, or logged (into train.log) where logging is configured
+    lines = printed.out.splitlines() + printed.err.splitlines() + [r.getMessage() for r in caplog.records]
+    notice = [line for line in lines if "dataset.tokenizer=hf" in line]
     assert len(notice) == 1 and "bpe" in notice[0]  # once: the corpus is tokenized once per process
     assert vocab == data.vocab_size == 300  # the project's byte-level BPE of dataset.vocab_size
 
