@@ -3,8 +3,9 @@
 Batches are what mm models take, `{"inputs": [uint8 CHW tensors], "data_samples": [...]}`, left on
 the CPU: the model's own data_preprocessor normalises, pads and moves them to its device. Evaluation
 batches also carry `dataset_meta` (class names, annotation file) for the task's mm metric.
-Training order is the project's (seed, epoch) BatchOrder, resumable mid-epoch; the random
-transforms draw from the workers' RNG, as in the streaming classification path.
+Training order is the project's (seed, epoch) BatchOrder, resumable mid-epoch; a sample's random
+transforms are seeded from (seed, epoch, its position in the epoch), as in the streaming classification
+path (repl.data.streaming), so a resumed run augments every sample as the uninterrupted run did.
 """
 from __future__ import annotations
 
@@ -18,12 +19,8 @@ from PIL import Image
 from repl.data.batching import batching_args, subset_size
 from repl.data.config import ImageDataConfig
 from repl.data.module import DataModule
-from repl.data.order import (
-    ResumableBatchSampler,
-    derive_seed,
-    eval_shards,
-    subset_indices,
-)
+from repl.data.order import derive_seed, eval_shards, subset_indices
+from repl.data.streaming import PositionSampler, SeededAugmentation
 from repl.data.vision import UNREADABLE_IMAGE, read_skipping
 from repl.errors import DataError
 
@@ -92,11 +89,11 @@ class MMData(DataModule):
         super().__init__(num_eval=len(keep_eval), **common)
         self.num_classes, self.image_size = cfg.num_classes, cfg.image_size
         self.dataset_meta = dataset_meta
-        self.sampler = ResumableBatchSampler(self.order)
+        self.sampler = PositionSampler(self.order)
         shards = [indices.tolist() for indices in eval_shards(self.num_eval, self.eval_batch_size, rank, world_size)]
         options = dict(num_workers=cfg.num_workers, persistent_workers=cfg.num_workers > 0, collate_fn=_collate)
         workers_seed = torch.Generator().manual_seed(derive_seed(seed, "workers", rank))
-        self.train_loader = DataLoader(Subset(Readable(train, skip=True), keep_train.tolist()),
+        self.train_loader = DataLoader(SeededAugmentation(Subset(Readable(train, skip=True), keep_train.tolist()), seed),
                                        batch_sampler=self.sampler, generator=workers_seed, **options)
         self.eval_loader = DataLoader(Subset(Readable(evaluation, skip=False), keep_eval.tolist()),
                                       batch_sampler=shards, **options)

@@ -147,7 +147,8 @@ def test_an_unreadable_image_is_skipped_in_training_and_named_in_evaluation(tmp_
         make_cityscapes(tmp_path, n_train=2, n_val=2, height=16)
         data = _cityscapes_data(tmp_path)
     # the first training sample's file (its label map for CityScapes: a PNG that PIL reads lazily)
-    info = data.train_loader.dataset.dataset.dataset.get_data_info(int(data.train_loader.dataset.indices[0]))
+    train = data.train_loader.dataset.dataset  # the Subset under the per-sample seeding
+    info = train.dataset.dataset.get_data_info(int(train.indices[0]))
     bad = info["img_path"] if task == "detection" else info["seg_map_path"]
     with open(bad, "r+b") as f:
         f.truncate(100)
@@ -163,6 +164,24 @@ def test_an_unreadable_image_is_skipped_in_training_and_named_in_evaluation(tmp_
     with pytest.raises(DataError) as err:
         list(data.eval_batches())
     assert _one_line(err).startswith(f"{bad} cannot be read")
+
+
+def test_a_resumed_epoch_augments_every_sample_as_the_uninterrupted_one(tmp_path):
+    """The random crop, resize, flip and colour changes of a sample are seeded from (seed, epoch, position): a run
+    resumed at step 1 sees batch 1 as it was, though the process's RNG went elsewhere in between."""
+    from tests.data.fabricate_mm import make_cityscapes
+
+    make_cityscapes(tmp_path, n_train=3, n_val=1, height=32)
+    data = _cityscapes_data(tmp_path)
+    whole = list(data.train_batches(1))
+    torch.rand(7), np.random.rand(3)  # the training process's RNG moves on (its model, dropout, ...)
+    resumed = list(data.train_batches(1, start_step=1))
+    assert len(resumed) == len(whole) - 1 >= 2
+    for a, b in zip(whole[1:], resumed):
+        assert all(torch.equal(x, y) for x, y in zip(a["inputs"], b["inputs"]))
+        assert all(torch.equal(x.gt_sem_seg.data, y.gt_sem_seg.data) for x, y in zip(a["data_samples"], b["data_samples"]))
+    again = list(data.train_batches(1))
+    assert all(torch.equal(x, y) for a, b in zip(whole, again) for x, y in zip(a["inputs"], b["inputs"]))
 
 
 def test_metrics_are_stored_without_float32_or_scaling_noise():
