@@ -105,7 +105,7 @@ def build_run(cfg: TrainConfig, run_dir: Path, dist: DistInfo, *, apply: Optiona
         check_present(data_cfg, cfg.task.name)  # a failure after the model's (mm's: long) init; as a sweep checks
     if model is None:
         model = build_model(cfg.model, **model_inputs(data_cfg, cfg.task.name))
-    block_paths = _block_paths(model, cfg.trainer.checkpointing) if cfg.trainer.checkpointing or cfg.trainer.strategy == "fsdp" else None
+    block_paths = _block_paths(model, cfg.trainer.checkpointing) if cfg.trainer.checkpointing or cfg.trainer.sharded else None
 
     def make_data() -> Any:
         return build_data(data_cfg, seed=cfg.seed, device=dist.device, rank=dist.rank, world_size=dist.world_size,

@@ -4,6 +4,7 @@ from __future__ import annotations
 import netrc
 import os
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import List, Optional
 from urllib.parse import urlparse
@@ -13,7 +14,16 @@ from repl.errors import ConfigError
 from repl.tasks.registry import DEFAULT_TASK, task_spec, tasks_where
 
 WANDB_MODES = ("offline", "online", "disabled")
-STRATEGIES = ("ddp", "fsdp")
+
+
+class Strategy(str, Enum):
+    """trainer.strategy: how torchrun's processes share the model."""
+
+    DDP = "ddp"  # each process holds the whole model; gradients are all-reduced
+    FSDP = "fsdp"  # sharded over the processes (repl/engine/fsdp.py)
+
+
+STRATEGIES = tuple(s.value for s in Strategy)  # ("ddp", "fsdp")
 
 
 def _check(ok: bool, message: str) -> None:
@@ -46,7 +56,7 @@ class TrainerConfig:
     timing_warmup: int = field(default=5, metadata=bounds(ge=0))  # steps excluded from step-time statistics
     progress: bool = True  # tqdm progress bar (rank 0)
     deterministic: bool = False  # torch.use_deterministic_algorithms (slower on GPU)
-    strategy: str = "ddp"  # ddp | fsdp: how torchrun's processes share the model (fsdp: sharded, repl/engine/fsdp.py)
+    strategy: str = Strategy.DDP.value  # ddp | fsdp: how torchrun's processes share the model (fsdp: sharded, repl/engine/fsdp.py)
 
     def validate(self) -> None:
         check_numbers(self, "trainer.")
@@ -54,8 +64,13 @@ class TrainerConfig:
         _check(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
                f"trainer.device={self.device!r}: choose auto, cpu, cuda or cuda:N")
         _check(self.strategy in STRATEGIES, f"trainer.strategy={self.strategy!r}: choose {' or '.join(STRATEGIES)}")
-        if self.strategy == "fsdp":
+        if self.sharded:
             self._check_fsdp()
+
+    @property
+    def sharded(self) -> bool:
+        """trainer.strategy=fsdp: the model is sharded over the processes (repl/engine/fsdp.py), not replicated."""
+        return self.strategy == Strategy.FSDP
 
     def _check_fsdp(self) -> None:
         """The trainer keys trainer.strategy=fsdp does not compose with, each refused in one line."""
@@ -87,7 +102,7 @@ class TrainerConfig:
         _check(batch_size is None or self.accumulate <= batch_size,
                f"trainer.accumulate={self.accumulate} would split each batch of dataset.batch_size={batch_size} into "
                f"{self.accumulate} micro-batches, some of them empty; use at most {batch_size}")
-        _check(self.strategy != "fsdp" or not per_batch_skips,
+        _check(not self.sharded or not per_batch_skips,
                f"trainer.strategy=fsdp with {per_batch_skips}, which skips blocks per training batch, would leave ranks "
                "waiting on each other for a skipped block's weights; use trainer.strategy=ddp")
         _check(self.accumulate == 1 or not per_batch_skips,

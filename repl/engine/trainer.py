@@ -83,7 +83,7 @@ class Trainer:
         if self.tcfg.checkpointing:
             enable_activation_checkpointing(self.model, block_paths or [])
         self.sharded: Optional[ShardedModel] = None  # trainer.strategy=fsdp: the model, sharded in place
-        if self.tcfg.strategy == "fsdp" and dist.world_size < 2:
+        if self.tcfg.sharded and dist.world_size < 2:
             raise ConfigError("trainer.strategy=fsdp shards the model over the processes torchrun starts, and this run "
                               "has one: launch it with torchrun --nproc_per_node=N (N >= 2), or use trainer.strategy=ddp")
         self._wrap_model(block_paths or [])
@@ -118,7 +118,7 @@ class Trainer:
         """The compiled and the DDP-wrapped (or FSDP-sharded) views of `self.model` that steps run through."""
         self.forward_model = torch.compile(self.model) if self.tcfg.compile else self.model
         self.train_model = self.forward_model
-        if self.tcfg.strategy == "fsdp":
+        if self.tcfg.sharded:
             self.sharded = shard_model(self.model, self.plan, block_paths, self.device)
         elif self.dist.world_size > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None

@@ -123,7 +123,7 @@ def check_schedule(repl: ReplConfig, trainer: "TrainerConfig") -> None:
         raise ConfigError(f"repl.start={schedule.start} + repl.restore={schedule.restore} must be less than "
                           f"trainer.epochs={schedule.epochs} (at least one epoch with the blocks replaced)")
     keys = " and ".join(f"repl.{k}={getattr(schedule, k)}" for k in ("start", "restore") if getattr(schedule, k))
-    if trainer.strategy == "fsdp":
+    if trainer.sharded:
         raise ConfigError(f"{keys} changes the model's parameters mid-run, which trainer.strategy=fsdp cannot re-shard; "
                           "use trainer.strategy=ddp")
     if trainer.checkpointing:
