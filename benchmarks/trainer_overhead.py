@@ -17,7 +17,6 @@ import os
 import statistics
 import sys
 import tempfile
-from contextlib import nullcontext
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
@@ -38,7 +37,7 @@ from repl.data import build_data  # noqa: E402
 from repl.engine import distributed, measure  # noqa: E402
 from repl.engine.config import TrainerConfig  # noqa: E402
 from repl.engine.optim import build_optimizer  # noqa: E402
-from repl.engine.trainer import AUTOCAST_DTYPES  # noqa: E402
+from repl.engine.precision import autocast, grad_scaler  # noqa: E402
 from repl.errors import ConfigError  # noqa: E402
 
 GOAL_OVERHEAD_PCT = 5.0
@@ -79,9 +78,8 @@ class BareLoop:
         self.model = model.to(device, memory_format=memory_format)
         self.forward = torch.compile(self.model) if tcfg.compile else self.model
         self.optimizer = build_optimizer(cfg.optim, self.model, device)
-        dtype = AUTOCAST_DTYPES.get(tcfg.precision)
-        self.autocast: Callable[[], Any] = (lambda: torch.autocast(device.type, dtype=dtype)) if dtype else nullcontext
-        self.scaler = torch.amp.GradScaler(device.type) if tcfg.precision == "16" else None
+        self.autocast: Callable[[], Any] = lambda: autocast(tcfg.precision, device.type)  # the Trainer's own
+        self.scaler = grad_scaler(tcfg.precision, device.type)
         self.label_smoothing = cfg.task.label_smoothing
         self.batches = batches
         self.step = 0

@@ -10,6 +10,7 @@ from typing import List, Optional
 from urllib.parse import urlparse
 
 from repl.bounds import bounds, check_numbers
+from repl.engine.precision import PRECISIONS, Precision
 from repl.errors import ConfigError
 from repl.tasks.registry import DEFAULT_TASK, task_spec, tasks_where
 
@@ -26,6 +27,12 @@ class Strategy(str, Enum):
 STRATEGIES = tuple(s.value for s in Strategy)  # ("ddp", "fsdp")
 
 
+def _one_of(choices) -> str:
+    """The choices as a message lists them: "a, b or c"."""
+    *rest, last = choices
+    return f"{', '.join(rest)} or {last}" if rest else last
+
+
 def _check(ok: bool, message: str) -> None:
     if not ok:
         raise ConfigError(message)
@@ -38,7 +45,7 @@ class TrainerConfig:
     epochs: int = field(default=4, metadata=bounds(ge=1))
     max_steps: Optional[int] = field(default=None, metadata=bounds(ge=1))  # cap on optimizer steps over the whole run; null = none
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    precision: str = "32"  # 32 | bf16 | 16 (mixed precision through autocast)
+    precision: str = Precision.FP32.value  # 32 | bf16 | 16 (mixed precision through autocast)
     compile: bool = False  # torch.compile the model after the method is applied
     channels_last: bool = False  # NHWC memory format for conv nets
     checkpointing: bool = False  # activation checkpointing of every block of the block sequence
@@ -60,10 +67,10 @@ class TrainerConfig:
 
     def validate(self) -> None:
         check_numbers(self, "trainer.")
-        _check(self.precision in ("32", "bf16", "16"), f"trainer.precision={self.precision!r}: choose 32, bf16 or 16")
+        _check(self.precision in PRECISIONS, f"trainer.precision={self.precision!r}: choose {_one_of(PRECISIONS)}")
         _check(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
                f"trainer.device={self.device!r}: choose auto, cpu, cuda or cuda:N")
-        _check(self.strategy in STRATEGIES, f"trainer.strategy={self.strategy!r}: choose {' or '.join(STRATEGIES)}")
+        _check(self.strategy in STRATEGIES, f"trainer.strategy={self.strategy!r}: choose {_one_of(STRATEGIES)}")
         if self.sharded:
             self._check_fsdp()
 
@@ -80,7 +87,7 @@ class TrainerConfig:
              "trainer.checkpointing=false"),
             (self.ema_decay is not None, f"trainer.ema_decay={self.ema_decay}", "the EMA would be a second, unsharded copy",
              "trainer.ema_decay=null"),
-            (self.precision == "16", "trainer.precision=16", "fp16 loss scaling would need a sharded inf check",
+            (Precision(self.precision).needs_grad_scaler, "trainer.precision=16", "fp16 loss scaling would need a sharded inf check",
              "trainer.precision=bf16"),
         ]
         for bad, setting, why, instead in refused:

@@ -17,7 +17,7 @@ import math
 import signal
 import sys
 import time
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Dict, Optional
@@ -37,6 +37,7 @@ from repl.engine.console import echo
 from repl.engine.loggers import MetricsLog
 from repl.engine.window import WindowStats
 from repl.engine.optim import build_optimizer, build_schedule
+from repl.engine.precision import Precision, autocast, grad_scaler
 from repl.engine.phases import carry_state, continue_schedule
 from repl.engine.recalibrate import batchnorm_modules, calibration_batches, recalibrate_batchnorm
 from repl.engine.scoring import scoring_inputs
@@ -50,12 +51,9 @@ from repl.method.apply import plan_replacement
 from repl.method.schedule import Phase, Schedule, check_schedule, plans_after_warmup, transition
 from repl.method.surrogates import Surrogate
 
-AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "16": torch.float16}
-
-
 def precision_warning(precision: str, device_type: str) -> Optional[str]:
     """A line to warn with when trainer.precision runs slowly on this device type, else None."""
-    if precision == "16" and device_type == "cpu":
+    if precision == Precision.FP16 and device_type == "cpu":
         return ("trainer.precision=16 on a CPU: most CPUs have no float16 arithmetic and emulate it (the default "
                 "config's 2-step run took 68 s against 11 s at 32 on a 2-core EPYC; a segmentation step did not finish in "
                 "15 minutes); use trainer.precision=bf16 or 32")
@@ -91,7 +89,7 @@ class Trainer:
         self.horizon = self.tcfg.epochs * steps_per_epoch  # the schedule's length: max_steps only stops early
         self.total_steps = self.horizon if self.tcfg.max_steps is None else min(self.horizon, self.tcfg.max_steps)
         self._build_optimizer()
-        self.scaler = torch.amp.GradScaler(self.device.type) if self.tcfg.precision == "16" else None
+        self.scaler = grad_scaler(self.tcfg.precision, self.device.type)
         self.ema = None
         if self.tcfg.ema_decay is not None:
             self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(self.tcfg.ema_decay), use_buffers=True)
@@ -176,10 +174,9 @@ class Trainer:
                                      "params": measure.count_parameters(self.model)})
 
     # ------------------------------------------------------------------ steps
-    def autocast(self):
+    def autocast(self) -> AbstractContextManager[Any]:
         """Mixed-precision context for trainer.precision (a no-op at 32)."""
-        dtype = AUTOCAST_DTYPES.get(self.tcfg.precision)
-        return torch.autocast(self.device.type, dtype=dtype) if dtype is not None else nullcontext()
+        return autocast(self.tcfg.precision, self.device.type)
 
     def forward_loss(self, model: nn.Module, batch) -> torch.Tensor:
         """The task's loss under the run's precision: what every step (and the measurement probe) computes."""

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple
 
+from repl.engine.precision import Precision
 from repl.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -115,7 +116,7 @@ def task_spec(name: str) -> TaskSpec:
 def check_precision(name: str, precision: str, device: str) -> None:
     """ConfigError unless task `name` trains in trainer.precision=`precision` on a `device` ("cpu", "cuda")."""
     allowed = task_spec(name).mixed_precision
-    if precision == "32" or allowed is None or f"{device}:{precision}" in allowed:
+    if not Precision(precision).autocasts or allowed is None or f"{device}:{precision}" in allowed:
         return
     others = ", ".join(f"{pair.split(':')[1]} on {pair.split(':')[0]}" for pair in allowed)
     raise ConfigError(f"trainer.precision={precision} on {device}: task.name={name}'s ops have no kernel for it; "
