@@ -12,7 +12,7 @@ differ in colour and texture, at 2:1 like CityScapes.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Tuple
 
 import numpy as np
 import torch
@@ -103,19 +103,17 @@ def write_synthetic_cityscapes(cfg: ImageDataConfig, seed: int) -> Path:
 
 # ----------------------------------------------------------------------------- mmseg datasets
 
-def _pipelines(size: int, augment: bool, crop: Optional[Sequence[int]] = None) -> Tuple[List[Dict[str, Any]], List[Dict[str, Any]]]:
-    """mmseg's CityScapes transforms, scaled so that images are resized to (2*size, size) and cropped to `crop`
-    (height, width; default size x size). mmseg's 512x1024 recipe: size 1024, crop (512, 1024)."""
+def _pipelines(size: int, augment: bool) -> Tuple[List[Dict[str, Any]], List[Dict[str, Any]]]:
+    """mmseg's CityScapes transforms, scaled so that images are resized to (2*size, size) and cropped to size^2."""
     scale = (2 * size, size)
-    crop_size = tuple(int(side) for side in crop) if crop is not None else (size, size)
     load = [dict(type="LoadImageFromFile"), dict(type="LoadAnnotations"), dict(type="CityscapesLabelIdsToTrainIds")]
     if augment:
         train = load + [dict(type="RandomResize", scale=scale, ratio_range=(0.5, 2.0), keep_ratio=True),
-                        dict(type="RandomCrop", crop_size=crop_size, cat_max_ratio=0.75),
+                        dict(type="RandomCrop", crop_size=(size, size), cat_max_ratio=0.75),
                         dict(type="RandomFlip", prob=0.5), dict(type="PhotoMetricDistortion")]
     else:
         train = load + [dict(type="Resize", scale=scale, keep_ratio=True),
-                        dict(type="RandomCrop", crop_size=crop_size)]
+                        dict(type="RandomCrop", crop_size=(size, size))]
     train.append(dict(type="PackSegInputs"))
     test = [dict(type="LoadImageFromFile"), dict(type="Resize", scale=scale, keep_ratio=True),
             *load[1:], dict(type="PackSegInputs")]
@@ -156,7 +154,7 @@ def build_segmentation_data(cfg: ImageDataConfig, *, seed: int, device: torch.de
         raise ConfigError(f"dataset.name={cfg.name!r} is not a segmentation dataset; choose cityscapes or synthetic")
     if cfg.num_classes != CITYSCAPES_CLASSES:
         raise ConfigError(f"dataset.num_classes={cfg.num_classes}: CityScapes segmentation has {CITYSCAPES_CLASSES} classes")
-    train_pipeline, test_pipeline = _pipelines(cfg.image_size, cfg.augment, cfg.crop)
+    train_pipeline, test_pipeline = _pipelines(cfg.image_size, cfg.augment)
     init_default_scope("mmseg")
 
     def dataset(split: str, pipeline: List[Dict[str, Any]]) -> CityscapesDataset:

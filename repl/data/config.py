@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, fields
-from typing import Any, Dict, List, Optional, Tuple, Type, Union
+from typing import Any, Dict, Optional, Tuple, Type, Union
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -105,7 +105,6 @@ class ImageDataConfig(DataConfig):
     resident: str = "auto"  # auto | true | false: hold the dataset on the device and augment there
     noise: float = 0.3  # synthetic: per-pixel noise, relative to the class pattern's amplitude
     clutter: float = 0.5  # synthetic: strength of a per-sample random pattern over the class pattern
-    crop: Optional[List[int]] = None  # task=segmentation: training crop [height, width]; null = image_size square
 
     kind_name = "image"
 
@@ -138,12 +137,6 @@ class ImageDataConfig(DataConfig):
             )
         if self.num_classes < 2:
             raise ConfigError(f"dataset.num_classes={self.num_classes} must be at least 2")
-        if self.crop is not None:
-            if task_spec(task).data is not DataKind.SEGMENTATION:
-                tasks = "|".join(tasks_where(data=DataKind.SEGMENTATION))
-                raise ConfigError(f"dataset.crop={list(self.crop)} is for task={tasks} only; unset it for task={task}")
-            if len(self.crop) != 2 or any(int(side) < 1 for side in self.crop):
-                raise ConfigError(f"dataset.crop={list(self.crop)} must be [height, width], two positive integers")
         if self.noise < 0 or self.clutter < 0:
             raise ConfigError(f"dataset.noise={self.noise} and dataset.clutter={self.clutter} must be 0 or more")
         self._check_resize(task)

@@ -194,15 +194,3 @@ def test_metrics_are_stored_without_float32_or_scaling_noise():
     coco = {f"coco/bbox_mAP{suffix}": 0.07 for suffix in ("", "_50", "_75", "_s", "_m", "_l")}
     det = DetectionTask(TaskConfig()).rename(coco)
     assert set(det.values()) == {7.0} and all(type(v) is float for v in det.values())
-
-
-def test_cityscapes_crop_is_the_square_of_image_size_unless_dataset_crop_sets_it():
-    from repl.data.cityscapes import _pipelines
-
-    def crops(*args):
-        return [t["crop_size"] for t in _pipelines(*args)[0] if t["type"] == "RandomCrop"]
-
-    assert crops(512, True) == crops(512, False) == [(512, 512)]
-    assert crops(1024, True, [512, 1024]) == [(512, 1024)]
-    experiment = to_config(compose(["experiment=cityscapes_deeplabv3_r50"])).dataset
-    assert (experiment.image_size, list(experiment.crop)) == (1024, [512, 1024])
