@@ -29,6 +29,7 @@ from omegaconf import DictConfig
 from repl.config import check_overrides, config_dir
 from repl.engine.checkpoint import atomic_write_json
 from repl.engine.console import echo_error
+from repl.engine.status import RunStatus
 from repl.errors import ConfigError, ReplError
 from repl.hydra_errors import command_line, one_line_errors
 from repl.sweep_check import check_multirun
@@ -94,9 +95,9 @@ def mark_failed(run_dir: Path, error: str) -> None:
             summary = json.loads(path.read_text())
         except (OSError, ValueError):
             summary = {}
-        if summary.get("status") in ("completed", "failed"):
+        if summary.get("status") in (RunStatus.COMPLETED, RunStatus.FAILED):
             return
-    atomic_write_json(path, {**summary, "status": "failed", "error": error})
+    atomic_write_json(path, {**summary, "status": RunStatus.FAILED.value, "error": error})
 
 
 def _submitit_job_environment() -> Any:

@@ -29,6 +29,7 @@ from typing import Any
 import yaml
 
 from repl.engine.checkpoint import atomic_write_text
+from repl.engine.status import RunStatus
 
 DEFAULT_DIRS = ("outputs", "multirun")
 DEFAULT_OUT = Path("results/runs.csv")
@@ -210,9 +211,9 @@ def summary_row(path: Path) -> dict[str, Any]:
     malformed = "; ".join(problems)
     if malformed:
         row["problem"] = f"malformed: {malformed}"
-    elif row["status"] != "failed" and missing:  # a failed run's summary is short by design
+    elif row["status"] != RunStatus.FAILED and missing:  # a failed run's summary is short by design
         row["problem"] = f"partial: no {', '.join(missing)}"
-    elif row["status"] == "completed" and row.get("primary_value") is None:
+    elif row["status"] == RunStatus.COMPLETED and row.get("primary_value") is None:
         row["problem"] = "partial: no primary metric value"
     return row
 
@@ -292,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: cannot write {args.out}: {err.strerror or err}", file=sys.stderr)
         return 2
     for row in rows:
-        if row.get("problem") or row["status"] != "completed":
+        if row.get("problem") or row["status"] != RunStatus.COMPLETED:
             print(f"  {row['status']}: {row['path']}  {row.get('problem') or row.get('error') or ''}".rstrip(),
                   file=sys.stderr)
     counts: dict[str, int] = {}

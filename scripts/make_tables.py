@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Iterable, NoReturn
 
 from repl.engine.checkpoint import atomic_write_text
+from repl.engine.status import RunStatus
 
 DEFAULT_RUNS = Path("results/runs.csv")
 DEFAULT_PAPER = Path("results/paper.csv")
@@ -54,7 +55,7 @@ class Group:
 
     @property
     def completed(self) -> list[dict[str, str]]:
-        return [r for r in self.runs if r["status"] == "completed" and not r.get("problem")]
+        return [r for r in self.runs if r["status"] == RunStatus.COMPLETED and not r.get("problem")]
 
     def repeated_seeds(self) -> list[str]:
         """Seeds that more than one completed run of the group has (never seeds of one configuration)."""
@@ -97,7 +98,7 @@ def check_numbers(path: Path, rows: list[dict[str, str]], columns: Iterable[str]
     every column it prefixes) that is neither empty nor a number; of runs, only the completed sound ones count
     (collect.py blanks what it could not read and says so in `problem`)."""
     for index, row in enumerate(rows):
-        if flag == "--runs" and (row.get("status") != "completed" or row.get("problem")):
+        if flag == "--runs" and (row.get("status") != RunStatus.COMPLETED or row.get("problem")):
             continue
         for column in row:
             wanted = any(column == c or (c.endswith(".*") and column.startswith(c[:-1])) for c in columns)

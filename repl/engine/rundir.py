@@ -21,6 +21,7 @@ from typing import Any, Dict, Optional
 from repl.engine.checkpoint import atomic_write_json, atomic_write_text, load_checkpoint
 from repl.engine.config import TrainerConfig
 from repl.engine.resume_check import check_resume_config
+from repl.engine.status import RunStatus
 from repl.errors import CheckpointError, ConfigError
 
 SUMMARY = "summary.json"
@@ -39,7 +40,7 @@ MEASURED = (("flops", "train_step", ()), ("memory", "estimate_bytes", ("estimate
             ("memory", "peak_bytes", ("peak_source",)), ("time", "step_s", ()), ("time", "epoch_s", ()),
             ("throughput", "train_per_s", ()))
 
-COMPLETED, RESUME, FRESH = "completed", "resume", "fresh"
+COMPLETED, RESUME, FRESH = "completed", "resume", "fresh"  # RunDirState.state (summary.json's status: RunStatus)
 
 
 @dataclass(frozen=True)
@@ -100,7 +101,7 @@ def inspect(run_dir: Path, tcfg: TrainerConfig, config: Optional[Dict[str, Any]]
     if not tcfg.resume:
         raise ConfigError(f"trainer.resume=false but {run_dir} already holds a run; rerun without it to resume, "
                           "add trainer.overwrite=true to discard that run and start over, or use another run directory")
-    completed = summary is not None and summary.get("status") == COMPLETED and isinstance(summary.get("primary"), dict)
+    completed = summary is not None and summary.get("status") == RunStatus.COMPLETED and isinstance(summary.get("primary"), dict)
     if completed and reached(summary, tcfg):
         if checkpoint and config is not None:
             last = run_dir / CHECKPOINTS / LAST
@@ -215,4 +216,4 @@ def record_failure(run_dir: Path, error: BaseException, steps_done: int, epochs_
     if steps_done == 0 and "steps_done" in stored:  # it failed before its first step: the stored progress stands
         progress = {}
     error_text = f"{type(error).__name__}: {error}"
-    atomic_write_json(Path(run_dir) / SUMMARY, {**stored, "status": "failed", "error": error_text, **progress})
+    atomic_write_json(Path(run_dir) / SUMMARY, {**stored, "status": RunStatus.FAILED.value, "error": error_text, **progress})

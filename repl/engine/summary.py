@@ -8,6 +8,7 @@ from torch import nn
 from repl.config import TrainConfig
 from repl.engine import measure
 from repl.engine.distributed import DistInfo
+from repl.engine.status import RunStatus
 from repl.method.plan import Plan
 from repl.method.schedule import Phase, Schedule
 from repl.tasks.registry import task_spec
@@ -21,7 +22,7 @@ class RunSummary:
         self.env = measure.environment_info(dist.device)
         self.probe: Optional[Dict[str, Any]] = None  # flops and memory estimate of one training step
 
-    def build(self, *, status: str, model: nn.Module, metrics: Dict[str, float], timer, train_s: float,
+    def build(self, *, status: RunStatus, model: nn.Module, metrics: Dict[str, float], timer, train_s: float,
               epochs_done: int, steps_done: int, phase: Phase = Phase.METHOD,
               phases_entered: Sequence[Dict[str, Any]] = ()) -> Dict[str, Any]:
         """The summary dict for the run's current state.
@@ -38,7 +39,7 @@ class RunSummary:
         timing = timer.summary()
         timed = timing["steps"] > 0  # a resume with no step left times nothing: null, never a measured 0
         return {
-            "status": status,
+            "status": RunStatus(status).value,  # the plain string
             "experiment": self.cfg.experiment_name,
             "task": self.task.name,
             "dataset": self.cfg.dataset.name,

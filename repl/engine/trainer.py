@@ -42,6 +42,7 @@ from repl.engine.phases import carry_state, continue_schedule
 from repl.engine.recalibrate import batchnorm_modules, calibration_batches, recalibrate_batchnorm
 from repl.engine.scoring import scoring_inputs
 from repl.engine.resume_check import check_resume_config, check_resume_plan, differences
+from repl.engine.status import RunStatus
 from repl.engine.stop import StopRequest
 from repl.engine.summary import RunSummary
 from repl.errors import CheckpointError, ConfigError
@@ -368,9 +369,9 @@ class Trainer:
             self._exit_stopped()
         if self.eval_step != self.step:  # a trainer.max_steps stop: measured, but no epoch's eval (never the best)
             self._record_eval(scheduled=self.step_in_epoch == 0 and self.should_evaluate())
-        self._write_summary("running")  # a death after the save below leaves these measurements to a rerun
+        self._write_summary(RunStatus.RUNNING)  # a death after the save below leaves these measurements to a rerun
         self.save()
-        summary = self._write_summary("completed")
+        summary = self._write_summary(RunStatus.COMPLETED)
         if self.log is not None:
             self.log.close(summary)
         if self.dist.is_main:
@@ -448,7 +449,7 @@ class Trainer:
     def _exit_stopped(self) -> None:
         """After a stop request: measurements, checkpoint, then exit 128 + signum (the rerun resumes)."""
         signum = self.stop.signum
-        self._write_summary("running")  # before its checkpoint: a death between leaves the measurements
+        self._write_summary(RunStatus.RUNNING)  # before its checkpoint: a death between leaves the measurements
         self.save()
         if self.dist.is_main:  # every rank writes into the one train.log
             echo(f"stopped by signal {signum}; checkpoint saved, rerun the same command to resume", warning=True)
@@ -466,7 +467,7 @@ class Trainer:
             self.step_in_epoch = 0
             if self.should_evaluate():
                 self._record_eval()
-            self._write_summary("running")
+            self._write_summary(RunStatus.RUNNING)
             self.save()
 
     def _train_epoch(self) -> bool:
@@ -567,7 +568,7 @@ class Trainer:
             text = " ".join(f"{k}={v:.4g}" for k, v in metrics.items())
             echo(f"epoch {epoch:.4g}: {text}")
 
-    def _write_summary(self, status: str) -> Dict[str, Any]:
+    def _write_summary(self, status: RunStatus) -> Dict[str, Any]:
         metrics = dict(self.eval_metrics)
         if self.best is not None:
             metrics[f"{self.task.primary}_best"] = self.best
