@@ -42,6 +42,7 @@ from benchmarks.common import (at_least, closing_lines, cuda_allocated, header, 
                                step_peak, write_partial, write_result)
 from repl import ReplConfig, apply_replacement  # noqa: E402
 from repl.engine import measure  # noqa: E402
+from repl.engine.optim import ADAMW, SGD  # noqa: E402
 from repl.families import discover_blocks  # noqa: E402
 from repl.errors import ConfigError  # noqa: E402
 from repl.method.apply import plan_replacement  # noqa: E402
@@ -65,7 +66,7 @@ class ModelSpec:
     size: int  # image side or sequence length
     classes: int  # classes, or vocabulary size for tokens
     batch: Dict[str, int]  # per device type
-    optim: str = "sgd"  # sgd (momentum 0.9) | adamw
+    optim: str = SGD  # sgd (momentum 0.9) | adamw: names of optim.name, with make_optimizer's settings
     kwargs: Dict[str, Any] = field(default_factory=dict)
     source: str = "repl"  # model.source: repl (curated names) | timm | torchvision | hf_causal_lm
     label: str = ""  # the suite's name for it (--models, --batch, the tables), when not `name`
@@ -105,14 +106,14 @@ SPECS: Dict[str, ModelSpec] = {
     "resnet32": ModelSpec("resnet32", "image", 32, 10, {"cpu": 32, "cuda": 128}),
     "resnet110": ModelSpec("resnet110", "image", 32, 10, {"cpu": 16, "cuda": 128}),
     "resnet50": ModelSpec("resnet50", "image", 224, 1000, {"cpu": 2, "cuda": 64}),
-    "vit_b": ModelSpec("vit_b", "image", 32, 10, {"cpu": 2, "cuda": 128}, optim="adamw"),
-    "lm": ModelSpec("lm", "tokens", 64, 512, {"cpu": 8, "cuda": 64}, optim="adamw", kwargs={"context": 64}),
+    "vit_b": ModelSpec("vit_b", "image", 32, 10, {"cpu": 2, "cuda": 128}, optim=ADAMW),
+    "lm": ModelSpec("lm", "tokens", 64, 512, {"cpu": 8, "cuda": 64}, optim=ADAMW, kwargs={"context": 64}),
 }
 SPECS.update({spec.key: spec for spec in (  # models of the open zoo, by their zoo names
-    ModelSpec("convnext_tiny", "image", 224, 1000, {"cpu": 2, "cuda": 64}, optim="adamw", source="timm"),
-    ModelSpec("swin_tiny_patch4_window7_224", "image", 224, 1000, {"cpu": 2, "cuda": 64}, optim="adamw", source="timm",
+    ModelSpec("convnext_tiny", "image", 224, 1000, {"cpu": 2, "cuda": 64}, optim=ADAMW, source="timm"),
+    ModelSpec("swin_tiny_patch4_window7_224", "image", 224, 1000, {"cpu": 2, "cuda": 64}, optim=ADAMW, source="timm",
               label="swin_tiny"),
-    ModelSpec("gpt2", "tokens", 64, 512, {"cpu": 8, "cuda": 64}, optim="adamw", source="hf_causal_lm", label="hf_gpt2",
+    ModelSpec("gpt2", "tokens", 64, 512, {"cpu": 8, "cuda": 64}, optim=ADAMW, source="hf_causal_lm", label="hf_gpt2",
               kwargs={"hidden_size": 128, "num_hidden_layers": 6, "num_attention_heads": 4, "intermediate_size": 512}),
 )})
 METHOD = (
@@ -168,7 +169,7 @@ def loss_of(spec: ModelSpec) -> Callable[[nn.Module, Batch], torch.Tensor]:
 
 def make_optimizer(name: str, model: nn.Module) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
-    if name == "adamw":
+    if name == ADAMW:
         return torch.optim.AdamW(params, lr=1e-4, weight_decay=0.05)
     return torch.optim.SGD(params, lr=0.01, momentum=0.9, weight_decay=5e-4)
 

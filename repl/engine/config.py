@@ -10,6 +10,8 @@ from typing import List, Optional
 from urllib.parse import urlparse
 
 from repl.bounds import bounds, check_numbers
+from repl.engine.loggers import BACKENDS, JSONL, WANDB
+from repl.engine.optim import COSINE, OPTIMIZERS, SCHEDULES, SGD
 from repl.engine.precision import PRECISIONS, Precision
 from repl.errors import ConfigError
 from repl.tasks.registry import DEFAULT_TASK, task_spec, tasks_where
@@ -121,7 +123,7 @@ class TrainerConfig:
 class OptimConfig:
     """Optimizer and learning-rate schedule (stepped every optimizer step)."""
 
-    name: str = "sgd"  # sgd | adamw
+    name: str = SGD  # sgd | adamw (repl/engine/optim.py: OPTIMIZERS)
     lr: float = field(default=0.1, metadata=bounds(gt=0))
     weight_decay: float = field(default=5e-4, metadata=bounds(ge=0))
     momentum: float = field(default=0.9, metadata=bounds(ge=0, lt=1))  # sgd
@@ -130,7 +132,7 @@ class OptimConfig:
     eps: float = field(default=1e-8, metadata=bounds(gt=0))  # adamw
     decay_1d: bool = False  # apply weight decay to 1-d tensors (biases, norms) too; fusion parameters never
     fusion_lr_scale: float = field(default=1.0, metadata=bounds(gt=0))  # lr of the fusion parameters (RepL coefficients, learned gains) = lr * this; scheduled like every group
-    schedule: str = "cosine"  # cosine | step | poly | constant
+    schedule: str = COSINE  # cosine | step | poly | constant (repl/engine/optim.py: SCHEDULES)
     warmup_epochs: float = field(default=0.0, metadata=bounds(ge=0))  # linear warm-up from 0, in (fractional) epochs
     min_lr_ratio: float = field(default=0.0, metadata=bounds(ge=0, le=1))  # cosine/poly floor as a fraction of lr
     milestones: List[float] = field(default_factory=lambda: [0.5, 0.75], metadata=bounds(gt=0, lt=1))  # step: fractions of training
@@ -139,9 +141,8 @@ class OptimConfig:
 
     def validate(self) -> None:
         check_numbers(self, "optim.")
-        _check(self.name in ("sgd", "adamw"), f"optim.name={self.name!r}: choose sgd or adamw")
-        _check(self.schedule in ("cosine", "step", "poly", "constant"),
-               f"optim.schedule={self.schedule!r}: choose cosine, step, poly or constant")
+        _check(self.name in OPTIMIZERS, f"optim.name={self.name!r}: choose {_one_of(OPTIMIZERS)}")
+        _check(self.schedule in SCHEDULES, f"optim.schedule={self.schedule!r}: choose {_one_of(SCHEDULES)}")
         _check(len(self.betas) == 2, f"optim.betas={list(self.betas)} must be two numbers in [0, 1)")
 
 
@@ -153,7 +154,7 @@ class LoggerConfig:
     (offline, project "repl"); a value given here wins over the environment.
     """
 
-    backend: str = "jsonl"  # jsonl | wandb
+    backend: str = JSONL  # jsonl | wandb (repl/engine/loggers.py: BACKENDS)
     project: Optional[str] = None  # wandb project; null: $WANDB_PROJECT, else "repl"
     entity: Optional[str] = None  # wandb entity; null: $WANDB_ENTITY, else the account's default
     mode: Optional[str] = None  # wandb: offline | online | disabled; null: $WANDB_MODE, else offline
@@ -163,10 +164,10 @@ class LoggerConfig:
     tags: List[str] = field(default_factory=list)
 
     def validate(self) -> None:
-        _check(self.backend in ("jsonl", "wandb"), f"logger.backend={self.backend!r}: choose jsonl or wandb")
+        _check(self.backend in BACKENDS, f"logger.backend={self.backend!r}: choose {_one_of(BACKENDS)}")
         _check(self.mode is None or self.mode in WANDB_MODES,
                f"logger.mode={self.mode!r}: choose {', '.join(WANDB_MODES)} or null ($WANDB_MODE, else offline)")
-        if self.backend == "wandb":
+        if self.backend == WANDB:
             mode = self.wandb_mode()
             _check(mode in WANDB_MODES, f"WANDB_MODE={mode!r} (logger.mode is null): choose {', '.join(WANDB_MODES)}")
             _check(mode != "online" or wandb_key_configured(),

@@ -12,12 +12,16 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import TYPE_CHECKING, Any, Dict, Optional
 
 from repl.engine.checkpoint import atomic_write_text
-from repl.engine.config import LoggerConfig
 from repl.errors import ConfigError
 
+if TYPE_CHECKING:  # repl.engine.config asks this module for the backends
+    from repl.engine.config import LoggerConfig
+
+JSONL, WANDB = "jsonl", "wandb"
+BACKENDS = (JSONL, WANDB)  # logger.backend: metrics.jsonl is always written; wandb mirrors it
 SUMMARY_SECTIONS = ("params", "flops", "memory", "time", "throughput")  # numeric leaves go to the wandb summary
 
 
@@ -29,7 +33,7 @@ class MetricsLog:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._wandb = None
         self._wandb_settings: Optional[Dict[str, Any]] = None
-        if cfg.backend == "wandb":
+        if cfg.backend == WANDB:
             _import_wandb()  # a missing package stops the run before training
             experiment = (run_config or {}).get("experiment_name")
             self._wandb_settings = {**wandb_settings(cfg, self.path.parent, experiment), "config": run_config or {}}
