@@ -150,6 +150,7 @@ def load_run(run_dir: Path) -> Tuple[Any, Dict[str, Any]]:
 def trained_model(cfg: Any, state: Dict[str, Any]) -> nn.Module:
     """The model as trained (method applied) with the checkpoint's weights: the EMA's when it kept one."""
     from repl.data import model_inputs
+    from repl.engine.checkpoint import EMA
     from repl.method.schedule import Phase, model_in_phase
     from repl.models import build_model
 
@@ -158,8 +159,8 @@ def trained_model(cfg: Any, state: Dict[str, Any]) -> nn.Module:
     # the phase the checkpoint was written in (repl.start / repl.restore); older checkpoints: the method's
     model_in_phase(model, cfg.repl, Phase(state.get("progress", {}).get("phase", Phase.METHOD.value)))
     weights = state["model"]
-    if "ema" in state:  # torch.optim.swa_utils.AveragedModel: module.<key>, plus n_averaged
-        weights = {k[len("module."):]: v for k, v in state["ema"].items() if k.startswith("module.")}
+    if EMA in state:  # torch.optim.swa_utils.AveragedModel: module.<key>, plus n_averaged
+        weights = {k[len("module."):]: v for k, v in state[EMA].items() if k.startswith("module.")}
     try:
         model.load_state_dict(weights)
     except RuntimeError as err:
@@ -212,7 +213,7 @@ def export_run(run_dir: Path, out: Optional[Path] = None) -> Path:
     from safetensors.torch import save as safetensors_bytes
 
     from repl import bake
-    from repl.engine.checkpoint import atomic_write_bytes, atomic_write_json
+    from repl.engine.checkpoint import EMA, atomic_write_bytes, atomic_write_json
 
     cfg, state = load_run(run_dir)
     baked = bake(trained_model(cfg, state)).eval()
@@ -227,7 +228,7 @@ def export_run(run_dir: Path, out: Optional[Path] = None) -> Path:
     buffer = io.BytesIO()
     torch.save(weights, buffer)
     files = {SAFETENSORS: safetensors_bytes(weights, metadata={"format": FORMAT}), STATE_DICT: buffer.getvalue()}
-    arch.update(step=progress["step"], weights="ema" if "ema" in state else "model",
+    arch.update(step=progress["step"], weights=EMA if EMA in state else "model",
                 metrics=dict(progress.get("eval_metrics") or {}), files=list(files),
                 sha256={name: hashlib.sha256(data).hexdigest() for name, data in files.items()},
                 provenance=provenance(Path(run_dir)))

@@ -119,6 +119,7 @@ def load_checkpoint(path: Path, mmap: bool = False) -> Dict[str, Any]:
     return state
 
 
+EMA = "ema"  # the training state's key of the EMA's weights (trainer.ema_decay), which the run evaluates and exports
 _NUMBER = (int, float)
 _NONE = type(None)
 # What Trainer.state_dict writes and Trainer.resume / set_rng_state read: (dotted key, accepted types, required).
@@ -130,7 +131,7 @@ TRAINING_STATE: Tuple[Tuple[str, Tuple[type, ...], bool], ...] = (
     ("plan", (dict,), True),
     ("config", (dict,), False),  # older checkpoints have none (then the config is not compared)
     ("scaler", (dict,), False),
-    ("ema", (dict,), False),
+    (EMA, (dict,), False),
     ("progress", (dict,), True),
     ("progress.epoch", (int,), True),
     ("progress.step_in_epoch", (int,), True),

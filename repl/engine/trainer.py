@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from repl.config import TrainConfig, as_dict
 from repl.engine import measure, rundir
-from repl.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from repl.engine.checkpoint import EMA, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from repl.engine.distributed import DistInfo, all_reduce_sum, broadcast_buffers
 from repl.engine.fsdp import ShardedModel, shard_model
 from repl.engine.console import echo
@@ -290,7 +290,7 @@ class Trainer:
         if self.scaler is not None:
             state["scaler"] = self.scaler.state_dict()
         if self.ema is not None:
-            state["ema"] = self.ema.state_dict()
+            state[EMA] = self.ema.state_dict()
         return state
 
     def save(self) -> None:
@@ -335,8 +335,8 @@ class Trainer:
         self.schedule.load_state_dict(state["schedule"])
         if self.scaler is not None and "scaler" in state:
             self.scaler.load_state_dict(state["scaler"])
-        if self.ema is not None and "ema" in state:
-            self.ema.load_state_dict(state["ema"])
+        if self.ema is not None and EMA in state:
+            self.ema.load_state_dict(state[EMA])
         self.epoch, self.step_in_epoch, self.step = progress["epoch"], progress["step_in_epoch"], progress["step"]
         self.train_s, self.best = progress["train_s"], progress["best"]
         self.eval_metrics, self.eval_step = dict(progress["eval_metrics"]), progress["eval_step"]
