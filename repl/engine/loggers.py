@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, Optional
 
 from repl.engine.checkpoint import atomic_write_text
-from repl.errors import ConfigError
+from repl.errors import ConfigError, install_hint
 
 if TYPE_CHECKING:  # repl.engine.config asks this module for the backends
     from repl.engine.config import LoggerConfig
@@ -91,7 +91,7 @@ def _import_wandb():
     try:
         import wandb
     except ImportError:
-        raise ConfigError("logger=wandb needs the wandb package: pip install 'replacement-learning[wandb]'") from None
+        raise ConfigError(f"logger=wandb needs the wandb package: {install_hint('wandb')}") from None
     return wandb
 
 
