@@ -68,6 +68,8 @@ class TrainerConfig:
     strategy: str = Strategy.DDP.value  # ddp | fsdp: how torchrun's processes share the model (fsdp: sharded, repl/engine/fsdp.py)
 
     def validate(self) -> None:
+        """ConfigError, naming the key and the choices, for a trainer.* value the run cannot use (alone; see
+        validate_with for the keys that depend on other groups)."""
         check_numbers(self, "trainer.")
         _check(self.precision in PRECISIONS, f"trainer.precision={self.precision!r}: choose {_one_of(PRECISIONS)}")
         _check(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
@@ -140,6 +142,7 @@ class OptimConfig:
     power: float = field(default=0.9, metadata=bounds(gt=0))  # poly: (1 - progress) ** power, as mmsegmentation's PolyLR
 
     def validate(self) -> None:
+        """ConfigError, naming the key and the choices, for an optim.* value no optimizer or schedule here takes."""
         check_numbers(self, "optim.")
         _check(self.name in OPTIMIZERS, f"optim.name={self.name!r}: choose {_one_of(OPTIMIZERS)}")
         _check(self.schedule in SCHEDULES, f"optim.schedule={self.schedule!r}: choose {_one_of(SCHEDULES)}")
@@ -164,6 +167,7 @@ class LoggerConfig:
     tags: List[str] = field(default_factory=list)
 
     def validate(self) -> None:
+        """ConfigError for an unknown logger.backend or wandb mode, and for logger.mode=online without a W&B API key."""
         _check(self.backend in BACKENDS, f"logger.backend={self.backend!r}: choose {_one_of(BACKENDS)}")
         _check(self.mode is None or self.mode in WANDB_MODES,
                f"logger.mode={self.mode!r}: choose {', '.join(WANDB_MODES)} or null ($WANDB_MODE, else offline)")
@@ -201,6 +205,8 @@ class TaskConfig:
     mix_switch: float = field(default=0.5, metadata=bounds(ge=0, le=1))  # with both on: probability that a batch uses CutMix
 
     def validate(self) -> None:
+        """ConfigError for an unregistered task.name, a number out of bounds, or mixing (mixup, cutmix) asked of a
+        task whose batches are not images."""
         check_numbers(self, "task.")
         spec = task_spec(self.name)  # ConfigError naming the choices if task.name is not registered
         image_tasks = " and ".join(tasks_where(image_batches=True))

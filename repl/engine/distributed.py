@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any, Iterable, Tuple
 
 import torch
 import torch.distributed as dist
@@ -21,6 +22,7 @@ class DistInfo:
 
     @property
     def is_main(self) -> bool:
+        """Rank 0: the process that writes the run directory and prints."""
         return self.rank == 0
 
 
@@ -55,7 +57,7 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
-def agree_any(flags, world_size: int, device: torch.device) -> tuple:
+def agree_any(flags: Iterable[Any], world_size: int, device: torch.device) -> Tuple[bool, ...]:
     """Each flag as every rank sees it: True where any rank raised it. One all-reduce of a tiny tensor carries all
     the flags (none in a single process), so decisions that lead to a collective (an FSDP checkpoint gathers the
     model) are taken at the same step by every rank. Every rank calls this at the same points, with as many flags."""

@@ -57,6 +57,7 @@ class MetricsLog:
             self._rewind_to = step
 
     def log(self, record: Dict[str, Any]) -> None:
+        """Append `record` as one line of metrics.jsonl; its numbers (less "step") go to wandb at its step."""
         with self.path.open("a") as handle:
             handle.write(json.dumps(record) + "\n")
         run = self._wandb_run()

@@ -53,6 +53,7 @@ class RunDirState:
 
     @property
     def completed(self) -> bool:
+        """The directory holds a run completed to this config's length: nothing to train (done_line says so)."""
         return self.state == COMPLETED
 
     def done_line(self) -> str:

@@ -8,6 +8,7 @@ from torch import nn
 from repl.config import TrainConfig
 from repl.engine import measure
 from repl.engine.distributed import DistInfo
+from repl.engine.measure import StepTimer
 from repl.engine.status import RunStatus
 from repl.method.plan import Plan
 from repl.method.schedule import Phase, Schedule
@@ -22,7 +23,7 @@ class RunSummary:
         self.env = measure.environment_info(dist.device)
         self.probe: Optional[Dict[str, Any]] = None  # flops and memory estimate of one training step
 
-    def build(self, *, status: RunStatus, model: nn.Module, metrics: Dict[str, float], timer, train_s: float,
+    def build(self, *, status: RunStatus, model: nn.Module, metrics: Dict[str, float], timer: StepTimer, train_s: float,
               epochs_done: int, steps_done: int, phase: Phase = Phase.METHOD,
               phases_entered: Sequence[Dict[str, Any]] = ()) -> Dict[str, Any]:
         """The summary dict for the run's current state.

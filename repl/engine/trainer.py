@@ -20,7 +20,7 @@ import time
 from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Union
 
 import torch
 from torch import nn
@@ -29,6 +29,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from repl.config import TrainConfig, as_dict
+from repl.data.module import Batch
 from repl.engine import measure, rundir
 from repl.engine.checkpoint import EMA, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from repl.engine.distributed import DistInfo, all_reduce_sum, broadcast_buffers
@@ -51,6 +52,10 @@ from repl.method.plan import Plan
 from repl.method.apply import plan_replacement
 from repl.method.schedule import Phase, Schedule, check_schedule, plans_after_warmup, transition
 from repl.method.surrogates import Surrogate
+
+# What a step trains on: a DataModule's tuple of tensors, or the mm data path's dict (repl/integrations/mm_data.py).
+StepBatch = Union[Batch, Dict[str, Any]]
+
 
 def precision_warning(precision: str, device_type: str) -> Optional[str]:
     """A line to warn with when trainer.precision runs slowly on this device type, else None."""
@@ -104,7 +109,7 @@ class Trainer:
         self.best: Optional[float] = None
         self.summary = RunSummary(cfg, plan, task, dist)
         self.config_dict = as_dict(cfg)  # stored in every checkpoint
-        self.log = MetricsLog(self.run_dir / "metrics.jsonl", cfg.logger, self.config_dict) if dist.is_main else None
+        self.log = MetricsLog(self.run_dir / rundir.METRICS, cfg.logger, self.config_dict) if dist.is_main else None
         self.stop = StopRequest()
         self._last_ckpt_time = time.monotonic()
         self.resumed_config: Optional[Dict[str, Any]] = None  # the config the resumed checkpoint was trained with
@@ -179,12 +184,12 @@ class Trainer:
         """Mixed-precision context for trainer.precision (a no-op at 32)."""
         return autocast(self.tcfg.precision, self.device.type)
 
-    def forward_loss(self, model: nn.Module, batch) -> torch.Tensor:
+    def forward_loss(self, model: nn.Module, batch: StepBatch) -> torch.Tensor:
         """The task's loss under the run's precision: what every step (and the measurement probe) computes."""
         with self.autocast():
             return self.task.loss(model, batch)
 
-    def train_step(self, batch) -> torch.Tensor:
+    def train_step(self, batch: StepBatch) -> torch.Tensor:
         """One optimizer step on one batch (in trainer.accumulate micro-batches); returns the detached loss (no host sync)."""
         if self.tcfg.accumulate == 1:
             loss = self.forward_loss(self.train_model, batch)
@@ -207,7 +212,7 @@ class Trainer:
             self.ema.update_parameters(self.model)
         return loss.detach()
 
-    def probe(self, batch) -> Dict[str, Any]:
+    def probe(self, batch: StepBatch) -> Dict[str, Any]:
         """FLOPs of one optimizer step on `batch` and the memory of its forward+backward.
 
         Under trainer.accumulate the step runs one micro-batch at a time, so the activations measured are
@@ -224,7 +229,7 @@ class Trainer:
         """Gradients of `loss`, added to those already accumulated (scaled under fp16)."""
         (loss if self.scaler is None else self.scaler.scale(loss)).backward()
 
-    def accumulate_gradients(self, batch) -> torch.Tensor:
+    def accumulate_gradients(self, batch: Batch) -> torch.Tensor:
         """Backward over the task's micro-batches of `batch`; returns the batch's loss.
 
         Each micro loss is weighted by its share of what the batch loss averages over (samples, scored
@@ -266,7 +271,8 @@ class Trainer:
     # ------------------------------------------------------------------ checkpoints
     @property
     def ckpt_path(self) -> Path:
-        return self.run_dir / "checkpoints" / "last.pt"
+        """checkpoints/last.pt in the run directory: what save() writes and resume() reads."""
+        return self.run_dir / rundir.CHECKPOINTS / rundir.LAST
 
     def state_dict(self) -> Dict[str, Any]:
         """The training state a checkpoint holds. Under FSDP a collective (every rank calls it) that gathers the
