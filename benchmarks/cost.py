@@ -24,7 +24,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
@@ -43,6 +42,7 @@ from benchmarks.common import (at_least, closing_lines, cuda_allocated, header, 
 from repl import ReplConfig, apply_replacement  # noqa: E402
 from repl.engine import measure  # noqa: E402
 from repl.engine.optim import ADAMW, SGD  # noqa: E402
+from repl.engine.precision import Precision, autocast  # noqa: E402
 from repl.families import discover_blocks  # noqa: E402
 from repl.errors import ConfigError  # noqa: E402
 from repl.method.apply import plan_replacement  # noqa: E402
@@ -242,11 +242,8 @@ def measure_model(spec: ModelSpec, args: argparse.Namespace, device: torch.devic
     memory_format = spec.memory_format(args.channels_last)
     batch = spec.make_batch(batch_size, device, torch.Generator().manual_seed(0), memory_format)
     loss_fn = loss_of(spec)
-    dtype = {"bf16": torch.bfloat16, "32": None}[args.precision]
-    autocast: Callable[[], Any] = (lambda: torch.autocast(device.type, dtype=dtype)) if dtype else nullcontext
-
     def cast_loss(model: nn.Module, b: Batch) -> torch.Tensor:
-        with autocast():
+        with autocast(args.precision, device.type):
             return loss_fn(model, b)
 
     torch.manual_seed(0)
@@ -498,7 +495,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--rounds", type=at_least(1), default=3, help="interleaved timing rounds (default 3)")
     parser.add_argument("--steps", type=at_least(1), default=2, help="timed steps per configuration per round (default 2)")
     parser.add_argument("--warmup", type=at_least(0), default=1, help="untimed steps per configuration first (default 1)")
-    parser.add_argument("--precision", default="32", choices=["32", "bf16"], help="autocast dtype (default 32)")
+    parser.add_argument("--precision", default=Precision.FP32.value, choices=[Precision.FP32.value, Precision.BF16.value], help="autocast dtype (default 32)")
     parser.add_argument("--compile", action="store_true", help="time torch.compile'd models (probes run eager)")
     parser.add_argument("--processes", type=at_least(1), default=1,
                         help="run the whole measurement in this many fresh processes, one after another, and report "

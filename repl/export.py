@@ -31,6 +31,7 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
+from repl.engine import rundir
 from repl.errors import ReplError
 from repl.models.config import ModelConfig
 
@@ -113,7 +114,7 @@ def _check_export_dir(directory: Path) -> None:
     if (directory / "export" / ARCHITECTURE).is_file():
         raise ExportError(f"load_exported({str(directory)!r}): {directory} is a run directory; its export is "
                           f"{directory / 'export'}: pass that")
-    hint = (f"; export the run first: repl-export {directory}" if (directory / "checkpoints").is_dir() else "")
+    hint = (f"; export the run first: repl-export {directory}" if (directory / rundir.CHECKPOINTS).is_dir() else "")
     raise ExportError(f"load_exported({str(directory)!r}): {directory} has no {' and no '.join(missing)}; "
                       f"it takes {expected}{hint}")
 
@@ -132,7 +133,7 @@ def load_run(run_dir: Path) -> Tuple[Any, Dict[str, Any]]:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise ExportError(f"{run_dir}: no such run directory")
-    path = run_dir / "checkpoints" / "last.pt"
+    path = run_dir / rundir.CHECKPOINTS / rundir.LAST
     if not path.is_file():
         raise ExportError(f"{run_dir} has no checkpoint ({path}); train it first")
     try:

@@ -391,7 +391,7 @@ class Trainer:
         env = measure.environment_info(self.device)
         changed = differences(self.resumed_config, self.config_dict) if resumed and self.resumed_config else None
         return {"time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "start": "resume" if resumed else "fresh", "step": self.step,
+                "start": rundir.RESUME if resumed else rundir.FRESH, "step": self.step,
                 "epoch": self.epoch + self.step_in_epoch / self.data.steps_per_epoch,
                 "changed": changed, "epochs": self.tcfg.epochs, "max_steps": self.tcfg.max_steps,
                 "world_size": self.dist.world_size, "strategy": self.tcfg.strategy, "argv": sys.argv[1:],
