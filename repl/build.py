@@ -24,9 +24,10 @@ from repl.config import TrainConfig
 from repl.data import build_data, model_inputs
 from repl.data.build import check_present
 from repl.engine import measure
-from repl.engine.checkpoint import atomic_write_json
+from repl.engine.checkpoint import atomic_write_json, atomic_write_text
 from repl.engine.distributed import DistInfo
-from repl.engine.rundir import ENV
+from repl.engine.measure.env import git_patch
+from repl.engine.rundir import ENV, PATCH
 from repl.engine.scoring import check_scorable, scoring_inputs
 from repl.engine.trainer import Trainer
 from repl.errors import UnsupportedModelError
@@ -61,10 +62,17 @@ def seed_everything(seed: int) -> None:
 
 
 def write_environment(run_dir: Path, device: torch.device) -> None:
-    """env.json beside the results: what ran (versions, device, git state) so a run can be reproduced."""
+    """env.json beside the results: what ran (versions, device, git state) so a run can be reproduced; with a dirty
+    checkout also env.patch, what the commit lacks of the code that ran (`git apply` it from the repository's root
+    on a checkout of git_sha); a stale env.patch is removed when the checkout is clean."""
+    run_dir = Path(run_dir)
     packages = sorted(f"{d.metadata['Name']}=={d.version}" for d in metadata.distributions() if d.metadata["Name"])
-    atomic_write_json(Path(run_dir) / ENV, {**measure.environment_info(device), "packages": packages,
-                                             "argv": sys.argv})
+    atomic_write_json(run_dir / ENV, {**measure.environment_info(device), "packages": packages, "argv": sys.argv})
+    patch = git_patch()
+    if patch:
+        atomic_write_text(run_dir / PATCH, patch)
+    else:
+        (run_dir / PATCH).unlink(missing_ok=True)
 
 
 def _block_paths(model: nn.Module, required: bool) -> list:

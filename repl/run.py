@@ -11,9 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 from repl.build import build_run, write_environment
 from repl.config import TrainConfig, as_dict, to_config
 from repl.engine import distributed, rundir
-from repl.engine.checkpoint import atomic_write_text
 from repl.engine.console import echo_error
-from repl.engine.measure.env import git_patch
 from repl.errors import ReplError
 from repl.tasks.registry import check_precision
 
@@ -37,7 +35,6 @@ def train(cfg: TrainConfig, run_dir: Path, record: Optional[Dict[str, str]] = No
         if dist.is_main:
             rundir.begin(state, record)
             write_environment(run_dir, dist.device)
-            write_patch(run_dir)
         try:
             return trainer.fit()
         except Exception as err:  # a crash or a full disk mid-run: leave a summary that says so, then re-raise
@@ -47,16 +44,6 @@ def train(cfg: TrainConfig, run_dir: Path, record: Optional[Dict[str, str]] = No
             raise
     finally:
         distributed.cleanup()
-
-
-def write_patch(run_dir: Path) -> None:
-    """env.patch beside env.json when the checkout is dirty (git_dirty): what the commit lacks of the code that ran
-    (`git apply` it from the repository's root on a checkout of git_sha); a stale one is removed when clean."""
-    patch = git_patch()
-    if patch:
-        atomic_write_text(run_dir / rundir.PATCH, patch)
-    else:
-        (run_dir / rundir.PATCH).unlink(missing_ok=True)
 
 
 def train_from_dictconfig(cfg: DictConfig, run_dir: Path) -> Dict[str, Any]:

@@ -39,10 +39,8 @@ def check_resume_plan(saved: Plan, current: Plan, checkpoint: Path) -> None:
     """CheckpointError naming what differs between the checkpoint's plan and this run's (blocks, method, settings)."""
     if saved.same_as(current):
         return
-    old = dict(_flatten({k: getattr(saved, k) for k in RESUME_KEYS}))
-    new = dict(_flatten({k: getattr(current, k) for k in RESUME_KEYS}))
-    what = ", ".join(f"{key} {old.get(key)!r} -> {new.get(key)!r}" for key in sorted(old.keys() | new.keys())
-                     if old.get(key) != new.get(key))
+    changed = differences({k: getattr(saved, k) for k in RESUME_KEYS}, {k: getattr(current, k) for k in RESUME_KEYS})
+    what = ", ".join(f"{key} {old!r} -> {new!r}" for key, (old, new) in changed.items())
     raise CheckpointError(f"checkpoint {checkpoint} was trained with another plan ({what}); "
                           "use another run directory or trainer.overwrite=true to start over")
 
