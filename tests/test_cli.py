@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,7 @@ import torch
 from tests.data.fabricate_text import make_wikitext2
 from tests.engine.test_rundir import snapshot
 from tests.engine.test_training import TINY, assert_same_weights, weights
+from tests.signalled import paused_env, wait_for_step
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -51,14 +51,9 @@ def test_missing_dataset_stops_with_one_line(tmp_path):
 @pytest.mark.slow
 def test_run_killed_mid_epoch_resumes_and_completes(tmp_path):
     args = TINY + ["trainer.epochs=2", "trainer.checkpoint_every=1", f"hydra.run.dir={tmp_path / 'killed'}"]
-    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT, env=paused_env(step=2),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    metrics = tmp_path / "killed" / "metrics.jsonl"
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and proc.poll() is None:  # kill once a mid-epoch step is logged
-        if metrics.exists() and any('"step": 2,' in line for line in metrics.read_text().splitlines()):
-            break
-        time.sleep(0.05)
+    wait_for_step(proc, lambda: tmp_path / "killed" / "metrics.jsonl", step=2)  # kill once a mid-epoch step is logged
     assert proc.poll() is None, "the run finished before it could be killed"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -76,14 +71,9 @@ def test_run_killed_mid_epoch_resumes_and_completes(tmp_path):
 @pytest.mark.slow
 def test_sigterm_checkpoints_and_exits_so_a_requeued_job_resumes(tmp_path):
     args = TINY + ["trainer.epochs=2", f"hydra.run.dir={tmp_path}"]
-    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT, env=paused_env(step=2),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    metrics = tmp_path / "metrics.jsonl"
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and proc.poll() is None:
-        if metrics.exists() and '"step": 2,' in metrics.read_text():
-            break
-        time.sleep(0.05)
+    wait_for_step(proc, lambda: tmp_path / "metrics.jsonl", step=2)
     assert proc.poll() is None, "the run finished before it could be signalled"
     proc.send_signal(signal.SIGTERM)  # what SLURM sends before preempting a job
     _, stderr = proc.communicate(timeout=120)
@@ -99,14 +89,9 @@ def test_sigterm_checkpoints_and_exits_so_a_requeued_job_resumes(tmp_path):
 @pytest.mark.slow
 def test_ctrl_c_is_one_line_and_a_rerun_resumes_from_the_last_checkpoint(tmp_path):
     args = TINY + ["trainer.epochs=2", "trainer.checkpoint_every=1", f"hydra.run.dir={tmp_path}"]
-    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT, env=paused_env(step=2),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    metrics = tmp_path / "metrics.jsonl"
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and proc.poll() is None:  # interrupt once a mid-epoch checkpoint is written
-        if metrics.exists() and '"step": 2,' in metrics.read_text():
-            break
-        time.sleep(0.05)
+    wait_for_step(proc, lambda: tmp_path / "metrics.jsonl", step=2)  # interrupt once a mid-epoch checkpoint is written
     assert proc.poll() is None, "the run finished before it could be interrupted"
     proc.send_signal(signal.SIGINT)  # Ctrl-C
     _, stderr = proc.communicate(timeout=120)

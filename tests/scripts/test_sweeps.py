@@ -6,12 +6,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.engine.test_rundir import snapshot
+from tests.signalled import paused_env, wait_for_step
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ["experiment=smoke", "dataset.num_train=128", "dataset.num_eval=64", "dataset.image_size=16",
@@ -90,14 +90,8 @@ def test_submitit_preemption_checkpoints_requeues_and_resumes(tmp_path):
     proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), "-m", "launcher=local", *TINY,
                              "dataset.num_train=768", "trainer.max_steps=12", "trainer.log_every=1",
                              f"hydra.sweep.dir={tmp_path}"], cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, env={**os.environ, "WANDB_MODE": "offline"})
-    deadline = time.monotonic() + 300
-    metrics = None
-    while time.monotonic() < deadline and proc.poll() is None:
-        metrics = next(tmp_path.rglob("metrics.jsonl"), None)
-        if metrics is not None and '"step": 2,' in metrics.read_text():
-            break
-        time.sleep(0.2)
+                            stderr=subprocess.DEVNULL, env=paused_env(step=2, env={**os.environ, "WANDB_MODE": "offline"}))
+    metrics = wait_for_step(proc, lambda: next(tmp_path.rglob("metrics.jsonl"), None), step=2, timeout=300)
     jobs = [job for controller in _children(proc.pid) for job in _children(controller)]
     assert metrics is not None and len(jobs) == 1, "the job ended or never started"
     os.kill(jobs[0], signal.SIGUSR2)
