@@ -218,9 +218,47 @@ def test_an_unwritable_out_dir_stops_every_script_before_it_measures(name, tmp_p
     ("studies/bn_statistics.py", ["seed=3"], "bn_statistics.py: error: seed=3: this study sets seed itself in its runs; use"),
 ])
 
-def test_a_scripts_bad_input_is_one_error_line_with_no_traceback(script, args, line, tmp_path):
-    """From the command line (benchmarks.common.script_main, argparse types): a bad override, value or ratio ends
-    the script with exit status 2 and one `<script>: error:` line, before anything is measured or written."""
+def test_a_scripts_bad_input_is_one_error_line_with_no_traceback(script, args, line, tmp_path, monkeypatch, capsys):
+    """As `python benchmarks/<script> ...` runs it (benchmarks.common.script_main, argparse types), in this process
+    to spare a torch import per case (the next test runs real processes): a bad override, value or ratio ends the
+    script with exit status 2 and one `<script>: error:` line, before anything is measured or written."""
+    code = _script_main_in_process(script, [*args, "--out-dir", str(tmp_path / "out")], tmp_path, monkeypatch)
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err, err[-2000:]
+    assert err.strip().splitlines()[-1].startswith(line)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())  # nothing written
+
+
+def _script_main_in_process(script: str, argv: list, cwd: Path, monkeypatch) -> int:
+    """benchmarks/<script>'s `__main__` (script_main(main)) with sys.argv set as the shell would; its exit status.
+    The process-wide settings a script makes before measuring (torch's thread count, glibc's malloc) are kept
+    from leaking into later tests."""
+    import sys
+
+    import torch
+
+    from benchmarks.common import script_main
+
+    module = importlib.import_module("benchmarks." + script.removesuffix(".py").replace("/", "."))
+    monkeypatch.setattr(sys, "argv", [str(ROOT / "benchmarks" / script), *argv])
+    monkeypatch.chdir(cwd)
+    if hasattr(module, "steady_allocator"):
+        monkeypatch.setattr(module, "steady_allocator", lambda: False)
+    threads = torch.get_num_threads()
+    try:
+        with pytest.raises(SystemExit) as stop:
+            script_main(module.main)
+    finally:
+        torch.set_num_threads(threads)
+    return stop.value.code
+
+
+@pytest.mark.parametrize("script,args,line", [
+    ("trainer_overhead.py", ["model=nope"], "trainer_overhead.py: error: model=nope is not an option of model; choose"),
+    ("studies/transfer.py", ["repl.ratio=0.9"], "transfer.py: error: repl.ratio=0.9 asks for 14 of 15 blocks"),
+])
+def test_a_real_scripts_bad_input_is_one_error_line(script, args, line, tmp_path):
+    """The same from a real `python benchmarks/<script>` process: what reaches the terminal is that one line."""
     import subprocess
     import sys
 
@@ -228,19 +266,16 @@ def test_a_scripts_bad_input_is_one_error_line_with_no_traceback(script, args, l
                           cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
     assert done.stderr.strip().splitlines()[-1].startswith(line)
-    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())  # nothing written
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without a CUDA GPU")
 @pytest.mark.parametrize("script", ["cost.py", "op_time.py", "studies/inference.py"])
-def test_device_cuda_without_a_gpu_is_one_error_line(script, tmp_path):
-    import subprocess
-    import sys
-
-    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--device", "cuda", "--out-dir",
-                           str(tmp_path / "out")], cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False)
-    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
-    assert done.stderr.strip().splitlines() == [
+def test_device_cuda_without_a_gpu_is_one_error_line(script, tmp_path, monkeypatch, capsys):
+    code = _script_main_in_process(script, ["--device", "cuda", "--out-dir", str(tmp_path / "out")], tmp_path, monkeypatch)
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err, err[-2000:]
+    assert err.strip().splitlines() == [
         f"{Path(script).name}: error: --device: 'cuda', but this machine has no usable CUDA GPU; use --device cpu or auto"]
     assert not any((tmp_path / "out").iterdir())
 
