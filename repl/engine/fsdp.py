@@ -28,21 +28,15 @@ single-process one, and either can resume the other.
 """
 from __future__ import annotations
 
+# torch.distributed.fsdp and .checkpoint are imported where they are used: together they take about 1 s to import,
+# which every `train.py` start (and every test process) paid for the few runs that shard.
+
 from dataclasses import dataclass
 from typing import Any, Dict, FrozenSet, List, Optional, Sequence, Tuple
 
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.distributed.checkpoint.state_dict import (
-    StateDictOptions,
-    get_model_state_dict,
-    get_optimizer_state_dict,
-    set_model_state_dict,
-    set_optimizer_state_dict,
-)
-from torch.distributed.device_mesh import init_device_mesh
-from torch.distributed.fsdp import fully_shard
 
 from repl.families import get_module
 from repl.method.fusion import Fusion
@@ -101,6 +95,8 @@ class ShardedModel:
         """(model state_dict, optimizer state_dict) of the whole model on rank 0's CPU, in the layout of an
         unsharded model's (`optimizer.state_dict()`: parameters numbered in param-group order); empty dicts
         on the other ranks. A collective: every rank calls it."""
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_optimizer_state_dict
+
         options = StateDictOptions(full_state_dict=True, cpu_offload=True)
         model_state = get_model_state_dict(self.module, options=options)
         optim_state = get_optimizer_state_dict(self.module, optimizer, options=options)
@@ -118,6 +114,8 @@ class ShardedModel:
     def load_full_state(self, optimizer: torch.optim.Optimizer, model_state: Dict[str, Any],
                         optim_state: Optional[Dict[str, Any]]) -> None:
         """Load what `full_state` (or an unsharded model's state_dict) returned, given in full on every rank."""
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict, set_optimizer_state_dict
+
         model_state = {k: (v.reshape(1) if k in self.lifted else v) for k, v in model_state.items()}
         options = StateDictOptions(full_state_dict=True)
         set_model_state_dict(self.module, model_state, options=options)
@@ -152,6 +150,9 @@ def shard_model(model: nn.Module, plan: Plan, block_paths: Sequence[str], device
     was applied (the planned ones now hold surrogates). Build the optimizer afterwards, over the sharded
     parameters. See the module docstring for why this grouping.
     """
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
     if plan.blocks and len(block_paths) != plan.num_blocks:
         raise ValueError(f"shard_model needs the model's {plan.num_blocks} block paths, got {len(block_paths)}")
     lifted = _lift_scalar_parameters(model)
