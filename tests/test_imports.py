@@ -134,3 +134,27 @@ def test_no_import_cycle() -> None:
     graph = {name: import_edges(name, path, set(modules)) for name, path in modules.items()}
     found = cycles(graph)
     assert not found, "import cycles in repl/: " + "; ".join(" <-> ".join(c) for c in found)
+
+
+def test_a_config_error_and_the_synthetic_data_import_neither_torchvision_nor_fsdp():
+    """What a process that never reads a real image dataset or shards skips importing (about 2 s together): torchvision
+    (repl.data.vision is imported only for a real dataset) and torch.distributed.fsdp/.checkpoint (repl.engine.fsdp
+    imports them where it shards). Measured in a fresh interpreter; the synthetic set is generated too."""
+    import subprocess
+    import sys
+
+    code = """
+import sys
+from repl.config import compose, to_config
+from repl.data.classification import build_classification_data, check_classification_files
+from repl.engine.trainer import Trainer
+import torch
+cfg = to_config(compose(["dataset.num_train=16", "dataset.num_eval=8", "dataset.image_size=8", "dataset.batch_size=8"]))
+check_classification_files(cfg.dataset)
+build_classification_data(cfg.dataset, seed=0, device=torch.device("cpu"))
+print(sorted(m for m in ("torchvision", "torch.distributed.fsdp", "torch.distributed.checkpoint") if m in sys.modules))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False,
+                          cwd=ROOT.parent)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]"

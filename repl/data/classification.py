@@ -2,35 +2,41 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Dict
+from typing import TYPE_CHECKING, Any, Dict
 
 import torch
 from torch.utils.data import Subset
 
 from repl.data.augment import CropFlip, RandomShift
 from repl.data.batching import batching_args, subset_size
-from repl.data.config import SYNTHETIC, ImageDataConfig
+from repl.data.config import SYNTHETIC, VISION_DATASETS, ImageDataConfig
 from repl.data.module import DataModule
 from repl.data.order import subset_indices
 from repl.data.resident import ResidentData
 from repl.data.streaming import StreamingData
 from repl.data.synthetic import make_synthetic
-from repl.data.vision import VISION, VisionSpec, check_shape, open_vision, require_files
 from repl.errors import ConfigError
+
+if TYPE_CHECKING:  # repl.data.vision (torchvision) is imported only when a real dataset is read
+    from repl.data.vision import VisionSpec
 
 MIN_SYNTHETIC_SIZE = 8
 
 
 def classification_datasets() -> tuple:
     """The dataset.name values task=classification accepts."""
-    return (SYNTHETIC, *VISION)
+    return (SYNTHETIC, *VISION_DATASETS)
 
 
 def check_classification_files(cfg: ImageDataConfig) -> None:
     """DataError when the dataset's files are not under dataset.root (read nothing); generated data, and files
     dataset.download=true will fetch, pass (a failed download stops its run)."""
-    spec = VISION.get(cfg.name)
-    if spec is not None and not (cfg.download and spec.downloadable):
+    if cfg.name not in VISION_DATASETS:
+        return
+    from repl.data.vision import VISION, require_files
+
+    spec = VISION[cfg.name]
+    if not (cfg.download and spec.downloadable):
         require_files(os.path.abspath(os.path.expanduser(cfg.root)), spec)
 
 
@@ -47,6 +53,8 @@ def build_classification_data(cfg: ImageDataConfig, *, seed: int, device: torch.
             raise ConfigError("dataset.randaugment and dataset.random_erasing need a streamed dataset (per-image "
                               "transforms); the synthetic set is held on the device: set dataset.randaugment=null and dataset.random_erasing=0")
         return _synthetic(cfg, seed=seed, device=device, rank=rank, world_size=world_size)
+    from repl.data.vision import VISION, check_shape, open_vision
+
     spec = VISION[cfg.name]
     check_shape(cfg, spec)
     streaming = _is_streaming(cfg, spec)

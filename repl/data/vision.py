@@ -20,7 +20,7 @@ from scipy.io.matlab import MatReadError
 from torch.utils.data import Dataset
 from torchvision import datasets, transforms
 
-from repl.data.config import ImageDataConfig
+from repl.data.config import CIFAR10, IMAGENET, STL10, SVHN, ImageDataConfig
 from repl.data.tensors import TensorSplit
 from repl.errors import ConfigError, DataError
 
@@ -252,8 +252,8 @@ def _open_imagenet(root: str, train: bool, transform: Optional[Callable], downlo
     return SkippingImageFolder(os.path.join(root, "train" if train else "val"), transform=transform)
 
 
-VISION = {
-    "cifar10": VisionSpec(
+VISION = {  # keyed by repl.data.config.VISION_DATASETS, in its order
+    CIFAR10: VisionSpec(
         title="CIFAR-10",
         open_split=lambda root, train, transform, download: LocalCIFAR10(root, train, transform, download=download),
         required=CIFAR10_FILES,
@@ -266,7 +266,7 @@ VISION = {
         num_classes=10,
         files=LocalCIFAR10,
     ),
-    "svhn": VisionSpec(
+    SVHN: VisionSpec(
         title="SVHN",
         open_split=lambda root, train, transform, download: LocalSVHN(
             root, "train" if train else "test", transform, download=download
@@ -281,7 +281,7 @@ VISION = {
         num_classes=10,
         files=LocalSVHN,
     ),
-    "stl10": VisionSpec(
+    STL10: VisionSpec(
         title="STL-10",
         open_split=lambda root, train, transform, download: LocalSTL10(
             root, "train" if train else "test", transform=transform, download=download
@@ -296,7 +296,7 @@ VISION = {
         num_classes=10,
         files=LocalSTL10,
     ),
-    "imagenet": VisionSpec(
+    IMAGENET: VisionSpec(
         title="ImageNet",
         open_split=_open_imagenet,
         required=IMAGENET_FOLDERS,

@@ -302,3 +302,11 @@ def test_unreadable_image_mid_epoch_is_skipped_with_a_one_line_warning(damage, t
     assert images.shape == (12, 3, 32, 32) and torch.isfinite(images).all()  # a whole epoch, no traceback
     warnings = [line for line in capfd.readouterr().err.splitlines() if "unreadable" in line]
     assert warnings and all(line.startswith("warning: ") and str(bad) in line for line in warnings)
+
+
+def test_the_readers_are_keyed_by_the_names_the_config_accepts():
+    """repl.data.config.VISION_DATASETS (what dataset.name accepts without importing torchvision) and the readers
+    of repl.data.vision are one list."""
+    from repl.data.config import VISION_DATASETS
+
+    assert tuple(VISION) == VISION_DATASETS
