@@ -14,7 +14,7 @@ import torch
 from tests.data.fabricate_text import make_wikitext2
 from tests.engine.test_rundir import snapshot
 from tests.engine.test_training import TINY, assert_same_weights, weights
-from tests.signalled import paused_env, wait_for_step
+from tests.signalled import signal_state, start_paused, wait_for_step
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -51,8 +51,8 @@ def test_missing_dataset_stops_with_one_line(tmp_path):
 @pytest.mark.slow
 def test_run_killed_mid_epoch_resumes_and_completes(tmp_path):
     args = TINY + ["trainer.epochs=2", "trainer.checkpoint_every=1", f"hydra.run.dir={tmp_path / 'killed'}"]
-    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT, env=paused_env(step=2),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = start_paused([sys.executable, str(ROOT / "train.py"), *args], step=2, cwd=ROOT,
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_for_step(proc, lambda: tmp_path / "killed" / "metrics.jsonl", step=2)  # kill once a mid-epoch step is logged
     assert proc.poll() is None, "the run finished before it could be killed"
     proc.send_signal(signal.SIGKILL)
@@ -71,13 +71,14 @@ def test_run_killed_mid_epoch_resumes_and_completes(tmp_path):
 @pytest.mark.slow
 def test_sigterm_checkpoints_and_exits_so_a_requeued_job_resumes(tmp_path):
     args = TINY + ["trainer.epochs=2", f"hydra.run.dir={tmp_path}"]
-    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT, env=paused_env(step=2),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = start_paused([sys.executable, str(ROOT / "train.py"), *args], step=2, cwd=ROOT,
+                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     wait_for_step(proc, lambda: tmp_path / "metrics.jsonl", step=2)
     assert proc.poll() is None, "the run finished before it could be signalled"
+    state = signal_state(proc.pid)
     proc.send_signal(signal.SIGTERM)  # what SLURM sends before preempting a job
     _, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 128 + signal.SIGTERM and "rerun the same command" in stderr
+    assert proc.returncode == 128 + signal.SIGTERM and "rerun the same command" in stderr, (state, stderr)
     summary = json.loads((tmp_path / "summary.json").read_text())
     stopped_at = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)["progress"]["step"]
     assert summary["status"] == "running" and 2 <= stopped_at < 8 and summary["steps_done"] == stopped_at
@@ -89,14 +90,15 @@ def test_sigterm_checkpoints_and_exits_so_a_requeued_job_resumes(tmp_path):
 @pytest.mark.slow
 def test_ctrl_c_is_one_line_and_a_rerun_resumes_from_the_last_checkpoint(tmp_path):
     args = TINY + ["trainer.epochs=2", "trainer.checkpoint_every=1", f"hydra.run.dir={tmp_path}"]
-    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT, env=paused_env(step=2),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = start_paused([sys.executable, str(ROOT / "train.py"), *args], step=2, cwd=ROOT,
+                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     wait_for_step(proc, lambda: tmp_path / "metrics.jsonl", step=2)  # interrupt once a mid-epoch checkpoint is written
     assert proc.poll() is None, "the run finished before it could be interrupted"
+    state = signal_state(proc.pid)  # the child's mask and handlers when the signal is sent, should this fail
     proc.send_signal(signal.SIGINT)  # Ctrl-C
     _, stderr = proc.communicate(timeout=120)
     lines = stderr.strip().splitlines()
-    assert proc.returncode == 130 and len(lines) == 1, stderr
+    assert proc.returncode == 130 and len(lines) == 1, (state, stderr)
     assert lines[0].startswith("interrupted: rerun the same command to resume from the run's last checkpoint"), stderr
     stopped_at = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)["progress"]["step"]
     assert 0 < stopped_at < 8  # a checkpoint of a step, not of the end

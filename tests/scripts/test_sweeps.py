@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.engine.test_rundir import snapshot
-from tests.signalled import paused_env, wait_for_step
+from tests.signalled import start_paused, wait_for_step
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ["experiment=smoke", "dataset.num_train=128", "dataset.num_eval=64", "dataset.image_size=16",
@@ -87,10 +87,10 @@ def _children(pid: int) -> list[int]:
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the job's process through /proc")
 def test_submitit_preemption_checkpoints_requeues_and_resumes(tmp_path):
     # SLURM's warning before a time limit or preemption is SIGUSR2 to the job's process (submitit)
-    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), "-m", "launcher=local", *TINY,
-                             "dataset.num_train=768", "trainer.max_steps=12", "trainer.log_every=1",
-                             f"hydra.sweep.dir={tmp_path}"], cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, env=paused_env(step=2, env={**os.environ, "WANDB_MODE": "offline"}))
+    proc = start_paused([sys.executable, str(ROOT / "train.py"), "-m", "launcher=local", *TINY,
+                         "dataset.num_train=768", "trainer.max_steps=12", "trainer.log_every=1",
+                         f"hydra.sweep.dir={tmp_path}"], step=2, env={**os.environ, "WANDB_MODE": "offline"},
+                        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     metrics = wait_for_step(proc, lambda: next(tmp_path.rglob("metrics.jsonl"), None), step=2, timeout=300)
     jobs = [job for controller in _children(proc.pid) for job in _children(controller)]
     assert metrics is not None and len(jobs) == 1, "the job ended or never started"
