@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from repl.data.module import Batch, ImageData
 from repl.data.order import ResumableBatchSampler, derive_seed, eval_shards
+from repl.data.workers import from_workers
 
 Key = Tuple[int, int, int]  # (sample index, epoch, position in the epoch's global order)
 
@@ -92,5 +93,5 @@ class StreamingData(ImageData):
         yield from self._to_device(self.eval_loader)
 
     def _to_device(self, loader: DataLoader) -> Iterator[Batch]:
-        for images, labels in loader:
+        for images, labels in from_workers(loader):
             yield images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)

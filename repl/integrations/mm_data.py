@@ -22,6 +22,7 @@ from repl.data.module import DataModule
 from repl.data.order import derive_seed, eval_shards, subset_indices
 from repl.data.streaming import PositionSampler, SeededAugmentation
 from repl.data.vision import UNREADABLE_IMAGE, read_skipping
+from repl.data.workers import from_workers
 from repl.errors import DataError
 
 MMBatch = Dict[str, Any]
@@ -100,8 +101,8 @@ class MMData(DataModule):
 
     def train_batches(self, epoch: int, start_step: int = 0) -> Iterator[MMBatch]:
         self.sampler.set_epoch(epoch, start_step)
-        yield from self.train_loader
+        yield from from_workers(self.train_loader)
 
     def eval_batches(self) -> Iterator[MMBatch]:
-        for batch in self.eval_loader:
+        for batch in from_workers(self.eval_loader):
             yield {**batch, "dataset_meta": self.dataset_meta}
