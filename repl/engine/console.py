@@ -24,7 +24,8 @@ def echo(message: str, *, warning: bool = False) -> None:
 def echo_error(message: str) -> None:
     """Print `message` on stderr, always directly (a user error may come before Hydra configures logging, or
     after an earlier run in the same process left handlers on a stream that is gone), and into train.log."""
-    print(message, file=sys.stderr)
+    sys.stderr.write(f"{message}\n")  # one write: a DataLoader worker still printing cannot split the line
+    sys.stderr.flush()
     record = LOG.makeRecord(LOG.name, logging.ERROR, __file__, 0, message, None, None)
     for handler in file_handlers():
         handler.handle(record)

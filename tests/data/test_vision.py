@@ -304,6 +304,18 @@ def test_unreadable_image_mid_epoch_is_skipped_with_a_one_line_warning(damage, t
     assert warnings and all(line.startswith("warning: ") and str(bad) in line for line in warnings)
 
 
+def test_a_folder_unreadable_in_a_worker_stops_with_its_own_one_line_error(tmp_path):
+    """More unreadable images in a row than read_skipping passes over, read by a DataLoader worker: the DataError
+    the worker raised, with its message alone (torch's re-raise carries the worker's traceback; repl.data.workers)."""
+    make_imagenet(tmp_path, n_train=8, n_val=2)
+    for path in (tmp_path / "train").rglob("*.JPEG"):
+        path.write_bytes(b"not a jpeg")
+    cfg = config("imagenet", tmp_path, image_size=32, num_classes=3, batch_size=4, num_workers=1)
+    with pytest.raises(DataError) as stop:
+        collect(build_data(cfg, seed=0, device=CPU).train_batches(0))
+    assert len(str(stop.value).splitlines()) == 1 and "images in a row from" in str(stop.value)
+
+
 def test_the_readers_are_keyed_by_the_names_the_config_accepts():
     """repl.data.config.VISION_DATASETS (what dataset.name accepts without importing torchvision) and the readers
     of repl.data.vision are one list."""
