@@ -29,7 +29,8 @@ RANDAUGMENT_CONFIG = re.compile(r"rand(-(mstd|mmax|inc|m|n|p)\d+(\.\d+)?|-t\w+)*
 SCHEMA_GROUP = "schema/dataset"  # the Hydra group of the kind schemas a dataset yaml names in its defaults
 SYNTHETIC = "synthetic"  # the embedded dataset of every task, generated from the seed: its one name
 # task=classification's real datasets (repl/data/vision.py reads them, keyed by these names). Named here so that a
-# synthetic run, and every check of dataset.name, never imports torchvision (about 1.4 s a process).
+# synthetic run, and every check of dataset.name, needs no torchvision import (about 1.4 s, most of it torch._dynamo,
+# which a training run imports anyway through torch.optim: the saving is a config error's, found sooner).
 CIFAR10, SVHN, STL10, IMAGENET = "cifar10", "svhn", "stl10", "imagenet"
 VISION_DATASETS = (CIFAR10, SVHN, STL10, IMAGENET)
 
